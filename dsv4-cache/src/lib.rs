@@ -1,0 +1,20 @@
+//! The DeepSeek-V4 KV cache: per-layer cache schema (windows, compressed entries, indexer keys,
+//! compressor tails), byte sizes per cache dtype, block budgets and the memory planner.
+//!
+//! One schema serves the planner and the allocator, so `dsv4 plan` cannot drift from what the
+//! engine allocates.
+
+mod budget;
+mod dtype;
+mod planner;
+mod schema;
+
+pub use budget::{BlockBudget, PoolBudget};
+pub use dtype::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, UnknownDtype};
+pub use planner::{
+    layer_kinds, plan, DenseCache, Fit, LayerReport, PlanError, PlanReport, PlanRequest, Solve,
+};
+pub use schema::{
+    BlockSizeError, LayerCacheSchema, ModelCacheSchema, PagedStream, StreamKind, TailBuffer,
+    DEFAULT_BLOCK_SIZE,
+};

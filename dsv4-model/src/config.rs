@@ -1,0 +1,676 @@
+//! `config.json` of a DeepSeek-V4 checkpoint: parsed from the native release spelling or the
+//! transformers spelling into one validated [`ModelConfig`] (spec §1).
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::json_fields::{show, JsonFields};
+
+/// Why a config could not be used; every variant renders as one line naming the field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Io {
+        /// The path that failed.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The text is not JSON.
+    #[error("config is not valid JSON: {0}")]
+    Json(String),
+    /// A required field is absent.
+    #[error("config field `{field}` is missing")]
+    Missing {
+        /// Dotted name of the field.
+        field: String,
+    },
+    /// A field holds a value of the wrong type or out of range.
+    #[error("config field `{field}` = {value}: expected {expected}")]
+    Invalid {
+        /// Dotted name of the field.
+        field: String,
+        /// The value found, abbreviated.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+}
+
+/// YaRN context extension of the compress RoPE (spec §4.7); used only by layers with m > 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct YarnScaling {
+    /// Context extension factor f (16 in the release).
+    pub factor: f64,
+    /// Training context the correction range is computed from (65536).
+    pub original_max_position_embeddings: usize,
+    /// β_fast: rotations per original context above which a pair keeps its frequency (32).
+    pub beta_fast: f64,
+    /// β_slow: rotations below which a pair is fully interpolated (1).
+    pub beta_slow: f64,
+}
+
+/// How the router turns gate logits into scores. V4 ships only `sqrtsoftplus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoringFunc {
+    /// sqrt(softplus(logit)).
+    SqrtSoftplus,
+}
+
+/// Storage format of the routed experts named by `expert_dtype` (spec §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpertDtype {
+    /// Packed E2M1 with one UE8M0 scale per 32 inputs (V4-Flash, V4-Pro).
+    Fp4,
+    /// E4M3 with 128×128 UE8M0 block scales (V4-Flash-Base).
+    Fp8,
+}
+
+/// Block-wise FP8 quantization of the dense linears (`quantization_config`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fp8Quantization {
+    /// Output × input extent of one scale block ([128, 128] in the release).
+    pub weight_block_size: [usize; 2],
+}
+
+/// Every field of a V4 config that the engine uses, validated (spec §1.1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    /// V: rows of `embed` and `head`.
+    pub vocab_size: usize,
+    /// D: width of the residual streams.
+    pub hidden_size: usize,
+    /// L: decoder blocks, MTP excluded.
+    pub num_hidden_layers: usize,
+    /// H: query heads.
+    pub num_attention_heads: usize,
+    /// Always 1: one shared K=V head.
+    pub num_key_value_heads: usize,
+    /// Dh: width of q, k=v and o per head.
+    pub head_dim: usize,
+    /// Dr: rotary dims, the trailing part of each head.
+    pub qk_rope_head_dim: usize,
+    /// Rq: query latent width.
+    pub q_lora_rank: usize,
+    /// G: groups of the grouped output projection.
+    pub o_groups: usize,
+    /// Ro: per-group intermediate width of the output projection.
+    pub o_lora_rank: usize,
+    /// W: window of raw keys, the current token included.
+    pub sliding_window: usize,
+    /// Compress ratio per decoder layer, then one per MTP stage (0 = window only, 4 = CSA, else HCA).
+    pub compress_ratios: Vec<usize>,
+    /// RoPE base of window-only layers.
+    pub rope_theta: f64,
+    /// RoPE base of compressed layers.
+    pub compress_rope_theta: f64,
+    /// YaRN of the compress RoPE; `None` means plain RoPE there too.
+    pub rope_scaling: Option<YarnScaling>,
+    /// Longest context the model supports.
+    pub max_position_embeddings: usize,
+    /// Hi: Lightning Indexer heads.
+    pub index_n_heads: usize,
+    /// Di: Lightning Indexer key and query width.
+    pub index_head_dim: usize,
+    /// Ki: compressed entries a CSA query attends.
+    pub index_topk: usize,
+    /// n: residual streams of the hyper-connections.
+    pub hc_mult: usize,
+    /// Sinkhorn iterations of the mHC combination matrix.
+    pub hc_sinkhorn_iters: usize,
+    /// Epsilon of the mHC weights and normalisations.
+    pub hc_eps: f64,
+    /// Epsilon of every RMSNorm.
+    pub rms_norm_eps: f64,
+    /// E: routed experts per MoE layer.
+    pub n_routed_experts: usize,
+    /// Shared experts per MoE layer (always 1).
+    pub n_shared_experts: usize,
+    /// K: routed experts per token.
+    pub num_experts_per_tok: usize,
+    /// I: intermediate width of routed and shared experts.
+    pub moe_intermediate_size: usize,
+    /// Leading layers that route by the token-id table `tid2eid`.
+    pub num_hash_layers: usize,
+    /// Router score function.
+    pub scoring_func: ScoringFunc,
+    /// Multiplier of the normalised routing weights.
+    pub routed_scaling_factor: f64,
+    /// Whether routing weights are normalised over the selected experts.
+    pub norm_topk_prob: bool,
+    /// SwiGLU clamp (0 = none).
+    pub swiglu_limit: f64,
+    /// MTP stages shipped after the decoder.
+    pub num_nextn_predict_layers: usize,
+    /// FP8 block quantization of dense linears; `None` for unquantized checkpoints.
+    pub quantization: Option<Fp8Quantization>,
+    /// Declared routed-expert format, when the config names one (tensors decide at load).
+    pub expert_dtype: Option<ExpertDtype>,
+    /// Beginning-of-sequence token, if declared.
+    pub bos_token_id: Option<usize>,
+    /// End-of-sequence tokens (one or more).
+    pub eos_token_ids: Vec<usize>,
+    /// Whether `head` shares `embed`'s storage.
+    pub tie_word_embeddings: bool,
+}
+
+impl ModelConfig {
+    /// Reads and validates a `config.json` file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json_str(&text)
+    }
+
+    /// Parses and validates config JSON text in either spelling.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        Self::from_json(&value)
+    }
+
+    /// Parses and validates an already-decoded JSON value.
+    pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
+        let f = JsonFields::root(value, "config")?;
+        let num_hidden_layers = f.usize("num_hidden_layers")?;
+        let head_dim = f.usize("head_dim")?;
+        let config = Self {
+            vocab_size: f.usize("vocab_size")?,
+            hidden_size: f.usize("hidden_size")?,
+            num_hidden_layers,
+            num_attention_heads: f.usize("num_attention_heads")?,
+            num_key_value_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(1),
+            head_dim,
+            qk_rope_head_dim: rope_head_dim(&f, head_dim)?,
+            q_lora_rank: f.usize("q_lora_rank")?,
+            o_groups: f.usize("o_groups")?,
+            o_lora_rank: f.usize("o_lora_rank")?,
+            sliding_window: f.usize("sliding_window")?,
+            compress_ratios: compress_ratios(&f, num_hidden_layers)?,
+            rope_theta: rope_theta(&f, "rope_theta", "main")?,
+            compress_rope_theta: rope_theta(&f, "compress_rope_theta", "compress")?,
+            rope_scaling: rope_scaling(&f)?,
+            max_position_embeddings: f.usize("max_position_embeddings")?,
+            index_n_heads: f.usize("index_n_heads")?,
+            index_head_dim: f.usize("index_head_dim")?,
+            index_topk: f.usize("index_topk")?,
+            hc_mult: f.usize("hc_mult")?,
+            hc_sinkhorn_iters: f.usize("hc_sinkhorn_iters")?,
+            hc_eps: f.f64("hc_eps")?,
+            rms_norm_eps: f.f64("rms_norm_eps")?,
+            n_routed_experts: aliased_usize(&f, "n_routed_experts", "num_local_experts")?,
+            n_shared_experts: f.opt_usize("n_shared_experts")?.unwrap_or(1),
+            num_experts_per_tok: f.usize("num_experts_per_tok")?,
+            moe_intermediate_size: aliased_usize(&f, "moe_intermediate_size", "intermediate_size")?,
+            num_hash_layers: num_hash_layers(&f, num_hidden_layers)?,
+            scoring_func: scoring_func(&f)?,
+            routed_scaling_factor: f.f64("routed_scaling_factor")?,
+            norm_topk_prob: f.opt_bool("norm_topk_prob")?.unwrap_or(true),
+            swiglu_limit: f.opt_f64("swiglu_limit")?.unwrap_or(0.0),
+            num_nextn_predict_layers: f.opt_usize("num_nextn_predict_layers")?.unwrap_or(0),
+            quantization: quantization(&f)?,
+            expert_dtype: expert_dtype(&f)?,
+            bos_token_id: f.opt_usize("bos_token_id")?,
+            eos_token_ids: f.opt_token_ids("eos_token_id")?,
+            tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        };
+        check_fixed_strings(&f)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Compress ratio of decoder layer `layer` (`compress_ratios[..L]`).
+    pub fn decoder_ratios(&self) -> &[usize] {
+        &self.compress_ratios[..self.num_hidden_layers]
+    }
+
+    /// Compress ratio of MTP stage `stage`: the entry after the decoder's, 0 when the list stops.
+    pub fn mtp_ratio(&self, stage: usize) -> usize {
+        self.compress_ratios
+            .get(self.num_hidden_layers + stage)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Dn = Dh − Dr: the dims of a head that carry no rotation.
+    pub fn nope_head_dim(&self) -> usize {
+        self.head_dim - self.qk_rope_head_dim
+    }
+
+    /// Checks ranges and the consistency between fields; the first problem is returned.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, value: String, expected: &str| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                value,
+                expected: expected.to_string(),
+            })
+        };
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("head_dim", self.head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("q_lora_rank", self.q_lora_rank),
+            ("o_groups", self.o_groups),
+            ("o_lora_rank", self.o_lora_rank),
+            ("sliding_window", self.sliding_window),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("index_n_heads", self.index_n_heads),
+            ("index_head_dim", self.index_head_dim),
+            ("index_topk", self.index_topk),
+            ("hc_mult", self.hc_mult),
+            ("hc_sinkhorn_iters", self.hc_sinkhorn_iters),
+            ("n_routed_experts", self.n_routed_experts),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+        ] {
+            if value == 0 {
+                return bad(field, "0".into(), "a positive integer");
+            }
+        }
+        if self.num_key_value_heads != 1 {
+            return bad(
+                "num_key_value_heads",
+                self.num_key_value_heads.to_string(),
+                "1 (V4 shares one K=V head across all query heads)",
+            );
+        }
+        if self.n_shared_experts != 1 {
+            return bad(
+                "n_shared_experts",
+                self.n_shared_experts.to_string(),
+                "1 (V4 has exactly one shared expert)",
+            );
+        }
+        if self.qk_rope_head_dim % 2 != 0 || self.qk_rope_head_dim >= self.head_dim {
+            return bad(
+                "qk_rope_head_dim",
+                self.qk_rope_head_dim.to_string(),
+                &format!(
+                    "an even number below head_dim = {} (rotary pairs on the trailing dims)",
+                    self.head_dim
+                ),
+            );
+        }
+        if self.qk_rope_head_dim > self.index_head_dim {
+            return bad(
+                "index_head_dim",
+                self.index_head_dim.to_string(),
+                &format!(
+                    "at least qk_rope_head_dim = {} (indexer keys carry the rotary dims)",
+                    self.qk_rope_head_dim
+                ),
+            );
+        }
+        if !self.index_head_dim.is_power_of_two() {
+            return bad(
+                "index_head_dim",
+                self.index_head_dim.to_string(),
+                "a power of two (the indexer's Hadamard rotation needs one)",
+            );
+        }
+        if self.num_attention_heads % self.o_groups != 0 {
+            return bad(
+                "o_groups",
+                self.o_groups.to_string(),
+                &format!(
+                    "a divisor of num_attention_heads = {}",
+                    self.num_attention_heads
+                ),
+            );
+        }
+        if self.num_experts_per_tok > self.n_routed_experts {
+            return bad(
+                "num_experts_per_tok",
+                self.num_experts_per_tok.to_string(),
+                &format!("at most n_routed_experts = {}", self.n_routed_experts),
+            );
+        }
+        if self.num_hash_layers > self.num_hidden_layers {
+            return bad(
+                "num_hash_layers",
+                self.num_hash_layers.to_string(),
+                &format!("at most num_hidden_layers = {}", self.num_hidden_layers),
+            );
+        }
+        for (field, value) in [("hc_eps", self.hc_eps), ("rms_norm_eps", self.rms_norm_eps)] {
+            if value <= 0.0 {
+                return bad(field, value.to_string(), "a positive number");
+            }
+        }
+        for (field, value) in [
+            ("rope_theta", self.rope_theta),
+            ("compress_rope_theta", self.compress_rope_theta),
+            ("routed_scaling_factor", self.routed_scaling_factor),
+        ] {
+            if value <= 0.0 {
+                return bad(field, value.to_string(), "a positive number");
+            }
+        }
+        if self.swiglu_limit < 0.0 {
+            return bad(
+                "swiglu_limit",
+                self.swiglu_limit.to_string(),
+                "0 (no clamp) or a positive limit",
+            );
+        }
+        if let Some(yarn) = &self.rope_scaling {
+            if yarn.factor < 1.0 {
+                return bad(
+                    "rope_scaling.factor",
+                    yarn.factor.to_string(),
+                    "a factor of at least 1",
+                );
+            }
+            if yarn.original_max_position_embeddings == 0 {
+                return bad(
+                    "rope_scaling.original_max_position_embeddings",
+                    "0".into(),
+                    "a positive integer",
+                );
+            }
+            if !(yarn.beta_fast > yarn.beta_slow && yarn.beta_slow > 0.0) {
+                return bad(
+                    "rope_scaling.beta_fast",
+                    yarn.beta_fast.to_string(),
+                    &format!(
+                        "a number above beta_slow = {}, which must be positive",
+                        yarn.beta_slow
+                    ),
+                );
+            }
+        }
+        if let Some(q) = &self.quantization {
+            if q.weight_block_size != [128, 128] {
+                return bad(
+                    "quantization_config.weight_block_size",
+                    format!("{:?}", q.weight_block_size),
+                    "[128, 128] (the only block shape V4 ships)",
+                );
+            }
+        }
+        let out_of_vocab = |id: &usize| *id >= self.vocab_size;
+        let expected = format!("a token id below vocab_size = {}", self.vocab_size);
+        if let Some(id) = self.bos_token_id.filter(out_of_vocab) {
+            return bad("bos_token_id", id.to_string(), &expected);
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|id| out_of_vocab(id)) {
+            return bad("eos_token_id", id.to_string(), &expected);
+        }
+        Ok(())
+    }
+}
+
+/// `qk_rope_head_dim`, or `head_dim × partial_rotary_factor` in the transformers spelling; both must agree.
+fn rope_head_dim(f: &JsonFields, head_dim: usize) -> Result<usize, ConfigError> {
+    let native = f.opt_usize("qk_rope_head_dim")?;
+    let from_factor = match f.opt_f64("partial_rotary_factor")? {
+        None => None,
+        Some(factor) => {
+            let dims = factor * head_dim as f64;
+            if factor <= 0.0 || factor > 1.0 || dims.fract() != 0.0 {
+                return Err(f.invalid(
+                    "partial_rotary_factor",
+                    &Value::from(factor),
+                    &format!(
+                        "a fraction in (0, 1] that times head_dim = {head_dim} gives whole dims"
+                    ),
+                ));
+            }
+            Some(dims as usize)
+        }
+    };
+    match (native, from_factor) {
+        (Some(a), Some(b)) if a != b => Err(f.invalid(
+            "partial_rotary_factor",
+            f.get("partial_rotary_factor").unwrap_or(&Value::Null),
+            &format!("qk_rope_head_dim / head_dim = {a}/{head_dim}, as qk_rope_head_dim says"),
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => Ok(b),
+        (None, None) => Err(ConfigError::Missing {
+            field: "qk_rope_head_dim".into(),
+        }),
+    }
+}
+
+/// A count that transformers may spell under a second name.
+fn aliased_usize(f: &JsonFields, native: &str, alias: &str) -> Result<usize, ConfigError> {
+    match f.opt_usize(native)? {
+        Some(v) => Ok(v),
+        None if f.has(alias) => f.usize(alias),
+        None => f.usize(native),
+    }
+}
+
+/// The per-layer compress ratios from `compress_ratios` or `layer_types` + `compress_rates`.
+fn compress_ratios(f: &JsonFields, layers: usize) -> Result<Vec<usize>, ConfigError> {
+    let native = f.opt_usize_list("compress_ratios")?;
+    let from_types = layer_type_ratios(f)?;
+    let ratios = match (native, from_types) {
+        (Some(native), Some(types)) => {
+            if native.len() < types.len() || native[..types.len()] != types[..] {
+                return Err(f.invalid(
+                    "layer_types",
+                    f.get("layer_types").unwrap_or(&Value::Null),
+                    "the schedule that compress_ratios gives (the two fields disagree)",
+                ));
+            }
+            native
+        }
+        (Some(native), None) => native,
+        (None, Some(types)) => types,
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                field: "compress_ratios".into(),
+            })
+        }
+    };
+    if ratios.len() < layers {
+        return Err(f.invalid(
+            "compress_ratios",
+            &Value::from(ratios.clone()),
+            &format!("at least num_hidden_layers = {layers} entries, one per decoder layer"),
+        ));
+    }
+    Ok(ratios)
+}
+
+/// Ratios from transformers' `layer_types`, using `compress_rates` (default CSA 4, HCA 128).
+fn layer_type_ratios(f: &JsonFields) -> Result<Option<Vec<usize>>, ConfigError> {
+    let Some(types) = f.opt_str_list("layer_types")? else {
+        return Ok(None);
+    };
+    let rates = f.opt_object("compress_rates")?;
+    let rate = |key: &str, legacy: &str, default: usize| -> Result<usize, ConfigError> {
+        if let Some(r) = rates.as_ref().and_then(|r| r.opt_usize(key).transpose()) {
+            return r;
+        }
+        Ok(f.opt_usize(legacy)?.unwrap_or(default))
+    };
+    let csa = rate("compressed_sparse_attention", "compress_rate_csa", 4)?;
+    let hca = rate("heavily_compressed_attention", "compress_rate_hca", 128)?;
+    types
+        .iter()
+        .map(|t| match *t {
+            "sliding_attention" => Ok(0),
+            "compressed_sparse_attention" => Ok(csa),
+            "heavily_compressed_attention" => Ok(hca),
+            other => Err(f.invalid(
+                "layer_types",
+                &Value::from(other),
+                "sliding_attention, compressed_sparse_attention or heavily_compressed_attention",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `num_hash_layers`, or the leading `hash_moe` run of transformers' `mlp_layer_types`.
+fn num_hash_layers(f: &JsonFields, layers: usize) -> Result<usize, ConfigError> {
+    let native = f.opt_usize("num_hash_layers")?;
+    let from_types = match f.opt_str_list("mlp_layer_types")? {
+        None => None,
+        Some(types) => {
+            let value = f.get("mlp_layer_types").unwrap_or(&Value::Null);
+            let leading = types.iter().take_while(|t| **t == "hash_moe").count();
+            let well_formed = types.len() == layers && types[leading..].iter().all(|t| *t == "moe");
+            if !well_formed {
+                return Err(f.invalid(
+                    "mlp_layer_types",
+                    value,
+                    &format!("{layers} entries: hash_moe layers first, then moe"),
+                ));
+            }
+            Some(leading)
+        }
+    };
+    match (native, from_types) {
+        (Some(a), Some(b)) if a != b => Err(f.invalid(
+            "num_hash_layers",
+            &Value::from(a),
+            &format!("{b}, the count of hash_moe entries in mlp_layer_types"),
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => Ok(b),
+        (None, None) => Err(ConfigError::Missing {
+            field: "num_hash_layers".into(),
+        }),
+    }
+}
+
+/// A RoPE base from the native key or from `rope_parameters.<kind>.rope_theta`.
+fn rope_theta(f: &JsonFields, native: &str, kind: &str) -> Result<f64, ConfigError> {
+    if let Some(v) = f.opt_f64(native)? {
+        return Ok(v);
+    }
+    if let Some(params) = f.opt_object("rope_parameters")? {
+        if let Some(sub) = params.opt_object(kind)? {
+            return sub.f64("rope_theta");
+        }
+    }
+    Err(ConfigError::Missing {
+        field: native.to_string(),
+    })
+}
+
+/// YaRN parameters from `rope_scaling` or `rope_parameters.compress`.
+fn rope_scaling(f: &JsonFields) -> Result<Option<YarnScaling>, ConfigError> {
+    let scaling = match f.opt_object("rope_scaling")? {
+        Some(s) => s,
+        None => match f.opt_object("rope_parameters")? {
+            Some(params) => match params.opt_object("compress")? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+            None => return Ok(None),
+        },
+    };
+    let kind = match scaling.opt_str("type")? {
+        Some(t) => Some(t),
+        None => scaling.opt_str("rope_type")?,
+    };
+    match kind {
+        Some("yarn") => {}
+        Some("default") | None if !scaling.has("factor") => return Ok(None),
+        Some(other) => {
+            return Err(scaling.invalid("type", &Value::from(other), "\"yarn\""));
+        }
+        None => {
+            return Err(ConfigError::Missing {
+                field: scaling.path("type"),
+            })
+        }
+    }
+    Ok(Some(YarnScaling {
+        factor: scaling.f64("factor")?,
+        original_max_position_embeddings: scaling.usize("original_max_position_embeddings")?,
+        beta_fast: scaling.opt_f64("beta_fast")?.unwrap_or(32.0),
+        beta_slow: scaling.opt_f64("beta_slow")?.unwrap_or(1.0),
+    }))
+}
+
+fn scoring_func(f: &JsonFields) -> Result<ScoringFunc, ConfigError> {
+    match f.opt_str("scoring_func")? {
+        Some("sqrtsoftplus") => Ok(ScoringFunc::SqrtSoftplus),
+        Some(other) => Err(f.invalid(
+            "scoring_func",
+            &Value::from(other),
+            "\"sqrtsoftplus\" (the only router V4 uses)",
+        )),
+        None => Err(ConfigError::Missing {
+            field: "scoring_func".into(),
+        }),
+    }
+}
+
+fn quantization(f: &JsonFields) -> Result<Option<Fp8Quantization>, ConfigError> {
+    let Some(q) = f.opt_object("quantization_config")? else {
+        return Ok(None);
+    };
+    for (key, want) in [
+        ("quant_method", "fp8"),
+        ("fmt", "e4m3"),
+        ("scale_fmt", "ue8m0"),
+    ] {
+        if let Some(v) = q.opt_str(key)? {
+            if v != want {
+                return Err(q.invalid(key, &Value::from(v), &format!("\"{want}\"")));
+            }
+        }
+    }
+    let block = q
+        .opt_usize_list("weight_block_size")?
+        .unwrap_or(vec![128, 128]);
+    let weight_block_size = match block[..] {
+        [a, b] => [a, b],
+        _ => {
+            return Err(q.invalid(
+                "weight_block_size",
+                &Value::from(block),
+                "two integers [out, in]",
+            ))
+        }
+    };
+    Ok(Some(Fp8Quantization { weight_block_size }))
+}
+
+fn expert_dtype(f: &JsonFields) -> Result<Option<ExpertDtype>, ConfigError> {
+    match f.opt_str("expert_dtype")? {
+        None => Ok(None),
+        Some("fp4") => Ok(Some(ExpertDtype::Fp4)),
+        Some("fp8") => Ok(Some(ExpertDtype::Fp8)),
+        Some(other) => Err(f.invalid("expert_dtype", &Value::from(other), "\"fp4\" or \"fp8\"")),
+    }
+}
+
+/// Fields with a single legal value in V4; anything else would silently change the math.
+fn check_fixed_strings(f: &JsonFields) -> Result<(), ConfigError> {
+    for (key, want) in [("hidden_act", "silu"), ("topk_method", "noaux_tc")] {
+        if let Some(v) = f.opt_str(key)? {
+            if v != want {
+                return Err(f.invalid(key, &Value::from(v), &format!("\"{want}\"")));
+            }
+        }
+    }
+    if let Some(model_type) = f.get("model_type") {
+        if model_type.as_str() != Some("deepseek_v4") {
+            return Err(ConfigError::Invalid {
+                field: "model_type".into(),
+                value: show(model_type),
+                expected: "\"deepseek_v4\"".into(),
+            });
+        }
+    }
+    Ok(())
+}
