@@ -71,7 +71,7 @@ impl BlockBudget {
             pool.blocks = (pool.blocks * percent).div_ceil(100);
             pool.bytes = pool.blocks * pool.page_bytes;
         }
-        pools.sort_by(|a, b| b.page_bytes.cmp(&a.page_bytes));
+        pools.sort_by_key(|p| std::cmp::Reverse(p.page_bytes));
         let paged_bytes = pools.iter().map(|p| p.bytes).sum();
         let fixed_bytes = schema.fixed_bytes_per_request() * batch as u64;
         Self {

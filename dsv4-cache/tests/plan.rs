@@ -36,11 +36,17 @@ fn request(dtypes: CacheDtypes, context: usize) -> PlanRequest {
 #[test]
 fn growth_per_token_matches_hand_derivation() {
     // Flash: 21 CSA × (1024/4 + 256/4) + 20 HCA × 1024/128 = 6720 + 160.
-    assert_eq!(schema(Preset::Flash, CacheDtypes::default()).bytes_per_token(), 6880.0);
+    assert_eq!(
+        schema(Preset::Flash, CacheDtypes::default()).bytes_per_token(),
+        6880.0
+    );
     // Flash fp8/fp4: 21 × (584/4 + 68/4) + 20 × 584/128 = 3423 + 91.25.
     assert_eq!(schema(Preset::Flash, FP8_FP4).bytes_per_token(), 3514.25);
     // Pro: 30 CSA × 320 + 31 HCA × 8.
-    assert_eq!(schema(Preset::Pro, CacheDtypes::default()).bytes_per_token(), 9848.0);
+    assert_eq!(
+        schema(Preset::Pro, CacheDtypes::default()).bytes_per_token(),
+        9848.0
+    );
     // Pro fp8/fp4: 30 × 163 + 31 × 4.5625.
     assert_eq!(schema(Preset::Pro, FP8_FP4).bytes_per_token(), 5031.4375);
 }
@@ -57,13 +63,19 @@ fn fixed_state_per_request_matches_hand_derivation() {
     let csa = 4 * 512 * 2 * 4 + 4 * 1024 * 2 * 4 + 4 * 128 * 2 * 4 + 4 * 256 * 2 * 4;
     let hca = 128 * 512 * 2 * 4;
     assert_eq!(csa, 60 * 1024);
-    assert_eq!(flash.fixed_bytes_per_request(), windows + 21 * csa + 20 * hca);
+    assert_eq!(
+        flash.fixed_bytes_per_request(),
+        windows + 21 * csa + 20 * hca
+    );
 }
 
 #[test]
 fn flash_at_one_million_tokens() {
-    let report = plan(&Preset::Flash.config(), &request(CacheDtypes::default(), 1 << 20))
-        .expect("plan");
+    let report = plan(
+        &Preset::Flash.config(),
+        &request(CacheDtypes::default(), 1 << 20),
+    )
+    .expect("plan");
     // 6880 B × 2^20 tokens = 6880 MiB = 6.71875 GiB of paged growth (block-aligned context).
     assert_eq!(report.paged_bytes, 6880 * MIB);
     assert_eq!(report.paged_bytes as f64 / GIB as f64, 6.71875);
@@ -77,8 +89,15 @@ fn flash_at_one_million_tokens() {
     assert_eq!(report.comparisons[2].bytes_per_token, 43 * 1024);
     // Pools: CSA entries 64 × 1024 B pages, indexer keys 64 × 256 B, HCA entries 2 × 1024 B;
     // 4096 blocks of 256 tokens per stream.
-    let pools: Vec<(u64, u64)> = report.pools.iter().map(|p| (p.page_bytes, p.blocks)).collect();
-    assert_eq!(pools, vec![(65536, 21 * 4096), (16384, 21 * 4096), (2048, 20 * 4096)]);
+    let pools: Vec<(u64, u64)> = report
+        .pools
+        .iter()
+        .map(|p| (p.page_bytes, p.blocks))
+        .collect();
+    assert_eq!(
+        pools,
+        vec![(65536, 21 * 4096), (16384, 21 * 4096), (2048, 20 * 4096)]
+    );
 }
 
 #[test]
@@ -87,9 +106,15 @@ fn blocks_count_only_closed_windows_with_exact_ceilings() {
     let csa = flash.layers[2].entries.expect("CSA entries");
     let hca = flash.layers[3].entries.expect("HCA entries");
     // CSA: one entry per 4 tokens, 64 per block.
-    assert_eq!([3, 4, 255, 256, 259, 260].map(|t| csa.blocks(t)), [0, 1, 1, 1, 1, 2]);
+    assert_eq!(
+        [3, 4, 255, 256, 259, 260].map(|t| csa.blocks(t)),
+        [0, 1, 1, 1, 1, 2]
+    );
     // HCA: one entry per 128 tokens, 2 per block.
-    assert_eq!([127, 128, 256, 383, 384].map(|t| hca.blocks(t)), [0, 1, 1, 1, 2]);
+    assert_eq!(
+        [127, 128, 256, 383, 384].map(|t| hca.blocks(t)),
+        [0, 1, 1, 1, 2]
+    );
 }
 
 #[test]
@@ -130,12 +155,21 @@ fn block_size_must_be_a_multiple_of_every_ratio() {
     assert!(ModelCacheSchema::new(&Preset::Tiny.config(), CacheDtypes::default(), 16).is_ok());
 }
 
-fn solve(context: Option<usize>, batch: usize, memory: u64, weights: u64) -> dsv4_cache::PlanReport {
+fn solve(
+    context: Option<usize>,
+    batch: usize,
+    memory: u64,
+    weights: u64,
+) -> dsv4_cache::PlanReport {
     let mut r = request(CacheDtypes::default(), context.unwrap_or(0));
     r.batch = batch;
     r.memory_bytes = Some(memory);
     r.weight_bytes = weights;
-    r.solve = if context.is_some() { Solve::MaxBatch } else { Solve::MaxContext };
+    r.solve = if context.is_some() {
+        Solve::MaxBatch
+    } else {
+        Solve::MaxContext
+    };
     plan(&Preset::Flash.config(), &r).expect("plan")
 }
 
@@ -161,7 +195,11 @@ fn inverse_answers_agree_with_forward_plans() {
     assert_eq!(by_context.total_bytes, forward_total(context, 8));
     // Largest batch at 1M tokens.
     let by_batch = solve(Some(1 << 20), 1, memory, weights);
-    let batch = by_batch.fit.as_ref().and_then(|f| f.max_batch).expect("batch");
+    let batch = by_batch
+        .fit
+        .as_ref()
+        .and_then(|f| f.max_batch)
+        .expect("batch");
     assert!(forward_total(1 << 20, batch) <= available);
     assert!(forward_total(1 << 20, batch + 1) > available);
     // Plenty of memory: capped by the model's context limit.
@@ -188,7 +226,10 @@ fn impossible_plans_say_why() {
             schema(Preset::Flash, CacheDtypes::default()).fixed_bytes_per_request()
         )
     );
-    let too_long = plan(&Preset::Flash.config(), &request(CacheDtypes::default(), (1 << 20) + 1));
+    let too_long = plan(
+        &Preset::Flash.config(),
+        &request(CacheDtypes::default(), (1 << 20) + 1),
+    );
     assert_eq!(
         too_long.expect_err("too long").to_string(),
         "context 1048577 exceeds the model's max_position_embeddings = 1048576"
@@ -200,7 +241,11 @@ fn describe(preset: Preset, dtypes: CacheDtypes) -> String {
     let schema = schema(preset, dtypes);
     let mut out = String::new();
     let _ = writeln!(out, "bytes_per_token {}", schema.bytes_per_token());
-    let _ = writeln!(out, "fixed_bytes_per_request {}", schema.fixed_bytes_per_request());
+    let _ = writeln!(
+        out,
+        "fixed_bytes_per_request {}",
+        schema.fixed_bytes_per_request()
+    );
     let mut seen = Vec::new();
     for layer in &schema.layers {
         let key = (layer.attention.label(), layer.attention.ratio());
@@ -225,7 +270,11 @@ fn describe(preset: Preset, dtypes: CacheDtypes) -> String {
             );
         }
         for t in &layer.tails {
-            let _ = writeln!(out, "  {}: {} x {} f32 x2 = {} B", t.name, t.tokens, t.width, t.bytes);
+            let _ = writeln!(
+                out,
+                "  {}: {} x {} f32 x2 = {} B",
+                t.name, t.tokens, t.width, t.bytes
+            );
         }
     }
     for context in [4096, 131_072, 1_048_576] {
@@ -233,7 +282,14 @@ fn describe(preset: Preset, dtypes: CacheDtypes) -> String {
         let pools: Vec<String> = budget
             .pools
             .iter()
-            .map(|p| format!("{}B x{} ({} streams)", p.page_bytes, p.blocks, p.streams.len()))
+            .map(|p| {
+                format!(
+                    "{}B x{} ({} streams)",
+                    p.page_bytes,
+                    p.blocks,
+                    p.streams.len()
+                )
+            })
             .collect();
         let _ = writeln!(
             out,

@@ -31,30 +31,65 @@ fn without(mut value: Value, key: &str) -> Value {
 fn flash_preset_carries_the_shipped_values() {
     let c = Preset::Flash.config();
     assert_eq!(
-        (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+        (
+            c.vocab_size,
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads
+        ),
         (129280, 4096, 43, 64)
     );
-    assert_eq!((c.head_dim, c.qk_rope_head_dim, c.q_lora_rank), (512, 64, 1024));
-    assert_eq!((c.o_groups, c.o_lora_rank, c.sliding_window), (8, 1024, 128));
+    assert_eq!(
+        (c.head_dim, c.qk_rope_head_dim, c.q_lora_rank),
+        (512, 64, 1024)
+    );
+    assert_eq!(
+        (c.o_groups, c.o_lora_rank, c.sliding_window),
+        (8, 1024, 128)
+    );
     assert_eq!(c.compress_ratios.len(), 44);
     assert_eq!((c.rope_theta, c.compress_rope_theta), (10000.0, 160000.0));
     let yarn = c.rope_scaling.as_ref().expect("yarn");
     assert_eq!(
-        (yarn.factor, yarn.original_max_position_embeddings, yarn.beta_fast, yarn.beta_slow),
+        (
+            yarn.factor,
+            yarn.original_max_position_embeddings,
+            yarn.beta_fast,
+            yarn.beta_slow
+        ),
         (16.0, 65536, 32.0, 1.0)
     );
-    assert_eq!((c.index_n_heads, c.index_head_dim, c.index_topk), (64, 128, 512));
+    assert_eq!(
+        (c.index_n_heads, c.index_head_dim, c.index_topk),
+        (64, 128, 512)
+    );
     assert_eq!((c.hc_mult, c.hc_sinkhorn_iters, c.hc_eps), (4, 20, 1e-6));
-    assert_eq!((c.n_routed_experts, c.num_experts_per_tok, c.moe_intermediate_size), (256, 6, 2048));
-    assert_eq!((c.num_hash_layers, c.routed_scaling_factor, c.swiglu_limit), (3, 1.5, 10.0));
+    assert_eq!(
+        (
+            c.n_routed_experts,
+            c.num_experts_per_tok,
+            c.moe_intermediate_size
+        ),
+        (256, 6, 2048)
+    );
+    assert_eq!(
+        (c.num_hash_layers, c.routed_scaling_factor, c.swiglu_limit),
+        (3, 1.5, 10.0)
+    );
     assert_eq!(c.max_position_embeddings, 1_048_576);
-    assert_eq!((c.bos_token_id, c.eos_token_ids.clone()), (Some(0), vec![1]));
+    assert_eq!(
+        (c.bos_token_id, c.eos_token_ids.clone()),
+        (Some(0), vec![1])
+    );
 }
 
 #[test]
 fn pro_preset_carries_the_shipped_values() {
     let c = Preset::Pro.config();
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads), (7168, 61, 128));
+    assert_eq!(
+        (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+        (7168, 61, 128)
+    );
     assert_eq!((c.q_lora_rank, c.o_groups, c.index_topk), (1536, 16, 1024));
     assert_eq!((c.n_routed_experts, c.moe_intermediate_size), (384, 3072));
     assert_eq!(c.routed_scaling_factor, 2.5);
@@ -79,7 +114,12 @@ fn flash_schedule_is_swa_swa_then_csa_even_hca_odd() {
     assert_eq!(s.layers[3].attention, AttentionKind::Hca { ratio: 128 });
     assert_eq!(s.layers[0].rope, RopeKind::Main);
     assert_eq!(s.layers[2].rope, RopeKind::Compress);
-    let hash: Vec<usize> = s.layers.iter().filter(|l| l.mlp == MlpKind::Hash).map(|l| l.index).collect();
+    let hash: Vec<usize> = s
+        .layers
+        .iter()
+        .filter(|l| l.mlp == MlpKind::Hash)
+        .map(|l| l.index)
+        .collect();
     assert_eq!(hash, vec![0, 1, 2]);
     assert_eq!(s.mtp.len(), 1);
     assert_eq!(s.mtp[0].index, 43);
@@ -135,7 +175,11 @@ fn schedules_match_snapshots() {
 #[test]
 fn compress_ratios_are_sliced_to_the_decoder_and_mtp_takes_the_rest() {
     let config = ModelConfig::from_json(&with(
-        with(flash_json(), "compress_ratios", json!([0, 0, 4, 128, 4, 0, 0, 0])),
+        with(
+            flash_json(),
+            "compress_ratios",
+            json!([0, 0, 4, 128, 4, 0, 0, 0]),
+        ),
         "num_hidden_layers",
         json!(5),
     ))
@@ -159,7 +203,9 @@ fn flash_transformers_json() -> Value {
             _ => "heavily_compressed_attention",
         })
         .collect();
-    let mlp_types: Vec<&str> = (0..43).map(|i| if i < 3 { "hash_moe" } else { "moe" }).collect();
+    let mlp_types: Vec<&str> = (0..43)
+        .map(|i| if i < 3 { "hash_moe" } else { "moe" })
+        .collect();
     for key in [
         "compress_ratios",
         "num_hash_layers",
@@ -173,7 +219,8 @@ fn flash_transformers_json() -> Value {
         v = without(v, key);
     }
     v["layer_types"] = json!(layer_types);
-    v["compress_rates"] = json!({"compressed_sparse_attention": 4, "heavily_compressed_attention": 128});
+    v["compress_rates"] =
+        json!({"compressed_sparse_attention": 4, "heavily_compressed_attention": 128});
     v["mlp_layer_types"] = json!(mlp_types);
     v["partial_rotary_factor"] = json!(0.125);
     v["num_local_experts"] = json!(256);
@@ -192,7 +239,10 @@ fn flash_transformers_json() -> Value {
 fn transformers_spelling_gives_the_same_model() {
     let native = Preset::Flash.config();
     let hf = ModelConfig::from_json(&flash_transformers_json()).expect("valid");
-    assert_eq!(LayerSchedule::new(&hf).layers, LayerSchedule::new(&native).layers);
+    assert_eq!(
+        LayerSchedule::new(&hf).layers,
+        LayerSchedule::new(&native).layers
+    );
     // transformers drops the MTP entry of compress_ratios; everything else is identical.
     let mut expected = native.clone();
     expected.compress_ratios.truncate(43);
