@@ -1,7 +1,10 @@
 //! `dsv4`: an inference engine for DeepSeek-V4-architecture models.
 
+mod init;
+mod inspect;
 mod model_source;
 mod plan;
+mod tokenize;
 mod units;
 
 use std::process::ExitCode;
@@ -20,6 +23,12 @@ struct Cli {
 enum Command {
     /// Plan cache memory: schema, bytes per token, block budgets, largest context or batch that fits.
     Plan(plan::PlanArgs),
+    /// Describe a checkpoint: config, schedule, tensors by dtype, parameters, problems.
+    Inspect(inspect::InspectArgs),
+    /// Write a random-weight checkpoint in the release layout (tiny or small preset).
+    Init(init::InitArgs),
+    /// Token ids of a text as the model's tokenizer gives them (no BOS added), or text of ids.
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +50,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -222,3 +222,20 @@ pub fn fp4_to_fp8(
         scales: tile_scales,
     })
 }
+
+/// The UE8M0 byte of the smallest power of two at or above `x` (the reference's scale rule,
+/// `2^ceil(log2(x))`); `x` is clamped into the finite scale range.
+pub fn ue8m0_ceil(x: f32) -> u8 {
+    let x = x.clamp(f32::from_bits(0x0040_0000), f32::MAX);
+    if x < f32::MIN_POSITIVE {
+        // Subnormal inputs: 2^-127 is the only scale below 2^-126.
+        return if x <= f32::from_bits(0x0040_0000) { 0 } else { 1 };
+    }
+    let bits = x.to_bits();
+    let exponent = (bits >> 23) as u8;
+    if bits & 0x007F_FFFF == 0 {
+        exponent
+    } else {
+        exponent.saturating_add(1).min(E8M0_NAN - 1)
+    }
+}

@@ -172,3 +172,14 @@ fn fp4_to_fp8_refuses_nan_and_inexact() {
         Err(ReencodeError::Inexact { row: 0, col: 0 })
     ));
 }
+
+#[test]
+fn ue8m0_ceil_is_the_next_power_of_two() {
+    // By hand: 1.0 → 2^0 (byte 127); 1.5 → 2^1; 448/448 → 2^0; 0.3 → 2^-1 (byte 126).
+    assert_eq!(ue8m0_ceil(1.0), 127);
+    assert_eq!(ue8m0_ceil(1.5), 128);
+    assert_eq!(ue8m0_ceil(0.3), 126);
+    assert_eq!(ue8m0_ceil(1e-4 / 448.0), 127 - 22);
+    assert_eq!(ue8m0_ceil(0.0), 0);
+    assert_eq!(ue8m0_ceil(f32::MAX), 254);
+}

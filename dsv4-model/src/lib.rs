@@ -4,16 +4,24 @@
 //! Everything here is derived from the config alone; loading tensors builds on the manifest.
 
 mod accounting;
+mod check;
+mod checkpoint;
 mod config;
+mod init;
 mod json_fields;
 mod manifest;
 mod presets;
 mod schedule;
 
 pub use accounting::{Count, ParamReport};
+pub use check::{check, CheckReport};
+pub use checkpoint::{Checkpoint, OpenError, Problem, TensorView, INDEX_FILE, SINGLE_FILE};
+pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
 };
-pub use manifest::{Activity, Component, DType, Manifest, TensorSpec};
+pub use manifest::{
+    Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec, WeightFormats,
+};
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};

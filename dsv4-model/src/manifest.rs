@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::{AttentionKind, ExpertDtype, LayerSchedule, LayerSpec, MlpKind, ModelConfig};
+use dsv4_kernels::formats::{FP4_GROUP, FP8_BLOCK};
 
 /// Element types of the release safetensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -11,6 +12,9 @@ pub enum DType {
     /// bfloat16.
     #[serde(rename = "BF16")]
     Bf16,
+    /// IEEE float16.
+    #[serde(rename = "F16")]
+    F16,
     /// IEEE float32.
     #[serde(rename = "F32")]
     F32,
@@ -23,6 +27,12 @@ pub enum DType {
     /// Bytes holding two packed E2M1 values, low nibble first.
     #[serde(rename = "I8")]
     I8,
+    /// Unsigned bytes (some exporters store packed FP4 so).
+    #[serde(rename = "U8")]
+    U8,
+    /// 32-bit integers.
+    #[serde(rename = "I32")]
+    I32,
     /// 64-bit integers (`tid2eid`).
     #[serde(rename = "I64")]
     I64,
@@ -32,9 +42,9 @@ impl DType {
     /// Bytes one stored element takes.
     pub fn size(self) -> u64 {
         match self {
-            Self::F8E4M3 | Self::F8E8M0 | Self::I8 => 1,
-            Self::Bf16 => 2,
-            Self::F32 => 4,
+            Self::F8E4M3 | Self::F8E8M0 | Self::I8 | Self::U8 => 1,
+            Self::Bf16 | Self::F16 => 2,
+            Self::F32 | Self::I32 => 4,
             Self::I64 => 8,
         }
     }
@@ -43,11 +53,118 @@ impl DType {
     pub fn safetensors_name(self) -> &'static str {
         match self {
             Self::Bf16 => "BF16",
+            Self::F16 => "F16",
             Self::F32 => "F32",
             Self::F8E4M3 => "F8_E4M3",
             Self::F8E8M0 => "F8_E8M0",
             Self::I8 => "I8",
+            Self::U8 => "U8",
+            Self::I32 => "I32",
             Self::I64 => "I64",
+        }
+    }
+
+    /// The dtype a safetensors header names, if dsv4 reads it.
+    pub fn from_safetensors_name(name: &str) -> Option<Self> {
+        [
+            Self::Bf16,
+            Self::F16,
+            Self::F32,
+            Self::F8E4M3,
+            Self::F8E8M0,
+            Self::I8,
+            Self::U8,
+            Self::I32,
+            Self::I64,
+        ]
+        .into_iter()
+        .find(|d| d.safetensors_name() == name)
+    }
+
+    /// Whether values of this dtype are floats usable as plain weights.
+    pub fn is_plain_float(self) -> bool {
+        matches!(self, Self::Bf16 | Self::F16 | Self::F32)
+    }
+}
+
+/// How the stored bytes of a tensor are to be read; decides which dtypes a checkpoint may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorKind {
+    /// Plain floats: BF16, F16 or F32.
+    Float,
+    /// E4M3 elements of a block-scaled linear.
+    Fp8,
+    /// Packed E2M1 pairs, low nibble first (I8 or U8).
+    Fp4Packed,
+    /// Scale multipliers: UE8M0 bytes, or F32 (transformers' `weight_scale_inv`).
+    Scale,
+    /// Integer table: I64 or I32.
+    Index,
+}
+
+impl TensorKind {
+    /// Whether a checkpoint may store this kind of tensor as `dtype`.
+    pub fn accepts(self, dtype: DType) -> bool {
+        match self {
+            Self::Float => dtype.is_plain_float(),
+            Self::Fp8 => dtype == DType::F8E4M3,
+            Self::Fp4Packed => matches!(dtype, DType::I8 | DType::U8),
+            Self::Scale => matches!(dtype, DType::F8E8M0 | DType::F32),
+            Self::Index => matches!(dtype, DType::I64 | DType::I32),
+        }
+    }
+}
+
+/// Storage of a family of linears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearFormat {
+    /// E4M3 with a 128×128 grid of scales.
+    Fp8Block,
+    /// Packed E2M1 with one scale per 32 inputs.
+    Fp4Group,
+    /// Plain floats, no scales.
+    Float,
+}
+
+/// A linear layer `y = W x` with `W` of `[out, inp]`, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Linear {
+    /// Output features.
+    pub out: usize,
+    /// Input features.
+    pub inp: usize,
+    /// Storage format.
+    pub format: LinearFormat,
+}
+
+/// The storage of the dense linears and of the routed experts of one checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WeightFormats {
+    /// Attention, shared-expert and MTP projections.
+    pub dense: LinearFormat,
+    /// Routed experts.
+    pub experts: LinearFormat,
+}
+
+impl WeightFormats {
+    /// What the release ships for a config: FP8 linears when `quantization_config` is present,
+    /// FP4 experts unless `expert_dtype` says FP8; plain floats otherwise.
+    pub fn release(config: &ModelConfig) -> Self {
+        if config.quantization.is_none() {
+            return Self {
+                dense: LinearFormat::Float,
+                experts: LinearFormat::Float,
+            };
+        }
+        let experts = match config.expert_dtype {
+            Some(ExpertDtype::Fp8) => LinearFormat::Fp8Block,
+            _ => LinearFormat::Fp4Group,
+        };
+        Self {
+            dense: LinearFormat::Fp8Block,
+            experts,
         }
     }
 }
@@ -99,8 +216,12 @@ pub struct TensorSpec {
     pub name: String,
     /// Stored shape (FP4 tensors: packed, the input dim halved).
     pub shape: Vec<usize>,
-    /// Stored element type.
+    /// Stored element type in the release layout.
     pub dtype: DType,
+    /// How its bytes are read, and so which dtypes a checkpoint may store it as.
+    pub kind: TensorKind,
+    /// The linear this weight or scale belongs to, if any.
+    pub linear: Option<Linear>,
     /// Learned parameters it holds (logical elements; 0 for scales and lookup tables).
     pub params: u64,
     /// Accounting bucket.
@@ -123,32 +244,29 @@ impl TensorSpec {
     }
 }
 
-/// Every tensor of a checkpoint in the native release layout.
+/// Every tensor of a checkpoint, by native name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Manifest {
     /// Tensors in a stable order: globals, decoder layers, MTP stages.
     pub tensors: Vec<TensorSpec>,
 }
 
-/// Edge of an FP8 weight scale block.
-const FP8_BLOCK: usize = 128;
-/// Inputs sharing one FP4 scale.
-const FP4_GROUP: usize = 32;
-
 /// Collects tensors under a name prefix with shared component and flags.
 struct Emitter<'a> {
     tensors: &'a mut Vec<TensorSpec>,
     prefix: String,
     mtp: bool,
-    fp8_linears: bool,
+    formats: WeightFormats,
 }
 
 impl Emitter<'_> {
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         name: &str,
         shape: Vec<usize>,
         dtype: DType,
+        kind: TensorKind,
         params: u64,
         component: Component,
         activity: Activity,
@@ -157,6 +275,8 @@ impl Emitter<'_> {
             name: format!("{}{name}", self.prefix),
             shape,
             dtype,
+            kind,
+            linear: None,
             params,
             component,
             activity,
@@ -164,81 +284,75 @@ impl Emitter<'_> {
         });
     }
 
-    /// A tensor whose every element is a parameter read by every token.
+    /// A float tensor whose every element is a parameter read by every token.
     fn dense(&mut self, name: &str, shape: Vec<usize>, dtype: DType, component: Component) {
         let params = shape.iter().map(|&d| d as u64).product();
-        self.push(name, shape, dtype, params, component, Activity::Full);
+        let (kind, activity) = (TensorKind::Float, Activity::Full);
+        self.push(name, shape, dtype, kind, params, component, activity);
     }
 
-    /// An `[out, in]` linear: FP8 with a 128×128 UE8M0 scale grid in quantized checkpoints, else BF16.
+    /// A dense `[out, in]` linear in the checkpoint's dense format.
     fn linear(&mut self, name: &str, out: usize, inp: usize, component: Component) {
-        self.linear_as(name, out, inp, component, Activity::Full);
+        let format = self.formats.dense;
+        self.linear_as(name, out, inp, format, component, Activity::Full);
     }
 
-    fn linear_as(&mut self, name: &str, out: usize, inp: usize, c: Component, a: Activity) {
+    /// An `[out, in]` linear stored as `format`: weight, plus its scales when quantized.
+    fn linear_as(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        format: LinearFormat,
+        c: Component,
+        a: Activity,
+    ) {
         let params = (out * inp) as u64;
-        if self.fp8_linears {
-            self.push(
-                &format!("{name}.weight"),
-                vec![out, inp],
-                DType::F8E4M3,
-                params,
-                c,
-                a,
-            );
-            let grid = vec![out.div_ceil(FP8_BLOCK), inp.div_ceil(FP8_BLOCK)];
-            self.push(&format!("{name}.scale"), grid, DType::F8E8M0, 0, c, a);
-        } else {
-            self.push(
-                &format!("{name}.weight"),
-                vec![out, inp],
-                DType::Bf16,
-                params,
-                c,
-                a,
-            );
+        let weight = format!("{name}.weight");
+        let scale = format!("{name}.scale");
+        let first = self.tensors.len();
+        match format {
+            LinearFormat::Fp8Block => {
+                let grid = vec![out.div_ceil(FP8_BLOCK), inp.div_ceil(FP8_BLOCK)];
+                self.push(&weight, vec![out, inp], DType::F8E4M3, TensorKind::Fp8, params, c, a);
+                self.push(&scale, grid, DType::F8E8M0, TensorKind::Scale, 0, c, a);
+            }
+            LinearFormat::Fp4Group => {
+                let packed = vec![out, inp / 2];
+                let groups = vec![out, inp / FP4_GROUP];
+                self.push(&weight, packed, DType::I8, TensorKind::Fp4Packed, params, c, a);
+                self.push(&scale, groups, DType::F8E8M0, TensorKind::Scale, 0, c, a);
+            }
+            LinearFormat::Float => {
+                self.push(&weight, vec![out, inp], DType::Bf16, TensorKind::Float, params, c, a);
+            }
         }
-    }
-
-    /// A routed expert's `[out, in]` linear in FP4: packed bytes and one scale per 32 inputs.
-    fn fp4_linear(&mut self, name: &str, out: usize, inp: usize) {
-        let (c, a) = (Component::RoutedExperts, Activity::RoutedExpert);
-        let params = (out * inp) as u64;
-        self.push(
-            &format!("{name}.weight"),
-            vec![out, inp / 2],
-            DType::I8,
-            params,
-            c,
-            a,
-        );
-        let scales = vec![out, inp / FP4_GROUP];
-        self.push(&format!("{name}.scale"), scales, DType::F8E8M0, 0, c, a);
+        for spec in &mut self.tensors[first..] {
+            spec.linear = Some(Linear { out, inp, format });
+        }
     }
 }
 
 impl Manifest {
-    /// The release-layout manifest of a config (routed experts FP4 unless `expert_dtype` says FP8,
-    /// or BF16 when the config declares no quantization).
+    /// The manifest of the release layout of a config (see [`WeightFormats::release`]).
     pub fn release(config: &ModelConfig) -> Self {
+        Self::new(config, WeightFormats::release(config))
+    }
+
+    /// The manifest of a checkpoint whose linears are stored as `formats`.
+    pub fn new(config: &ModelConfig, formats: WeightFormats) -> Self {
         let schedule = LayerSchedule::new(config);
         let mut tensors = Vec::new();
-        let fp8_linears = config.quantization.is_some();
         let (d, v, n) = (config.hidden_size, config.vocab_size, config.hc_mult);
         let mut top = Emitter {
             tensors: &mut tensors,
             prefix: String::new(),
             mtp: false,
-            fp8_linears,
+            formats,
         };
-        top.push(
-            "embed.weight",
-            vec![v, d],
-            DType::Bf16,
-            (v * d) as u64,
-            Component::Embedding,
-            Activity::RowLookup,
-        );
+        let (float, lookup) = (TensorKind::Float, Activity::RowLookup);
+        let params = (v * d) as u64;
+        top.push("embed.weight", vec![v, d], DType::Bf16, float, params, Component::Embedding, lookup);
         top.dense("head.weight", vec![v, d], DType::Bf16, Component::Head);
         top.dense("norm.weight", vec![d], DType::Bf16, Component::Norms);
         hc_head(&mut top, n, d);
@@ -247,7 +361,7 @@ impl Manifest {
                 tensors: &mut tensors,
                 prefix: format!("layers.{}.", layer.index),
                 mtp: false,
-                fp8_linears,
+                formats,
             };
             block(&mut e, config, layer);
         }
@@ -256,18 +370,13 @@ impl Manifest {
                 tensors: &mut tensors,
                 prefix: format!("mtp.{k}."),
                 mtp: true,
-                fp8_linears,
+                formats,
             };
             block(&mut e, config, layer);
             e.linear("e_proj", d, d, Component::MtpProjections);
             e.linear("h_proj", d, d, Component::MtpProjections);
             for norm in ["enorm", "hnorm", "norm"] {
-                e.dense(
-                    &format!("{norm}.weight"),
-                    vec![d],
-                    DType::Bf16,
-                    Component::Norms,
-                );
+                e.dense(&format!("{norm}.weight"), vec![d], DType::Bf16, Component::Norms);
             }
             hc_head(&mut e, n, d);
         }
@@ -407,26 +516,15 @@ fn moe(e: &mut Emitter, config: &ModelConfig, mlp: MlpKind) {
         MlpKind::Routed => e.dense("ffn.gate.bias", vec![experts], DType::F32, r),
         MlpKind::Hash => {
             let table = vec![config.vocab_size, config.num_experts_per_tok];
-            e.push(
-                "ffn.gate.tid2eid",
-                table,
-                DType::I64,
-                0,
-                r,
-                Activity::RowLookup,
-            );
+            let (kind, lookup) = (TensorKind::Index, Activity::RowLookup);
+            e.push("ffn.gate.tid2eid", table, DType::I64, kind, 0, r, lookup);
         }
     }
-    let fp4 = e.fp8_linears && config.expert_dtype != Some(ExpertDtype::Fp8);
+    let (c, a) = (Component::RoutedExperts, Activity::RoutedExpert);
     for x in 0..experts {
         for (w, out, inp) in [("w1", inter, d), ("w3", inter, d), ("w2", d, inter)] {
             let name = format!("ffn.experts.{x}.{w}");
-            if fp4 {
-                e.fp4_linear(&name, out, inp);
-            } else {
-                let (c, a) = (Component::RoutedExperts, Activity::RoutedExpert);
-                e.linear_as(&name, out, inp, c, a);
-            }
+            e.linear_as(&name, out, inp, e.formats.experts, c, a);
         }
     }
     for (w, out, inp) in [("w1", inter, d), ("w3", inter, d), ("w2", d, inter)] {

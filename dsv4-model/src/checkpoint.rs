@@ -1,0 +1,398 @@
+//! Opening a checkpoint directory: one `model.safetensors` or shards listed by
+//! `model.safetensors.index.json`, memory-mapped, every header checked before any tensor is used,
+//! and borrowed views of the tensors (no copy of the weights).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::Deserialize;
+
+use crate::DType;
+
+/// The index file of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The single file of an unsharded checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Largest safetensors header accepted (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+
+/// One thing wrong with a checkpoint, naming the file and tensor it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File name inside the checkpoint directory.
+    pub file: Option<String>,
+    /// Tensor name.
+    pub tensor: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with a whole file.
+    pub fn file(file: &str, message: impl Into<String>) -> Self {
+        Self {
+            file: Some(file.to_string()),
+            tensor: None,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with one tensor of a file.
+    pub fn tensor(file: Option<&str>, tensor: &str, message: impl Into<String>) -> Self {
+        Self {
+            file: file.map(str::to_string),
+            tensor: Some(tensor.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        if let Some(tensor) = &self.tensor {
+            write!(f, "tensor `{tensor}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A checkpoint that could not be opened at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenError(pub String);
+
+/// A memory-mapped safetensors file.
+struct SafetensorsFile {
+    name: String,
+    map: Mmap,
+}
+
+/// Where a tensor's bytes are.
+struct TensorLocation {
+    stored: String,
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: Range<usize>,
+}
+
+/// A borrowed view of one stored tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Its name as stored in the file.
+    pub name: &'a str,
+    /// The file holding it.
+    pub file: &'a str,
+    /// Stored dtype.
+    pub dtype: DType,
+    /// Stored shape.
+    pub shape: &'a [usize],
+    /// Its bytes, little-endian, straight from the mapped file.
+    pub data: &'a [u8],
+}
+
+/// An opened checkpoint directory: what could be read, and the problems met while reading.
+pub struct Checkpoint {
+    dir: PathBuf,
+    files: Vec<SafetensorsFile>,
+    tensors: BTreeMap<String, TensorLocation>,
+    /// File- and header-level problems (absent shards, truncation, lying offsets, …).
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Deserialize)]
+struct IndexJson {
+    weight_map: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+impl Checkpoint {
+    /// Opens `dir`: its index and shards, or its single `model.safetensors`. Fails only when no
+    /// weights can be found at all; everything else wrong is collected in `problems`.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let mut checkpoint = Self {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+            problems: Vec::new(),
+        };
+        let index_path = dir.join(INDEX_FILE);
+        if index_path.is_file() {
+            let index = read_index(&index_path)?;
+            checkpoint.open_shards(&index);
+        } else if dir.join(SINGLE_FILE).is_file() {
+            checkpoint.open_file(SINGLE_FILE);
+        } else if !dir.is_dir() {
+            return Err(OpenError(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        } else {
+            return Err(OpenError(format!(
+                "{}: no {SINGLE_FILE} or {INDEX_FILE}",
+                dir.display()
+            )));
+        }
+        Ok(checkpoint)
+    }
+
+    fn open_shards(&mut self, weight_map: &BTreeMap<String, String>) {
+        let mut shards: Vec<&String> = weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            let path = self.dir.join(shard);
+            if !path.is_file() {
+                self.problems.push(Problem::file(
+                    shard,
+                    format!("named in {INDEX_FILE} but absent"),
+                ));
+                continue;
+            }
+            let Some(file) = self.open_file(shard) else {
+                continue;
+            };
+            let stored: Vec<(String, String)> = self
+                .tensors
+                .iter()
+                .filter(|(_, loc)| loc.file == file)
+                .map(|(native, loc)| (loc.stored.clone(), native.clone()))
+                .collect();
+            for (name, _) in weight_map.iter().filter(|(_, f)| *f == shard) {
+                if !stored.iter().any(|(s, _)| s == name) {
+                    self.problems.push(Problem::tensor(
+                        Some(shard),
+                        name,
+                        format!("listed in {INDEX_FILE} but not in the file"),
+                    ));
+                }
+            }
+            for (name, native) in stored {
+                if weight_map.get(&name) != Some(shard) {
+                    self.problems.push(Problem::tensor(
+                        Some(shard),
+                        &name,
+                        format!("in the file but {INDEX_FILE} places it elsewhere or nowhere"),
+                    ));
+                    self.tensors.remove(&native);
+                }
+            }
+        }
+    }
+
+    /// Maps one file and records its tensors; returns its file number when its header is sound.
+    fn open_file(&mut self, name: &str) -> Option<usize> {
+        let path = self.dir.join(name);
+        let map = match File::open(&path).and_then(|f| {
+            // SAFETY: the map is read-only; the engine never writes through it. A file changed by
+            // another process while mapped is outside what any mmap-based loader can guard.
+            unsafe { Mmap::map(&f) }
+        }) {
+            Ok(map) => map,
+            Err(e) => {
+                self.problems.push(Problem::file(name, format!("cannot read: {e}")));
+                return None;
+            }
+        };
+        let entries = match parse_header(&map) {
+            Ok(entries) => entries,
+            Err(message) => {
+                self.problems.push(Problem::file(name, message));
+                return None;
+            }
+        };
+        let file = self.files.len();
+        let mut placed: Vec<(Range<usize>, String)> = Vec::new();
+        for (tensor, location) in entries {
+            match location {
+                Ok((dtype, shape, bytes)) => {
+                    placed.push((bytes.clone(), tensor.clone()));
+                    let native = native_name(&tensor);
+                    if let Some(other) = self.tensors.get(&native) {
+                        let message = format!("stored twice (also as `{}`)", other.stored);
+                        self.problems.push(Problem::tensor(Some(name), &tensor, message));
+                        continue;
+                    }
+                    self.tensors.insert(
+                        native,
+                        TensorLocation {
+                            stored: tensor,
+                            file,
+                            dtype,
+                            shape,
+                            bytes,
+                        },
+                    );
+                }
+                Err(message) => self.problems.push(Problem::tensor(Some(name), &tensor, message)),
+            }
+        }
+        placed.sort_by_key(|(range, _)| range.start);
+        for pair in placed.windows(2) {
+            if pair[1].0.start < pair[0].0.end {
+                self.problems.push(Problem::tensor(
+                    Some(name),
+                    &pair[1].1,
+                    format!("its bytes overlap tensor `{}`", pair[0].1),
+                ));
+            }
+        }
+        self.files.push(SafetensorsFile {
+            name: name.to_string(),
+            map,
+        });
+        Some(file)
+    }
+
+    /// The directory this checkpoint was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A view of the tensor whose native name is `name`, if it was read without problems.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        let loc = self.tensors.get(name)?;
+        let file = &self.files[loc.file];
+        Some(TensorView {
+            name: &loc.stored,
+            file: &file.name,
+            dtype: loc.dtype,
+            shape: &loc.shape,
+            data: &file.map[loc.bytes.clone()],
+        })
+    }
+
+    /// Native names of all readable tensors, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Number of readable tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether no tensor could be read.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Total bytes of all mapped files.
+    pub fn file_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.map.len() as u64).sum()
+    }
+
+    /// Names of the files that were mapped.
+    pub fn file_names(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|f| f.name.as_str())
+    }
+}
+
+fn read_index(path: &Path) -> Result<BTreeMap<String, String>, OpenError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| OpenError(format!("{}: cannot read: {e}", path.display())))?;
+    let index: IndexJson = serde_json::from_str(&text)
+        .map_err(|e| OpenError(format!("{}: not a valid index: {e}", path.display())))?;
+    Ok(index.weight_map)
+}
+
+/// A header entry: its dtype, shape and absolute byte range, or why it is unusable.
+type Entry = (String, Result<(DType, Vec<usize>, Range<usize>), String>);
+
+/// Parses and checks a safetensors header against the file's size.
+fn parse_header(file: &[u8]) -> Result<Vec<Entry>, String> {
+    let size = file.len() as u64;
+    let Some(prefix) = file.get(..8) else {
+        return Err(format!("{size} bytes: too short for a safetensors header (truncated?)"));
+    };
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(prefix);
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > size {
+        return Err(format!(
+            "header claims {header_len} bytes but the file has {size} (truncated or not safetensors)"
+        ));
+    }
+    let data_start = 8 + header_len as usize;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&file[8..data_start])
+        .map_err(|e| format!("header is not valid JSON: {e}"))?;
+    let data_len = file.len() - data_start;
+    let mut entries = Vec::with_capacity(header.len());
+    for (name, value) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let entry = serde_json::from_value::<HeaderEntry>(value)
+            .map_err(|e| format!("malformed header entry: {e}"))
+            .and_then(|h| locate(h, data_start, data_len));
+        entries.push((name, entry));
+    }
+    Ok(entries)
+}
+
+/// Checks one header entry's dtype, shape and offsets.
+fn locate(
+    h: HeaderEntry,
+    data_start: usize,
+    data_len: usize,
+) -> Result<(DType, Vec<usize>, Range<usize>), String> {
+    let dtype = DType::from_safetensors_name(&h.dtype)
+        .ok_or_else(|| format!("unsupported dtype {}", h.dtype))?;
+    let [begin, end] = h.data_offsets;
+    let needed = h
+        .shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| format!("shape {:?} overflows", h.shape))?;
+    if end < begin || end > data_len {
+        return Err(format!(
+            "data offsets [{begin}, {end}) fall outside the {data_len} data bytes (truncated file or lying header)"
+        ));
+    }
+    if (end - begin) as u64 != needed {
+        return Err(format!(
+            "data offsets span {} bytes but shape {:?} of {} needs {needed}",
+            end - begin,
+            h.shape,
+            h.dtype
+        ));
+    }
+    Ok((dtype, h.shape, data_start + begin..data_start + end))
+}
+
+/// The native release name of a stored tensor name. Besides the release spelling this accepts
+/// what transformers' `save_pretrained` writes: a `model.` prefix, `embed_tokens`,
+/// `hc_head.hc_*`, `lm_head`, `attn.norm` for the attention's kv_norm, and the FP8 quantizer's
+/// `weight_scale_inv` for `scale`.
+pub fn native_name(stored: &str) -> String {
+    let name = stored.strip_prefix("model.").unwrap_or(stored);
+    let name = match name {
+        "embed_tokens.weight" => "embed.weight".to_string(),
+        "lm_head.weight" => "head.weight".to_string(),
+        "hc_head.hc_fn" => "hc_head_fn".to_string(),
+        "hc_head.hc_base" => "hc_head_base".to_string(),
+        "hc_head.hc_scale" => "hc_head_scale".to_string(),
+        other => other.to_string(),
+    };
+    let name = match name.strip_suffix(".attn.norm.weight") {
+        Some(layer) => format!("{layer}.attn.kv_norm.weight"),
+        None => name,
+    };
+    match name.strip_suffix(".weight_scale_inv") {
+        Some(base) => format!("{base}.scale"),
+        None => name,
+    }
+}

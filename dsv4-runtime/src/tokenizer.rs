@@ -1,0 +1,239 @@
+//! The model's tokenizer: a `tokenizer.json` (Hugging Face format) run by the `tokenizers`
+//! crate, so ids match the Python reference exactly, wrapped so that every failure is a one-line
+//! error naming the file or the id instead of a panic.
+//!
+//! Text is encoded as the file describes and nothing more: no BOS is added (DeepSeek-V4's
+//! post-processor adds none, and callers that want one, such as chat prompts, write it as
+//! text). Special tokens written in the text (`<｜User｜>`, `<think>`, …) become their ids.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// DeepSeek-V4's BOS token, used when no `tokenizer_config.json` names another.
+pub const V4_BOS: &str = "<｜begin▁of▁sentence｜>";
+/// DeepSeek-V4's EOS token, used when no `tokenizer_config.json` names another.
+pub const V4_EOS: &str = "<｜end▁of▁sentence｜>";
+
+/// Why the tokenizer could not load, encode or decode; each renders as one line naming the
+/// file, the text or the id at fault, so the CLI can print it as is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenizerError {
+    /// The file could not be read.
+    #[error("cannot read tokenizer {path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The file was read but is not a tokenizer.json the `tokenizers` library accepts.
+    #[error("{path} is not a valid tokenizer.json: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The BOS or EOS token the engine needs is not in the vocabulary.
+    #[error("tokenizer {path} has no {role} token `{token}`")]
+    MissingSpecial {
+        /// The file.
+        path: String,
+        /// `BOS` or `EOS`.
+        role: &'static str,
+        /// The token text looked for.
+        token: String,
+    },
+    /// An id past the end of the vocabulary.
+    #[error(
+        "token id {id} is out of range: the vocabulary has {vocab_size} ids (0..{vocab_size})"
+    )]
+    IdOutOfRange {
+        /// The offending id.
+        id: u32,
+        /// Ids run from 0 to this, exclusive.
+        vocab_size: usize,
+    },
+    /// An id inside the range that no token owns (a hole in the vocabulary).
+    #[error("token id {id} has no token in the vocabulary")]
+    UnknownId {
+        /// The offending id.
+        id: u32,
+    },
+    /// The library refused to encode the text (for instance a regex limit on pathological input).
+    #[error("cannot encode text: {0}")]
+    Encode(String),
+    /// The library refused to decode ids it was given.
+    #[error("cannot decode ids: {0}")]
+    Decode(String),
+}
+
+/// A loaded tokenizer with the ids the engine needs resolved once at load.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    vocab_size: usize,
+    bos_id: u32,
+    eos_id: u32,
+    added: HashMap<u32, String>,
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json`. BOS and EOS are the tokens a `tokenizer_config.json` beside it
+    /// names, else DeepSeek-V4's; a file lacking them is refused here rather than at generation.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
+                path: shown.clone(),
+                reason: one_line(&e.to_string()),
+            })?;
+        let (bos_name, eos_name) = special_names(path);
+        let lookup = |role: &'static str, token: String| {
+            inner
+                .token_to_id(&token)
+                .ok_or_else(|| TokenizerError::MissingSpecial {
+                    path: shown.clone(),
+                    role,
+                    token,
+                })
+        };
+        let bos_id = lookup("BOS", bos_name)?;
+        let eos_id = lookup("EOS", eos_name)?;
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&max| max as usize + 1);
+        let added = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, token)| (id, token.content))
+            .collect();
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+            vocab_size,
+            bos_id,
+            eos_id,
+            added,
+        })
+    }
+
+    /// Token ids of `text` exactly as the tokenizer gives them, with no BOS added; special
+    /// tokens written in the text are recognised. Errors only if the library gives up on the
+    /// text, which the DeepSeek-V4 pre-tokenizer does not do on ordinary input.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode(one_line(&e.to_string())))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`, special tokens included, so `decode(encode(t)) == t`. Every id is
+    /// checked first: the library would silently drop unknown ids, hiding a caller's bug.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        for &id in ids {
+            self.check_id(id)?;
+        }
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| TokenizerError::Decode(one_line(&e.to_string())))
+    }
+
+    /// Fails with the id's own error unless `id` names a token; for callers (prompt ids from a
+    /// user, sampled ids) that must reject ids before they index an embedding table.
+    pub fn check_id(&self, id: u32) -> Result<(), TokenizerError> {
+        if id as usize >= self.vocab_size {
+            return Err(TokenizerError::IdOutOfRange {
+                id,
+                vocab_size: self.vocab_size,
+            });
+        }
+        if self.inner.id_to_token(id).is_none() {
+            return Err(TokenizerError::UnknownId { id });
+        }
+        Ok(())
+    }
+
+    /// One past the largest id (129,280 for DeepSeek-V4): the number of rows an embedding
+    /// table needs, and the bound ids are checked against.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// The id that starts every chat prompt (0 for DeepSeek-V4).
+    pub fn bos_id(&self) -> u32 {
+        self.bos_id
+    }
+
+    /// The id that ends a generated turn (1 for DeepSeek-V4), where decoding stops.
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    /// The id of a token written out in full (`<think>`, `<｜User｜>`), or `None` if it is not
+    /// one token; lets callers find stop and role tokens without hard-coding ids.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token text of an id as stored in the vocabulary (byte-level symbols for ordinary
+    /// tokens), or `None` for an unknown id; for debugging and inspecting special tokens.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Whether `id` is an added token (role, thinking, DSML, BOS/EOS markers) rather than a
+    /// merged byte-level piece; streaming decoders use this to keep control tokens apart.
+    pub fn is_added_token(&self, id: u32) -> bool {
+        self.added.contains_key(&id)
+    }
+
+    /// The added tokens by id, for listing what control tokens a checkpoint's tokenizer has.
+    pub fn added_tokens(&self) -> &HashMap<u32, String> {
+        &self.added
+    }
+
+    /// The file this tokenizer was loaded from, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// BOS and EOS token texts: from `tokenizer_config.json` beside `path` when it names them
+/// (as a string or as an `AddedToken` object), else DeepSeek-V4's. A missing or unreadable
+/// config is not an error: the tokenizer.json alone is a complete tokenizer.
+fn special_names(path: &Path) -> (String, String) {
+    let config = path
+        .parent()
+        .map(|dir| dir.join("tokenizer_config.json"))
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    let name = |key: &str, default: &str| {
+        config
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+                _ => None,
+            })
+            .unwrap_or_else(|| default.to_string())
+    };
+    (name("bos_token", V4_BOS), name("eos_token", V4_EOS))
+}
+
+/// Library messages may span lines; errors here must stay on one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
