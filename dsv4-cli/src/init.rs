@@ -11,7 +11,8 @@ use crate::units::binary;
 /// The vendored DeepSeek-V4 tokenizer (assets/deepseek-v4, MIT).
 const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/deepseek-v4/tokenizer.json");
 /// Its transformers companion (BOS/EOS names, no chat template).
-const TOKENIZER_CONFIG_JSON: &[u8] = include_bytes!("../../assets/deepseek-v4/tokenizer_config.json");
+const TOKENIZER_CONFIG_JSON: &[u8] =
+    include_bytes!("../../assets/deepseek-v4/tokenizer_config.json");
 
 /// Flags of `dsv4 init`.
 #[derive(Debug, Args)]
@@ -41,8 +42,8 @@ fn parse_writable_preset(name: &str) -> Result<Preset, String> {
 pub fn run(args: &InitArgs) -> Result<()> {
     let out = &args.out;
     if out.exists() {
-        let mut entries = std::fs::read_dir(out)
-            .with_context(|| format!("cannot read {}", out.display()))?;
+        let mut entries =
+            std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
         if entries.next().is_some() {
             bail!(
                 "{} is not empty; init writes only into a new or empty directory",

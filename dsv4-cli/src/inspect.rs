@@ -64,8 +64,8 @@ struct Inspection {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let dir = &args.weights;
     let config_path = dir.join("config.json");
-    let config = ModelConfig::from_file(&config_path)
-        .with_context(|| config_path.display().to_string())?;
+    let config =
+        ModelConfig::from_file(&config_path).with_context(|| config_path.display().to_string())?;
     let checkpoint = Checkpoint::open(dir)?;
     let report = check(&config, &checkpoint);
     let params = ParamReport::new(&config, &report.manifest);
@@ -73,10 +73,12 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let mut weight_bytes = 0;
     for name in checkpoint.names() {
         if let Some(view) = checkpoint.tensor(name) {
-            let entry = dtypes.entry(view.dtype.safetensors_name()).or_insert(DtypeCount {
-                tensors: 0,
-                bytes: 0,
-            });
+            let entry = dtypes
+                .entry(view.dtype.safetensors_name())
+                .or_insert(DtypeCount {
+                    tensors: 0,
+                    bytes: 0,
+                });
             entry.tensors += 1;
             entry.bytes += view.data.len() as u64;
             weight_bytes += view.data.len() as u64;
@@ -86,7 +88,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let layers = schedule
         .layers
         .iter()
-        .chain(if report.has_mtp { &schedule.mtp[..] } else { &[] })
+        .chain(if report.has_mtp {
+            &schedule.mtp[..]
+        } else {
+            &[]
+        })
         .map(|l| LayerLine {
             index: l.index,
             attention: l.attention.label(),
@@ -139,7 +145,12 @@ fn render(i: &Inspection) -> String {
     let c = &i.config;
     let mut out = String::new();
     let _ = writeln!(out, "checkpoint {} ({} files)", i.weights, i.files.len());
-    let count = |kind: &str| i.layers.iter().filter(|l| l.attention == kind && l.index < c.num_hidden_layers).count();
+    let count = |kind: &str| {
+        i.layers
+            .iter()
+            .filter(|l| l.attention == kind && l.index < c.num_hidden_layers)
+            .count()
+    };
     let _ = writeln!(
         out,
         "model: hidden {}, {} layers (SWA {}, CSA {}, HCA {}), {} heads x {}, vocab {}, {} experts top-{}, {} hc streams, context {}",
@@ -165,11 +176,23 @@ fn render(i: &Inspection) -> String {
             let _ = writeln!(out, "weight formats: could not be told (see problems)");
         }
     }
-    let _ = writeln!(out, "MTP block: {}", if i.has_mtp { "present" } else { "absent" });
+    let _ = writeln!(
+        out,
+        "MTP block: {}",
+        if i.has_mtp { "present" } else { "absent" }
+    );
     let _ = writeln!(out, "\nlayers:");
     for l in &i.layers {
-        let ratio = if l.ratio > 0 { format!("m={}", l.ratio) } else { String::new() };
-        let which = if l.index >= c.num_hidden_layers { " (MTP)" } else { "" };
+        let ratio = if l.ratio > 0 {
+            format!("m={}", l.ratio)
+        } else {
+            String::new()
+        };
+        let which = if l.index >= c.num_hidden_layers {
+            " (MTP)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "  {:>3} {} {:<6} rope {:<8} {} MoE{which}",
@@ -178,7 +201,12 @@ fn render(i: &Inspection) -> String {
     }
     let _ = writeln!(out, "\ntensors by dtype:");
     for (dtype, n) in &i.dtypes {
-        let _ = writeln!(out, "  {dtype:<8} {:>8} tensors {:>12}", grouped(n.tensors as u64), binary(n.bytes));
+        let _ = writeln!(
+            out,
+            "  {dtype:<8} {:>8} tensors {:>12}",
+            grouped(n.tensors as u64),
+            binary(n.bytes)
+        );
     }
     let _ = writeln!(
         out,
@@ -195,7 +223,12 @@ fn render(i: &Inspection) -> String {
         binary(i.weight_bytes_read_per_token)
     );
     if !i.unused_tensors.is_empty() {
-        let _ = writeln!(out, "unused tensors: {} (e.g. {})", i.unused_tensors.len(), i.unused_tensors[0]);
+        let _ = writeln!(
+            out,
+            "unused tensors: {} (e.g. {})",
+            i.unused_tensors.len(),
+            i.unused_tensors[0]
+        );
     }
     if i.problems.is_empty() {
         let _ = writeln!(out, "problems: none");
@@ -205,7 +238,11 @@ fn render(i: &Inspection) -> String {
             let _ = writeln!(out, "  {p}");
         }
         if i.problems.len() > PROBLEMS_SHOWN {
-            let _ = writeln!(out, "  ... and {} more (--json lists all)", i.problems.len() - PROBLEMS_SHOWN);
+            let _ = writeln!(
+                out,
+                "  ... and {} more (--json lists all)",
+                i.problems.len() - PROBLEMS_SHOWN
+            );
         }
     }
     out

@@ -86,7 +86,7 @@ pub fn f32_to_e8m0(x: f32) -> Option<u8> {
     }
     let bits = x.to_bits();
     let is_normal_power = x.is_normal() && x > 0.0 && bits & 0x007F_FFFF == 0;
-    is_normal_power.then(|| (bits >> 23) as u8)
+    is_normal_power.then_some((bits >> 23) as u8)
 }
 
 /// Nearest E2M1 code to `x`, ties to even; magnitudes beyond 6 saturate.
@@ -229,7 +229,11 @@ pub fn ue8m0_ceil(x: f32) -> u8 {
     let x = x.clamp(f32::from_bits(0x0040_0000), f32::MAX);
     if x < f32::MIN_POSITIVE {
         // Subnormal inputs: 2^-127 is the only scale below 2^-126.
-        return if x <= f32::from_bits(0x0040_0000) { 0 } else { 1 };
+        return if x <= f32::from_bits(0x0040_0000) {
+            0
+        } else {
+            1
+        };
     }
     let bits = x.to_bits();
     let exponent = (bits >> 23) as u8;

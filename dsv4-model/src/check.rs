@@ -120,14 +120,22 @@ fn detect_formats(
         problems.push(Problem::tensor(
             None,
             "layers.0.ffn.experts.0.w1.weight",
-            format!("stored as {experts:?}, but config.json declares expert_dtype {declared:?}"),
+            format!(
+                "stored as {}, but config.json declares expert_dtype {}",
+                experts.name(),
+                declared.name()
+            ),
         ));
         return None;
     }
     Some(WeightFormats { dense, experts })
 }
 
-fn detect(checkpoint: &Checkpoint, base: &str, problems: &mut Vec<Problem>) -> Option<LinearFormat> {
+fn detect(
+    checkpoint: &Checkpoint,
+    base: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<LinearFormat> {
     let name = format!("{base}.weight");
     let Some(view) = checkpoint.tensor(&name) else {
         let message = "missing, so the storage format of the weights cannot be told";
@@ -139,7 +147,10 @@ fn detect(checkpoint: &Checkpoint, base: &str, problems: &mut Vec<Problem>) -> O
         DType::I8 | DType::U8 => Some(LinearFormat::Fp4Group),
         d if d.is_plain_float() => Some(LinearFormat::Float),
         d => {
-            let message = format!("dtype {} is no linear storage dsv4 knows", d.safetensors_name());
+            let message = format!(
+                "dtype {} is no linear storage dsv4 knows",
+                d.safetensors_name()
+            );
             problems.push(Problem::tensor(Some(view.file), &name, message));
             None
         }

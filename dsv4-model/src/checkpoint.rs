@@ -136,10 +136,7 @@ impl Checkpoint {
         } else if dir.join(SINGLE_FILE).is_file() {
             checkpoint.open_file(SINGLE_FILE);
         } else if !dir.is_dir() {
-            return Err(OpenError(format!(
-                "{}: not a directory",
-                dir.display()
-            )));
+            return Err(OpenError(format!("{}: not a directory", dir.display())));
         } else {
             return Err(OpenError(format!(
                 "{}: no {SINGLE_FILE} or {INDEX_FILE}",
@@ -203,7 +200,8 @@ impl Checkpoint {
         }) {
             Ok(map) => map,
             Err(e) => {
-                self.problems.push(Problem::file(name, format!("cannot read: {e}")));
+                self.problems
+                    .push(Problem::file(name, format!("cannot read: {e}")));
                 return None;
             }
         };
@@ -223,7 +221,8 @@ impl Checkpoint {
                     let native = native_name(&tensor);
                     if let Some(other) = self.tensors.get(&native) {
                         let message = format!("stored twice (also as `{}`)", other.stored);
-                        self.problems.push(Problem::tensor(Some(name), &tensor, message));
+                        self.problems
+                            .push(Problem::tensor(Some(name), &tensor, message));
                         continue;
                     }
                     self.tensors.insert(
@@ -237,7 +236,9 @@ impl Checkpoint {
                         },
                     );
                 }
-                Err(message) => self.problems.push(Problem::tensor(Some(name), &tensor, message)),
+                Err(message) => self
+                    .problems
+                    .push(Problem::tensor(Some(name), &tensor, message)),
             }
         }
         placed.sort_by_key(|(range, _)| range.start);
@@ -316,7 +317,9 @@ type Entry = (String, Result<(DType, Vec<usize>, Range<usize>), String>);
 fn parse_header(file: &[u8]) -> Result<Vec<Entry>, String> {
     let size = file.len() as u64;
     let Some(prefix) = file.get(..8) else {
-        return Err(format!("{size} bytes: too short for a safetensors header (truncated?)"));
+        return Err(format!(
+            "{size} bytes: too short for a safetensors header (truncated?)"
+        ));
     };
     let mut len_bytes = [0u8; 8];
     len_bytes.copy_from_slice(prefix);

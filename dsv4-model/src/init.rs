@@ -153,9 +153,9 @@ fn safetensors_dtype(dtype: DType) -> Dtype {
 /// A generator for one tensor, seeded from the checkpoint seed and the tensor's name.
 fn rng_for(seed: u64, name: &str) -> ChaCha8Rng {
     // FNV-1a of the name, mixed with the seed.
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     ChaCha8Rng::seed_from_u64(hash ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -287,7 +287,10 @@ fn quantize_fp4(w: &[f32], out: usize, inp: usize) -> (Vec<u8>, Vec<u8>) {
         let scale = e8m0_to_f32(byte).unwrap_or(1.0);
         scales.push(byte);
         for pair in group.chunks_exact(2) {
-            packed.push(fp4_pack(f32_to_e2m1(pair[0] / scale), f32_to_e2m1(pair[1] / scale)));
+            packed.push(fp4_pack(
+                f32_to_e2m1(pair[0] / scale),
+                f32_to_e2m1(pair[1] / scale),
+            ));
         }
     }
     (packed, scales)

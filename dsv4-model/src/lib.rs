@@ -16,12 +16,13 @@ mod schedule;
 pub use accounting::{Count, ParamReport};
 pub use check::{check, CheckReport};
 pub use checkpoint::{Checkpoint, OpenError, Problem, TensorView, INDEX_FILE, SINGLE_FILE};
-pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
 };
+pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use manifest::{
-    Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec, WeightFormats,
+    Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec,
+    WeightFormats,
 };
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};

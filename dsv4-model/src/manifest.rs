@@ -128,6 +128,17 @@ pub enum LinearFormat {
     Float,
 }
 
+impl LinearFormat {
+    /// Short name, as `expert_dtype` spells the quantized ones.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp8Block => "fp8",
+            Self::Fp4Group => "fp4",
+            Self::Float => "float",
+        }
+    }
+}
+
 /// A linear layer `y = W x` with `W` of `[out, inp]`, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Linear {
@@ -314,17 +325,41 @@ impl Emitter<'_> {
         match format {
             LinearFormat::Fp8Block => {
                 let grid = vec![out.div_ceil(FP8_BLOCK), inp.div_ceil(FP8_BLOCK)];
-                self.push(&weight, vec![out, inp], DType::F8E4M3, TensorKind::Fp8, params, c, a);
+                self.push(
+                    &weight,
+                    vec![out, inp],
+                    DType::F8E4M3,
+                    TensorKind::Fp8,
+                    params,
+                    c,
+                    a,
+                );
                 self.push(&scale, grid, DType::F8E8M0, TensorKind::Scale, 0, c, a);
             }
             LinearFormat::Fp4Group => {
                 let packed = vec![out, inp / 2];
                 let groups = vec![out, inp / FP4_GROUP];
-                self.push(&weight, packed, DType::I8, TensorKind::Fp4Packed, params, c, a);
+                self.push(
+                    &weight,
+                    packed,
+                    DType::I8,
+                    TensorKind::Fp4Packed,
+                    params,
+                    c,
+                    a,
+                );
                 self.push(&scale, groups, DType::F8E8M0, TensorKind::Scale, 0, c, a);
             }
             LinearFormat::Float => {
-                self.push(&weight, vec![out, inp], DType::Bf16, TensorKind::Float, params, c, a);
+                self.push(
+                    &weight,
+                    vec![out, inp],
+                    DType::Bf16,
+                    TensorKind::Float,
+                    params,
+                    c,
+                    a,
+                );
             }
         }
         for spec in &mut self.tensors[first..] {
@@ -352,7 +387,15 @@ impl Manifest {
         };
         let (float, lookup) = (TensorKind::Float, Activity::RowLookup);
         let params = (v * d) as u64;
-        top.push("embed.weight", vec![v, d], DType::Bf16, float, params, Component::Embedding, lookup);
+        top.push(
+            "embed.weight",
+            vec![v, d],
+            DType::Bf16,
+            float,
+            params,
+            Component::Embedding,
+            lookup,
+        );
         top.dense("head.weight", vec![v, d], DType::Bf16, Component::Head);
         top.dense("norm.weight", vec![d], DType::Bf16, Component::Norms);
         hc_head(&mut top, n, d);
@@ -376,7 +419,12 @@ impl Manifest {
             e.linear("e_proj", d, d, Component::MtpProjections);
             e.linear("h_proj", d, d, Component::MtpProjections);
             for norm in ["enorm", "hnorm", "norm"] {
-                e.dense(&format!("{norm}.weight"), vec![d], DType::Bf16, Component::Norms);
+                e.dense(
+                    &format!("{norm}.weight"),
+                    vec![d],
+                    DType::Bf16,
+                    Component::Norms,
+                );
             }
             hc_head(&mut e, n, d);
         }
