@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::Deserialize;
 
+use crate::names::{fused_experts, native_name};
 use crate::DType;
 
 /// The index file of a sharded checkpoint.
@@ -218,23 +219,30 @@ impl Checkpoint {
             match location {
                 Ok((dtype, shape, bytes)) => {
                     placed.push((bytes.clone(), tensor.clone()));
-                    let native = native_name(&tensor);
-                    if let Some(other) = self.tensors.get(&native) {
-                        let message = format!("stored twice (also as `{}`)", other.stored);
-                        self.problems
-                            .push(Problem::tensor(Some(name), &tensor, message));
-                        continue;
-                    }
-                    self.tensors.insert(
-                        native,
-                        TensorLocation {
-                            stored: tensor,
+                    let parts = match split_stored(&tensor, dtype, &shape, &bytes) {
+                        Ok(parts) => parts,
+                        Err(message) => {
+                            self.problems
+                                .push(Problem::tensor(Some(name), &tensor, message));
+                            continue;
+                        }
+                    };
+                    for (native, stored, shape, bytes) in parts {
+                        if let Some(other) = self.tensors.get(&native) {
+                            let message = format!("stored twice (also as `{}`)", other.stored);
+                            self.problems
+                                .push(Problem::tensor(Some(name), &stored, message));
+                            continue;
+                        }
+                        let location = TensorLocation {
+                            stored,
                             file,
                             dtype,
                             shape,
                             bytes,
-                        },
-                    );
+                        };
+                        self.tensors.insert(native, location);
+                    }
                 }
                 Err(message) => self
                     .problems
@@ -300,6 +308,61 @@ impl Checkpoint {
     pub fn file_names(&self) -> impl Iterator<Item = &str> {
         self.files.iter().map(|f| f.name.as_str())
     }
+}
+
+/// A stored tensor as native tensors: itself under its native name, or, for transformers'
+/// fused expert tensors, one slice per expert and projection (no copy).
+type NativePart = (String, String, Vec<usize>, Range<usize>);
+
+fn split_stored(
+    stored: &str,
+    dtype: DType,
+    shape: &[usize],
+    bytes: &Range<usize>,
+) -> Result<Vec<NativePart>, String> {
+    let Some((layer, gate_up)) = fused_experts(stored) else {
+        let part = (
+            native_name(stored),
+            stored.to_string(),
+            shape.to_vec(),
+            bytes.clone(),
+        );
+        return Ok(vec![part]);
+    };
+    let &[experts, rows, cols] = shape else {
+        return Err(format!(
+            "fused expert tensor of shape {shape:?}, expected 3 dims"
+        ));
+    };
+    if gate_up && rows % 2 != 0 {
+        return Err(format!(
+            "gate_up_proj of shape {shape:?} has an odd row count"
+        ));
+    }
+    let size = dtype.size() as usize;
+    let per_expert = rows * cols * size;
+    let mut parts = Vec::new();
+    for e in 0..experts {
+        let start = bytes.start + e * per_expert;
+        let slices: Vec<(&str, &str, usize, usize)> = if gate_up {
+            let half = rows / 2;
+            vec![
+                ("w1", ":I", half, start),
+                ("w3", "I:", half, start + half * cols * size),
+            ]
+        } else {
+            vec![("w2", ":", rows, start)]
+        };
+        for (w, range, n, begin) in slices {
+            parts.push((
+                format!("layers.{layer}.ffn.experts.{e}.{w}.weight"),
+                format!("{stored}[{e}, {range}]"),
+                vec![n, cols],
+                begin..begin + n * cols * size,
+            ));
+        }
+    }
+    Ok(parts)
 }
 
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>, OpenError> {
@@ -374,28 +437,4 @@ fn locate(
         ));
     }
     Ok((dtype, h.shape, data_start + begin..data_start + end))
-}
-
-/// The native release name of a stored tensor name. Besides the release spelling this accepts
-/// what transformers' `save_pretrained` writes: a `model.` prefix, `embed_tokens`,
-/// `hc_head.hc_*`, `lm_head`, `attn.norm` for the attention's kv_norm, and the FP8 quantizer's
-/// `weight_scale_inv` for `scale`.
-pub fn native_name(stored: &str) -> String {
-    let name = stored.strip_prefix("model.").unwrap_or(stored);
-    let name = match name {
-        "embed_tokens.weight" => "embed.weight".to_string(),
-        "lm_head.weight" => "head.weight".to_string(),
-        "hc_head.hc_fn" => "hc_head_fn".to_string(),
-        "hc_head.hc_base" => "hc_head_base".to_string(),
-        "hc_head.hc_scale" => "hc_head_scale".to_string(),
-        other => other.to_string(),
-    };
-    let name = match name.strip_suffix(".attn.norm.weight") {
-        Some(layer) => format!("{layer}.attn.kv_norm.weight"),
-        None => name,
-    };
-    match name.strip_suffix(".weight_scale_inv") {
-        Some(base) => format!("{base}.scale"),
-        None => name,
-    }
 }

@@ -10,6 +10,7 @@ mod config;
 mod init;
 mod json_fields;
 mod manifest;
+mod names;
 mod presets;
 mod schedule;
 
@@ -24,5 +25,6 @@ pub use manifest::{
     Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec,
     WeightFormats,
 };
+pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};
