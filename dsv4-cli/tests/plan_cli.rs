@@ -1,18 +1,13 @@
 //! `dsv4 plan` end to end: the numbers the issue names, the inverse memory question, and one-line
 //! errors for bad input.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{dsv4, error};
 
 use serde_json::Value;
 
 const GIB: f64 = (1u64 << 30) as f64;
-
-fn dsv4(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsv4"))
-        .args(args)
-        .output()
-        .expect("dsv4 runs")
-}
 
 fn json(args: &[&str]) -> Value {
     let mut all = args.to_vec();
@@ -24,17 +19,6 @@ fn json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-/// Runs a failing command; returns its single stderr line.
-fn error(args: &[&str]) -> String {
-    let out = dsv4(args);
-    assert!(!out.status.success(), "should fail: {args:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(out.stdout.is_empty());
-    stderr
 }
 
 #[test]

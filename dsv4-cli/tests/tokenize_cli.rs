@@ -1,8 +1,11 @@
 //! `dsv4 tokenize` end to end on the vendored DeepSeek-V4 tokenizer: text to ids, ids to text,
 //! JSON output, chat prompts, and one-line errors for bad input.
 
+mod common;
+
+use common::{dsv4, error};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -14,13 +17,6 @@ fn tokenizer() -> PathBuf {
         .join("../assets/deepseek-v4/tokenizer.json")
         .canonicalize()
         .expect("vendored tokenizer.json")
-}
-
-fn dsv4(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsv4"))
-        .args(args)
-        .output()
-        .expect("dsv4 runs")
 }
 
 /// Runs `dsv4 tokenize --tokenizer <vendored> ARGS` and returns stdout.
@@ -41,17 +37,6 @@ fn json(args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     serde_json::from_str(&tokenize(&all)).expect("stdout is one JSON object")
-}
-
-/// Runs a failing command; returns its single stderr line.
-fn error(args: &[&str]) -> String {
-    let out = dsv4(args);
-    assert!(!out.status.success(), "should fail: {args:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(out.stdout.is_empty());
-    stderr
 }
 
 #[test]

@@ -135,43 +135,36 @@ impl<'a> JsonFields<'a> {
             .transpose()
     }
 
-    /// An optional array of non-negative integers.
-    pub(crate) fn opt_usize_list(&self, key: &str) -> Result<Option<Vec<usize>>, ConfigError> {
+    /// An optional array whose every item `item` can read.
+    fn opt_list<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        item: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<Option<Vec<T>>, ConfigError> {
         let Some(value) = self.get(key) else {
             return Ok(None);
         };
-        let expected = "an array of non-negative integers";
         let items = value
             .as_array()
             .ok_or_else(|| self.invalid(key, value, expected))?;
         items
             .iter()
-            .map(|item| {
-                item.as_u64()
-                    .and_then(|v| usize::try_from(v).ok())
-                    .ok_or_else(|| self.invalid(key, value, expected))
-            })
+            .map(|v| item(v).ok_or_else(|| self.invalid(key, value, expected)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
 
+    /// An optional array of non-negative integers.
+    pub(crate) fn opt_usize_list(&self, key: &str) -> Result<Option<Vec<usize>>, ConfigError> {
+        self.opt_list(key, "an array of non-negative integers", |v| {
+            v.as_u64().and_then(|v| usize::try_from(v).ok())
+        })
+    }
+
     /// An optional array of strings.
     pub(crate) fn opt_str_list(&self, key: &str) -> Result<Option<Vec<&'a str>>, ConfigError> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        let expected = "an array of strings";
-        let items = value
-            .as_array()
-            .ok_or_else(|| self.invalid(key, value, expected))?;
-        items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .ok_or_else(|| self.invalid(key, value, expected))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        self.opt_list(key, "an array of strings", Value::as_str)
     }
 
     /// A token id given as an integer or as an array of integers (transformers writes both).

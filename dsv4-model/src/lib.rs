@@ -13,6 +13,7 @@ mod manifest;
 mod names;
 mod presets;
 mod schedule;
+mod weights;
 
 pub use accounting::{Count, ParamReport};
 pub use check::{check, CheckReport};
@@ -28,3 +29,4 @@ pub use manifest::{
 pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};
+pub use weights::{float_values, LinearView, LinearWeight, Scales};
