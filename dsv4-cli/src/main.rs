@@ -1,9 +1,11 @@
 //! `dsv4`: an inference engine for DeepSeek-V4-architecture models.
 
+mod engine_args;
 mod init;
 mod inspect;
 mod model_source;
 mod plan;
+mod score;
 mod tokenize;
 mod units;
 
@@ -27,6 +29,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Write a random-weight checkpoint in the release layout (tiny or small preset).
     Init(init::InitArgs),
+    /// Teacher-forced logits of every position of a sequence, as a float32 .npy.
+    Score(score::ScoreArgs),
     /// Token ids of a text as the model's tokenizer gives them (no BOS added), or text of ids.
     Tokenize(tokenize::TokenizeArgs),
 }
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Init(args) => init::run(args),
+        Command::Score(args) => score::run(args),
         Command::Tokenize(args) => tokenize::run(args),
     };
     match result {

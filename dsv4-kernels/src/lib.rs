@@ -2,4 +2,8 @@
 //! behind the `cuda` feature, launchers for the hand-written kernels in `csrc/`, every CUDA op
 //! with a CPU twin of the same name.
 
+pub mod cache_codec;
 pub mod formats;
+pub mod linear;
+pub mod ops;
+pub mod quant;

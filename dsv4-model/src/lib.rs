@@ -29,4 +29,4 @@ pub use manifest::{
 pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};
-pub use weights::{float_values, LinearView, LinearWeight, Scales};
+pub use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};

@@ -1,120 +1,27 @@
-//! Typed, borrowed views of a checkpoint's weights: linears as the small enum kernels match on
-//! (float, FP8 block-scaled, FP4 group-scaled), and plain float or integer tensors. Nothing is
-//! copied; `dequantize` makes an f32 copy for tests and exports only.
+//! Typed, borrowed views of a checkpoint's weights: linears as the enum kernels match on
+//! (`dsv4_kernels::linear`), and plain float or integer tensors. Nothing is copied.
 
-use dsv4_kernels::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32};
+use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::{DType, Linear, LinearFormat};
 
-/// Scale multipliers as stored: UE8M0 bytes, or little-endian f32 (transformers' `weight_scale_inv`).
-#[derive(Debug, Clone, Copy)]
-pub enum Scales<'a> {
-    /// One byte per scale, value 2^(b − 127).
-    E8M0(&'a [u8]),
-    /// Four bytes per scale.
-    F32(&'a [u8]),
-}
-
-impl Scales<'_> {
-    /// The multiplier at `index` (NaN bytes were rejected when the checkpoint was checked).
-    pub fn get(&self, index: usize) -> f32 {
+impl DType {
+    /// The kernels' float type of a plain float dtype.
+    pub fn float(self) -> Option<FloatDtype> {
         match self {
-            Self::E8M0(bytes) => e8m0_to_f32(bytes[index]).unwrap_or(f32::NAN),
-            Self::F32(bytes) => {
-                let b = &bytes[4 * index..4 * index + 4];
-                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-            }
-        }
-    }
-
-    /// Every multiplier, in storage order.
-    pub fn to_vec(&self) -> Vec<f32> {
-        let n = match self {
-            Self::E8M0(bytes) => bytes.len(),
-            Self::F32(bytes) => bytes.len() / 4,
-        };
-        (0..n).map(|i| self.get(i)).collect()
-    }
-}
-
-/// The stored weight of a linear.
-#[derive(Debug, Clone, Copy)]
-pub enum LinearWeight<'a> {
-    /// Plain floats `[out, inp]` of the given dtype.
-    Float {
-        /// BF16, F16 or F32.
-        dtype: DType,
-        /// Little-endian elements.
-        data: &'a [u8],
-    },
-    /// E4M3 `[out, inp]` with a `[ceil(out/128), ceil(inp/128)]` scale grid.
-    Fp8Block {
-        /// E4M3 bytes.
-        q: &'a [u8],
-        /// Block scales.
-        scales: Scales<'a>,
-    },
-    /// Packed E2M1 `[out, inp/2]` (low nibble first) with `[out, inp/32]` scales.
-    Fp4Group {
-        /// Packed bytes.
-        packed: &'a [u8],
-        /// Group scales.
-        scales: Scales<'a>,
-    },
-}
-
-/// A linear `y = W x` with `W` of `[out, inp]`, borrowed from the checkpoint.
-#[derive(Debug, Clone, Copy)]
-pub struct LinearView<'a> {
-    /// Output features.
-    pub out: usize,
-    /// Input features.
-    pub inp: usize,
-    /// The stored weight.
-    pub weight: LinearWeight<'a>,
-}
-
-impl LinearView<'_> {
-    /// `W` as f32, exactly (every stored format widens to f32 without rounding).
-    pub fn dequantize(&self) -> Vec<f32> {
-        match self.weight {
-            LinearWeight::Float { dtype, data } => float_values(dtype, data),
-            LinearWeight::Fp8Block { q, scales } => {
-                dequant_fp8_block(q, &scales.to_vec(), self.out, self.inp)
-            }
-            LinearWeight::Fp4Group { packed, scales } => {
-                dequant_fp4_group(packed, &scales.to_vec(), self.out, self.inp)
-            }
+            DType::Bf16 => Some(FloatDtype::Bf16),
+            DType::F16 => Some(FloatDtype::F16),
+            DType::F32 => Some(FloatDtype::F32),
+            _ => None,
         }
     }
 }
 
-/// Little-endian BF16, F16 or F32 bytes as f32 values (other dtypes give an empty vector).
-pub fn float_values(dtype: DType, data: &[u8]) -> Vec<f32> {
-    match dtype {
-        DType::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::Bf16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-impl TensorView<'_> {
+impl<'a> TensorView<'a> {
     /// The values of a float tensor as f32, `None` for other dtypes.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
-        self.dtype
-            .is_plain_float()
-            .then(|| float_values(self.dtype, self.data))
+        self.dtype.float().map(|f| f.to_vec(self.data))
     }
 
     /// The values of an integer table (I64 or I32) as i64, `None` for other dtypes.
@@ -135,6 +42,21 @@ impl TensorView<'_> {
             _ => None,
         }
     }
+
+    /// A 2-D float tensor `[out, inp]` as a linear (embeddings, heads, BF16 projections).
+    pub fn as_linear(&self) -> Option<LinearView<'a>> {
+        let (&[out, inp], Some(dtype)) = (self.shape, self.dtype.float()) else {
+            return None;
+        };
+        Some(LinearView {
+            out,
+            inp,
+            weight: LinearWeight::Float {
+                dtype,
+                data: self.data,
+            },
+        })
+    }
 }
 
 impl Checkpoint {
@@ -150,16 +72,18 @@ impl Checkpoint {
                 _ => None,
             }
         };
-        let weight = match linear.format {
-            LinearFormat::Float if weight.dtype.is_plain_float() => LinearWeight::Float {
-                dtype: weight.dtype,
+        let weight = match (linear.format, weight.dtype.float()) {
+            (LinearFormat::Float, Some(dtype)) => LinearWeight::Float {
+                dtype,
                 data: weight.data,
             },
-            LinearFormat::Fp8Block if weight.dtype == DType::F8E4M3 => LinearWeight::Fp8Block {
-                q: weight.data,
-                scales: scales()?,
-            },
-            LinearFormat::Fp4Group if matches!(weight.dtype, DType::I8 | DType::U8) => {
+            (LinearFormat::Fp8Block, _) if weight.dtype == DType::F8E4M3 => {
+                LinearWeight::Fp8Block {
+                    q: weight.data,
+                    scales: scales()?,
+                }
+            }
+            (LinearFormat::Fp4Group, _) if matches!(weight.dtype, DType::I8 | DType::U8) => {
                 LinearWeight::Fp4Group {
                     packed: weight.data,
                     scales: scales()?,

@@ -1,11 +1,25 @@
 //! The DeepSeek-V4 runtime: model forward over a backend, the decode loop, sampler, tokenizer
 //! and chat formatting.
-//!
-//! So far the tokenizer and chat formatting; the forward pass lands with the CPU engine (issue
-//! "The engine on CPU").
 
+pub mod attention;
 pub mod chat;
+pub mod compressor;
+pub mod load;
+pub mod mhc;
+pub mod model;
+pub mod moe;
+pub mod npy;
+pub mod numerics;
+pub mod sampler;
+pub mod stop;
+pub mod state;
 pub mod tokenizer;
+pub mod weights;
 
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
 pub use tokenizer::{Tokenizer, TokenizerError};
+pub use model::{ForwardError, Logits, Model};
+pub use numerics::Numerics;
+pub use state::SeqState;
+pub use weights::{ModelWeights, WeightsError};
+pub use load::{LoadError, LoadedCheckpoint};

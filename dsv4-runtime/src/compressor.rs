@@ -1,0 +1,124 @@
+//! KV compressors (spec §4.4–4.5): every `m` tokens become one entry, a per-channel softmax-gated
+//! sum of their projected values. CSA (`overlap`) pools the previous window's A-half with the
+//! current window's B-half, so each entry summarises 2m tokens at stride m.
+
+use dsv4_kernels::ops::rms_norm;
+
+use crate::weights::CompressorWeights;
+
+/// The f32 tail of a compressor: raw values and gate logits of tokens not yet pooled, and for
+/// CSA the previous window's A-half. Starts empty (gate −inf, value 0) for every request and
+/// survives any split of the sequence into chunks.
+#[derive(Debug, Clone)]
+pub struct CompressorState {
+    ratio: usize,
+    width: usize,
+    overlap: bool,
+    /// Previous window's A-half values and gates, `ratio × width` each (CSA).
+    prev_value: Vec<f32>,
+    prev_gate: Vec<f32>,
+    has_prev: bool,
+    /// Current window's values and gates (gate bias added), `ratio × c·width` each.
+    value: Vec<f32>,
+    gate: Vec<f32>,
+    /// Entries emitted so far.
+    entries: usize,
+}
+
+/// An entry emitted by a compressor: its index and its pooled, normed vector (RoPE not applied).
+pub struct Emitted {
+    /// Entry index w; its tokens end at position `(w + 1)·m − 1`.
+    pub index: usize,
+    /// `width` values.
+    pub vector: Vec<f32>,
+}
+
+impl CompressorState {
+    /// An empty tail for entries of `width` values every `ratio` tokens.
+    pub fn new(ratio: usize, width: usize, overlap: bool) -> Self {
+        let c = if overlap { 2 } else { 1 };
+        Self {
+            ratio,
+            width,
+            overlap,
+            prev_value: if overlap { vec![0.0; ratio * width] } else { Vec::new() },
+            prev_gate: if overlap { vec![f32::NEG_INFINITY; ratio * width] } else { Vec::new() },
+            has_prev: false,
+            value: vec![0.0; ratio * c * width],
+            gate: vec![f32::NEG_INFINITY; ratio * c * width],
+            entries: 0,
+        }
+    }
+
+    /// Entries emitted so far.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Feeds one token at absolute `position` with its projected value `a` and raw gate `g`
+    /// (`c·width` each); returns the entry its window closes, if any.
+    pub fn push(
+        &mut self,
+        position: usize,
+        a: &[f32],
+        g: &[f32],
+        w: &CompressorWeights,
+        norm_eps: f32,
+    ) -> Option<Emitted> {
+        let cw = a.len();
+        let slot = position % self.ratio;
+        let ape = &w.ape[slot * cw..(slot + 1) * cw];
+        self.value[slot * cw..(slot + 1) * cw].copy_from_slice(a);
+        for ((dst, g), b) in self.gate[slot * cw..(slot + 1) * cw].iter_mut().zip(g).zip(ape) {
+            *dst = g + b;
+        }
+        if slot + 1 < self.ratio {
+            return None;
+        }
+        let mut pooled = self.pool();
+        if self.overlap {
+            // This window's A-half becomes the previous window of the next entry.
+            for s in 0..self.ratio {
+                let src = s * cw;
+                self.prev_value[s * self.width..(s + 1) * self.width]
+                    .copy_from_slice(&self.value[src..src + self.width]);
+                self.prev_gate[s * self.width..(s + 1) * self.width]
+                    .copy_from_slice(&self.gate[src..src + self.width]);
+            }
+            self.has_prev = true;
+        }
+        let index = self.entries;
+        self.entries += 1;
+        rms_norm(&mut pooled, Some(&w.norm), norm_eps);
+        Some(Emitted {
+            index,
+            vector: pooled,
+        })
+    }
+
+    /// Per-channel softmax over the window's slots of the gates, applied to the values.
+    fn pool(&self) -> Vec<f32> {
+        let (m, width) = (self.ratio, self.width);
+        let cw = self.value.len() / m;
+        // The current window reads its B-half under overlap (channels width..2·width).
+        let offset = if self.overlap { width } else { 0 };
+        let mut out = vec![0.0; width];
+        let mut slots: Vec<(f32, f32)> = Vec::with_capacity(2 * m);
+        for (ch, o) in out.iter_mut().enumerate() {
+            slots.clear();
+            if self.overlap && self.has_prev {
+                for s in 0..m {
+                    slots.push((self.prev_gate[s * width + ch], self.prev_value[s * width + ch]));
+                }
+            }
+            for s in 0..m {
+                let i = s * cw + offset + ch;
+                slots.push((self.gate[i], self.value[i]));
+            }
+            let max = slots.iter().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = slots.iter().map(|s| (s.0 - max).exp()).sum();
+            *o = slots.iter().map(|s| (s.0 - max).exp() / sum * s.1).sum();
+        }
+        out
+    }
+}

@@ -1,0 +1,67 @@
+//! Opening a checkpoint directory for inference: its config, the mapped tensors, and the check
+//! that must pass before any weight is read.
+
+use std::path::Path;
+
+use dsv4_model::{check, CheckReport, Checkpoint, ModelConfig};
+
+/// A checkpoint directory opened and checked; the model borrows its weights from it.
+pub struct LoadedCheckpoint {
+    /// The validated config.
+    pub config: ModelConfig,
+    /// The mapped tensors.
+    pub checkpoint: Checkpoint,
+    /// The check against the config (empty problems, or `open` would have failed).
+    pub report: CheckReport,
+}
+
+/// Why a checkpoint directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `config.json` is absent or invalid.
+    #[error("{path}: {source}")]
+    Config {
+        /// The config path.
+        path: String,
+        /// What is wrong with it.
+        source: dsv4_model::ConfigError,
+    },
+    /// No weights could be found.
+    #[error(transparent)]
+    Open(#[from] dsv4_model::OpenError),
+    /// The tensors do not fit the config; `dsv4 inspect` lists every problem.
+    #[error("{dir}: {count} problem(s) in the weights (dsv4 inspect lists them all), the first: {first}")]
+    Problems {
+        /// The directory.
+        dir: String,
+        /// How many.
+        count: usize,
+        /// The first, rendered.
+        first: String,
+    },
+}
+
+impl LoadedCheckpoint {
+    /// Opens and checks `dir`.
+    pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        let path = dir.join("config.json");
+        let config = ModelConfig::from_file(&path).map_err(|source| LoadError::Config {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let report = check(&config, &checkpoint);
+        if let Some(first) = report.problems.first() {
+            return Err(LoadError::Problems {
+                dir: dir.display().to_string(),
+                count: report.problems.len(),
+                first: first.to_string(),
+            });
+        }
+        Ok(Self {
+            config,
+            checkpoint,
+            report,
+        })
+    }
+}

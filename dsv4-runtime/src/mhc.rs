@@ -1,0 +1,155 @@
+//! Manifold-constrained hyper-connections (spec §4.2): `n` residual streams mixed around every
+//! sublayer by weights computed from the streams themselves, the combination matrix made
+//! doubly stochastic by Sinkhorn normalisation.
+
+use dsv4_kernels::ops::{sigmoid, softmax};
+
+use crate::weights::HcWeights;
+
+/// How one token's streams enter and leave a sublayer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HcMix {
+    /// Weight of each stream in the sublayer's input.
+    pub pre: Vec<f32>,
+    /// Weight of the sublayer's output in each new stream.
+    pub post: Vec<f32>,
+    /// `comb[j·n + k]`: weight of old stream `j` in new stream `k`.
+    pub comb: Vec<f32>,
+}
+
+/// Settings shared by every hyper-connection of a model.
+#[derive(Debug, Clone, Copy)]
+pub struct HcConfig {
+    /// Streams n.
+    pub streams: usize,
+    /// Sinkhorn iterations (the first row normalisation is the softmax).
+    pub sinkhorn_iters: usize,
+    /// Epsilon of the weights and normalisations.
+    pub eps: f32,
+    /// Epsilon of the unweighted RMS over all streams.
+    pub norm_eps: f32,
+}
+
+/// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for the flattened streams `x` (`n·D`), one value per row of φ.
+fn project(x: &[f32], w: &HcWeights, rows: usize, norm_eps: f32) -> Vec<f32> {
+    let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = 1.0 / (mean + norm_eps).sqrt();
+    (0..rows)
+        .map(|i| {
+            let row = &w.proj[i * x.len()..(i + 1) * x.len()];
+            row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() * r
+        })
+        .collect()
+}
+
+/// The mix of one token's streams `x` (`n·D`, stream-major).
+pub fn hc_mix(x: &[f32], w: &HcWeights, c: HcConfig) -> HcMix {
+    let n = c.streams;
+    let mu = project(x, w, (2 + n) * n, c.norm_eps);
+    let pre = (0..n)
+        .map(|i| sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps)
+        .collect();
+    let post = (0..n)
+        .map(|i| 2.0 * sigmoid(w.scale[1] * mu[n + i] + w.base[n + i]))
+        .collect();
+    let mut comb: Vec<f32> = (0..n * n)
+        .map(|i| w.scale[2] * mu[2 * n + i] + w.base[2 * n + i])
+        .collect();
+    for row in comb.chunks_mut(n) {
+        softmax(row);
+        row.iter_mut().for_each(|v| *v += c.eps);
+    }
+    normalize_columns(&mut comb, n, c.eps);
+    for _ in 1..c.sinkhorn_iters {
+        for row in comb.chunks_mut(n) {
+            let sum: f32 = row.iter().sum::<f32>() + c.eps;
+            row.iter_mut().for_each(|v| *v /= sum);
+        }
+        normalize_columns(&mut comb, n, c.eps);
+    }
+    HcMix { pre, post, comb }
+}
+
+fn normalize_columns(m: &mut [f32], n: usize, eps: f32) {
+    for k in 0..n {
+        let sum: f32 = (0..n).map(|j| m[j * n + k]).sum::<f32>() + eps;
+        (0..n).for_each(|j| m[j * n + k] /= sum);
+    }
+}
+
+/// The sublayer input `Σᵢ preᵢ · xᵢ`.
+pub fn hc_pre(x: &[f32], pre: &[f32], out: &mut [f32]) {
+    let d = out.len();
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for (stream, &p) in x.chunks_exact(d).zip(pre) {
+        out.iter_mut().zip(stream).for_each(|(o, v)| *o += p * v);
+    }
+}
+
+/// New streams `x'ₖ = postₖ · y + Σⱼ comb[j, k] · xⱼ` (sum over the first index), in place.
+pub fn hc_post(x: &mut [f32], y: &[f32], mix: &HcMix) {
+    let d = y.len();
+    let n = mix.post.len();
+    let old = x.to_vec();
+    for k in 0..n {
+        let out = &mut x[k * d..(k + 1) * d];
+        out.iter_mut()
+            .zip(y)
+            .for_each(|(o, v)| *o = mix.post[k] * v);
+        for j in 0..n {
+            let c = mix.comb[j * n + k];
+            out.iter_mut()
+                .zip(&old[j * d..(j + 1) * d])
+                .for_each(|(o, v)| *o += c * v);
+        }
+    }
+}
+
+/// The final collapse of the streams into one vector: `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`.
+pub fn hc_head(x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32]) {
+    let mu = project(x, w, c.streams, c.norm_eps);
+    let pre: Vec<f32> = (0..c.streams)
+        .map(|i| sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps)
+        .collect();
+    hc_pre(x, &pre, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinkhorn_makes_comb_nearly_doubly_stochastic_and_keeps_orientation() {
+        let n = 3;
+        let d = 2;
+        let rows = (2 + n) * n;
+        let w = HcWeights {
+            proj: (0..rows * n * d).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect(),
+            base: (0..rows).map(|i| (i as f32) * 0.05).collect(),
+            scale: vec![1.0, 1.0, 1.0],
+        };
+        let c = HcConfig {
+            streams: n,
+            sinkhorn_iters: 20,
+            eps: 1e-6,
+            norm_eps: 1e-6,
+        };
+        let x: Vec<f32> = (0..n * d).map(|i| i as f32 - 2.5).collect();
+        let mix = hc_mix(&x, &w, c);
+        for k in 0..n {
+            let col: f32 = (0..n).map(|j| mix.comb[j * n + k]).sum();
+            assert!((col - 1.0).abs() < 1e-4, "column {k}: {col}");
+            let row: f32 = mix.comb[k * n..(k + 1) * n].iter().sum();
+            assert!((row - 1.0).abs() < 1e-3, "row {k}: {row}");
+        }
+        // Orientation: a comb that moves stream 0 to stream 1 must put x₀ into x'₁.
+        let swap = HcMix {
+            pre: vec![1.0; n],
+            post: vec![0.0; n],
+            comb: vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
+        };
+        let mut streams = vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0];
+        hc_post(&mut streams, &[0.0, 0.0], &swap);
+        assert_eq!(streams, vec![3.0, 3.0, 1.0, 1.0, 2.0, 2.0]);
+    }
+}
