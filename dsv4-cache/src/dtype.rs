@@ -3,14 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use dsv4_kernels::cache_codec::{indexer_key_bytes, kv_entry_bytes, IndexerFormat, KvFormat};
 use serde::Serialize;
-
-/// Nope dims sharing one UE8M0 scale in the FP8 entry layout.
-const FP8_NOPE_BLOCK: u64 = 64;
-/// Scale bytes of an FP8 entry are padded to this multiple.
-const FP8_SCALE_ALIGN: u64 = 8;
-/// Indexer key values sharing one UE8M0 scale in the FP4 layout.
-const FP4_GROUP: u64 = 32;
 
 /// Storage of KV entries (window tokens and compressed entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,6 +22,8 @@ pub enum KvCacheDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexerCacheDtype {
+    /// float32, 4·Di bytes (lossless: what `exact` numerics need).
+    F32,
     /// bfloat16, 2·Di bytes.
     Bf16,
     /// E4M3 with one f32 scale per key, Di + 4 bytes.
@@ -39,17 +35,15 @@ pub enum IndexerCacheDtype {
 impl KvCacheDtype {
     /// Bytes of one entry of `head_dim` values whose trailing `rope_dim` are rotary.
     pub fn entry_bytes(self, head_dim: usize, rope_dim: usize) -> u64 {
-        let (dh, dr) = (head_dim as u64, rope_dim as u64);
+        kv_entry_bytes(self.format(), head_dim, rope_dim) as u64
+    }
+
+    /// The byte layout the kernels encode and decode.
+    pub fn format(self) -> KvFormat {
         match self {
-            Self::F32 => 4 * dh,
-            Self::Bf16 => 2 * dh,
-            Self::Fp8 => {
-                let nope = dh - dr;
-                let scales = nope
-                    .div_ceil(FP8_NOPE_BLOCK)
-                    .next_multiple_of(FP8_SCALE_ALIGN);
-                nope + 2 * dr + scales
-            }
+            Self::F32 => KvFormat::F32,
+            Self::Bf16 => KvFormat::Bf16,
+            Self::Fp8 => KvFormat::Fp8,
         }
     }
 
@@ -66,17 +60,23 @@ impl KvCacheDtype {
 impl IndexerCacheDtype {
     /// Bytes of one indexer key of `index_head_dim` values.
     pub fn key_bytes(self, index_head_dim: usize) -> u64 {
-        let di = index_head_dim as u64;
+        indexer_key_bytes(self.format(), index_head_dim) as u64
+    }
+
+    /// The byte layout the kernels encode and decode.
+    pub fn format(self) -> IndexerFormat {
         match self {
-            Self::Bf16 => 2 * di,
-            Self::Fp8 => di + 4,
-            Self::Fp4 => di.div_ceil(2) + di.div_ceil(FP4_GROUP),
+            Self::F32 => IndexerFormat::F32,
+            Self::Bf16 => IndexerFormat::Bf16,
+            Self::Fp8 => IndexerFormat::Fp8,
+            Self::Fp4 => IndexerFormat::Fp4,
         }
     }
 
     /// Name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Self::F32 => "f32",
             Self::Bf16 => "bf16",
             Self::Fp8 => "fp8",
             Self::Fp4 => "fp4",
@@ -110,13 +110,13 @@ impl FromStr for KvCacheDtype {
 impl FromStr for IndexerCacheDtype {
     type Err = UnknownDtype;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Bf16, Self::Fp8, Self::Fp4]
+        [Self::F32, Self::Bf16, Self::Fp8, Self::Fp4]
             .into_iter()
             .find(|d| d.name() == s)
             .ok_or_else(|| UnknownDtype {
                 what: "indexer cache dtype",
                 given: s.to_string(),
-                accepted: "bf16, fp8, fp4",
+                accepted: "f32, bf16, fp8, fp4",
             })
     }
 }
@@ -181,6 +181,7 @@ mod tests {
             assert_eq!(d.name().parse::<KvCacheDtype>(), Ok(d));
         }
         for d in [
+            IndexerCacheDtype::F32,
             IndexerCacheDtype::Bf16,
             IndexerCacheDtype::Fp8,
             IndexerCacheDtype::Fp4,
@@ -192,6 +193,6 @@ mod tests {
             err,
             "unknown KV cache dtype `fp16`: expected one of f32, bf16, fp8"
         );
-        assert!("f32".parse::<IndexerCacheDtype>().is_err());
+        assert!("f16".parse::<IndexerCacheDtype>().is_err());
     }
 }

@@ -8,6 +8,7 @@ mod budget;
 mod dtype;
 mod planner;
 mod schema;
+mod store;
 
 pub use budget::{BlockBudget, PoolBudget};
 pub use dtype::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, UnknownDtype};
@@ -18,3 +19,4 @@ pub use schema::{
     BlockSizeError, LayerCacheSchema, ModelCacheSchema, PagedStream, StreamKind, TailBuffer,
     DEFAULT_BLOCK_SIZE,
 };
+pub use store::{BlockPool, EntryCodec, PagedEntries, PoolFull, StoreError, WindowRing};

@@ -1,6 +1,7 @@
 //! Flags shared by the commands that run the model.
 
 use clap::{Args, ValueEnum};
+use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
 use dsv4_runtime::Numerics;
 
 /// `--numerics`.
@@ -18,6 +19,15 @@ pub struct EngineArgs {
     /// Numerics mode.
     #[arg(long, value_enum, default_value_t = NumericsArg::Exact)]
     numerics: NumericsArg,
+    /// Format of cached KV entries [default: f32 with exact numerics, bf16 with reference].
+    #[arg(long, value_name = "f32|bf16|fp8")]
+    kv_cache_dtype: Option<KvCacheDtype>,
+    /// Format of cached indexer keys [default: f32 with exact numerics, bf16 with reference].
+    #[arg(long, value_name = "f32|bf16|fp8|fp4")]
+    indexer_cache_dtype: Option<IndexerCacheDtype>,
+    /// Tokens per cache block; a multiple of every compress ratio.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
+    pub block_size: usize,
 }
 
 impl EngineArgs {
@@ -26,6 +36,18 @@ impl EngineArgs {
         match self.numerics {
             NumericsArg::Exact => Numerics::Exact,
             NumericsArg::Reference => Numerics::Reference,
+        }
+    }
+
+    /// Cache formats: as asked, else lossless for exact numerics and the reference's BF16.
+    pub fn cache_dtypes(&self) -> CacheDtypes {
+        let (kv, indexer) = match self.numerics {
+            NumericsArg::Exact => (KvCacheDtype::F32, IndexerCacheDtype::F32),
+            NumericsArg::Reference => (KvCacheDtype::Bf16, IndexerCacheDtype::Bf16),
+        };
+        CacheDtypes {
+            kv: self.kv_cache_dtype.unwrap_or(kv),
+            indexer: self.indexer_cache_dtype.unwrap_or(indexer),
         }
     }
 }

@@ -35,7 +35,7 @@ pub struct PlanArgs {
     #[arg(long, value_name = "f32|bf16|fp8", default_value = "bf16")]
     kv_cache_dtype: KvCacheDtype,
     /// Format of Lightning Indexer keys.
-    #[arg(long, value_name = "bf16|fp8|fp4", default_value = "bf16")]
+    #[arg(long, value_name = "f32|bf16|fp8|fp4", default_value = "bf16")]
     indexer_cache_dtype: IndexerCacheDtype,
     /// Tokens per logical block; a multiple of every compress ratio.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]

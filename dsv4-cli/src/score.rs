@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use dsv4_cache::BlockPool;
 use dsv4_runtime::npy::NpyF32Writer;
 use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights};
 
@@ -19,7 +20,12 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "DIR")]
     weights: PathBuf,
     /// Token ids, comma-separated.
-    #[arg(long, value_name = "1,2,3", conflicts_with = "ids_file", required_unless_present = "ids_file")]
+    #[arg(
+        long,
+        value_name = "1,2,3",
+        conflicts_with = "ids_file",
+        required_unless_present = "ids_file"
+    )]
     ids: Option<String>,
     /// A file of token ids separated by whitespace or commas.
     #[arg(long, value_name = "F")]
@@ -66,9 +72,16 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let loaded = LoadedCheckpoint::open(&args.weights)?;
     let config = &loaded.config;
     let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
-    let model = Model::new(config, weights, args.engine.numerics());
-    let mut state = model.new_state();
-    let file = File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let model = Model::new(
+        config,
+        weights,
+        args.engine.numerics(),
+        args.engine.cache_dtypes(),
+        args.engine.block_size,
+    )?;
+    let mut state = model.new_state(BlockPool::unbounded());
+    let file =
+        File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut writer = NpyF32Writer::new(BufWriter::new(file), &[ids.len(), config.vocab_size])
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     for piece in ids.chunks(chunk) {

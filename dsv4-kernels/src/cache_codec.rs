@@ -73,6 +73,8 @@ pub enum KvFormat {
 /// Storage of a Lightning Indexer key of `width` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexerFormat {
+    /// f32 little endian, `4·width` bytes: lossless, for the `exact` numerics mode.
+    F32,
     /// bfloat16 little endian, `2·width` bytes: the reference's storage.
     Bf16,
     /// `[E4M3 bytes][f32 LE scale]`, `width + 4` bytes: one power-of-two scale for the whole key,
@@ -111,6 +113,7 @@ pub fn kv_entry_bytes(kind: KvFormat, width: usize, rope: usize) -> usize {
 /// Bytes of one indexer key of `width` values (contract §5).
 pub fn indexer_key_bytes(kind: IndexerFormat, width: usize) -> usize {
     match kind {
+        IndexerFormat::F32 => 4 * width,
         IndexerFormat::Bf16 => 2 * width,
         IndexerFormat::Fp8 => width + 4,
         IndexerFormat::Fp4 => width.div_ceil(2) + width.div_ceil(FP4_GROUP),
@@ -257,6 +260,7 @@ impl IndexerFormat {
         let width = values.len();
         check_bytes(width, self.key_bytes(width), out.len())?;
         match self {
+            Self::F32 => encode_f32(values, out),
             Self::Bf16 => encode_bf16(values, out),
             Self::Fp8 => {
                 let (codes, scale) = out.split_at_mut(width);
@@ -296,6 +300,7 @@ impl IndexerFormat {
         let width = out.len();
         check_bytes(width, self.key_bytes(width), bytes.len())?;
         match self {
+            Self::F32 => decode_f32(bytes, out),
             Self::Bf16 => decode_bf16(bytes, out),
             Self::Fp8 => {
                 let (codes, scale) = bytes.split_at(width);

@@ -131,7 +131,9 @@ impl LinearView<'_> {
     /// `W` as f32, exactly. A copy: for tests and exports, not for the forward pass.
     pub fn dequantize(&self) -> Vec<f32> {
         match self.weight {
-            LinearWeight::Float { dtype, data } => dtype.to_vec(&data[..self.out * self.inp * dtype.size()]),
+            LinearWeight::Float { dtype, data } => {
+                dtype.to_vec(&data[..self.out * self.inp * dtype.size()])
+            }
             LinearWeight::Fp8Block { q, scales } => {
                 dequant_fp8_block(q, &scales.to_vec(), self.out, self.inp)
             }

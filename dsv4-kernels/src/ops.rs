@@ -100,7 +100,9 @@ impl RopeFrequencies {
                 // Pair index at which a frequency completes `rotations` turns over the training context.
                 let correction = |rotations: f64| {
                     rope as f64
-                        * (y.original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        * (y.original_max_position_embeddings
+                            / (rotations * 2.0 * std::f64::consts::PI))
+                            .ln()
                         / (2.0 * theta.ln())
                 };
                 let low = correction(y.beta_fast).floor().max(0.0);
@@ -163,7 +165,10 @@ mod tests {
             let want = plain.inv_freq[i] / 16.0;
             assert!((scaled.inv_freq[i] - want).abs() <= want * 1e-6, "pair {i}");
         }
-        assert!(scaled.inv_freq[20] < plain.inv_freq[20] && scaled.inv_freq[20] > plain.inv_freq[20] / 16.0);
+        assert!(
+            scaled.inv_freq[20] < plain.inv_freq[20]
+                && scaled.inv_freq[20] > plain.inv_freq[20] / 16.0
+        );
     }
 
     #[test]

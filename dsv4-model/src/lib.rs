@@ -21,6 +21,7 @@ pub use checkpoint::{Checkpoint, OpenError, Problem, TensorView, INDEX_FILE, SIN
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
 };
+pub use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use manifest::{
     Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec,
@@ -29,4 +30,3 @@ pub use manifest::{
 pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};
-pub use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};

@@ -3,12 +3,19 @@
 //! them in HCA layers, the Lightning Indexer's top-k in CSA layers), per-head sinks, the inverse
 //! rotation of the output and the grouped output projection.
 
+use dsv4_cache::{BlockPool, PagedEntries, StoreError};
+use dsv4_kernels::linear::dot;
 use dsv4_kernels::ops::{rms_norm, top_k, RopeFrequencies};
 use rayon::prelude::*;
 
+use crate::compressor::CompressorState;
 use crate::numerics::Numerics;
 use crate::state::LayerState;
 use crate::weights::{AttentionWeights, CompressorWeights};
+
+/// Indexer keys scored per tile: the indexer never holds more than this many decoded keys, and
+/// each query keeps only a running top-k, so prefill memory does not grow with chunk × entries.
+const INDEX_TILE: usize = 4096;
 
 /// Model dimensions and constants the attention needs.
 #[derive(Debug, Clone, Copy)]
@@ -35,18 +42,35 @@ pub struct AttentionDims {
     pub eps: f32,
 }
 
-/// Runs attention for `h` (`T × D`, already normed) at positions `p0..p0+T`; returns `T × D`.
-#[allow(clippy::too_many_arguments)]
+/// One layer's attention inputs besides the weights.
+pub struct AttentionStep<'s> {
+    /// Compress ratio m (`None` for window-only layers).
+    pub ratio: Option<usize>,
+    /// Absolute position of the chunk's first token.
+    pub p0: usize,
+    /// The layer's cache.
+    pub state: &'s mut LayerState,
+    /// Where paged streams take pages.
+    pub pool: &'s mut BlockPool,
+    /// The layer's RoPE table.
+    pub rope: &'s RopeFrequencies,
+}
+
+/// Runs attention for `h` (`T × D`, already normed); returns `T × D`.
 pub fn attention(
     w: &AttentionWeights,
-    ratio: Option<usize>,
     h: &[f32],
-    p0: usize,
-    state: &mut LayerState,
-    rope: &RopeFrequencies,
+    step: AttentionStep,
     dims: AttentionDims,
     numerics: Numerics,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, StoreError> {
+    let AttentionStep {
+        ratio,
+        p0,
+        state,
+        pool,
+        rope,
+    } = step;
     let d = w.wq_a.inp;
     let t_len = h.len() / d;
     let (heads, dh, dr) = (dims.heads, dims.head_dim, dims.rope_dim);
@@ -65,23 +89,32 @@ pub fn attention(
         }
     }
 
-    // Window key: kv_norm(wkv h) with RoPE; values are the keys.
+    // Window keys: kv_norm(wkv h) with RoPE, as the cache will give them back.
     let mut kv = numerics.linear(&w.wkv, h);
     for (t, row) in kv.chunks_mut(dh).enumerate() {
         rms_norm(row, Some(&w.kv_norm), dims.eps);
         rope.rotate(&mut row[dn..], p0 + t, false);
         numerics.kv_entry(row, dn);
+        state.window.round_trip(row)?;
     }
 
     // Compressors run before attention so an entry closed by a token is visible to it.
-    let mut index_q = Vec::new();
-    let mut index_w = Vec::new();
+    let (mut index_q, mut index_w) = (Vec::new(), Vec::new());
     if let (Some(m), Some(ix)) = (ratio, &w.indexer) {
-        if let Some(tail) = state.index_compressor.as_mut() {
-            let keys = compress(&ix.compressor, tail, h, p0, m, rope, dr, dims.eps, |k, _| {
+        if let (Some(tail), Some(keys)) =
+            (state.index_compressor.as_mut(), state.index_keys.as_mut())
+        {
+            let chunk = Chunk {
+                h,
+                p0,
+                m,
+                rope,
+                dr,
+                eps: dims.eps,
+            };
+            compress(&ix.compressor, tail, keys, pool, &chunk, |k| {
                 numerics.index_vector(k)
-            });
-            state.index_keys.extend(keys);
+            })?;
         }
         let (hi, di) = (dims.index_heads, dims.index_dim);
         index_q = numerics.linear(&ix.wq_b, &q_lat);
@@ -96,50 +129,80 @@ pub fn attention(
         index_w.iter_mut().for_each(|v| *v *= scale);
     }
     if let (Some(m), Some(cw)) = (ratio, &w.compressor) {
-        if let Some(tail) = state.compressor.as_mut() {
-            let entries = compress(cw, tail, h, p0, m, rope, dr, dims.eps, |e, dn| {
+        if let (Some(tail), Some(entries)) = (state.compressor.as_mut(), state.entries.as_mut()) {
+            let chunk = Chunk {
+                h,
+                p0,
+                m,
+                rope,
+                dr,
+                eps: dims.eps,
+            };
+            compress(cw, tail, entries, pool, &chunk, |e| {
                 numerics.kv_entry(e, dn)
-            });
-            state.entries.extend(entries);
+            })?;
         }
     }
 
-    // Keys of the window: earlier chunks' from the ring, this chunk's from `kv`.
-    let key_at = |pos: usize| -> &[f32] {
-        if pos >= p0 {
-            &kv[(pos - p0) * dh..(pos - p0 + 1) * dh]
-        } else {
-            state.window_key(pos)
+    // The keys each query sees: the window (earlier chunks' from the ring) ...
+    let first = p0.saturating_sub(dims.window - 1);
+    let mut window = vec![0.0f32; (p0 + t_len - first) * dh];
+    for pos in first..p0 {
+        state
+            .window
+            .read(pos, &mut window[(pos - first) * dh..][..dh])?;
+    }
+    window[(p0 - first) * dh..].copy_from_slice(&kv);
+    // ... and the compressed entries: all visible ones (HCA) or the indexer's choice (CSA).
+    let p_last = p0 + t_len - 1;
+    let (entries, chosen) = match (ratio, &state.entries) {
+        (Some(m), Some(stream)) => {
+            let visible_max = (p_last + 1) / m;
+            if w.indexer.is_some() {
+                let keys = state.index_keys.as_ref();
+                let chosen = indexer_top_k(keys, &index_q, &index_w, p0, m, dims)?;
+                let mut entries = Vec::new();
+                let mut ids: Vec<usize> = chosen.iter().flatten().copied().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut row = vec![0.0f32; dh];
+                let mut slot = vec![usize::MAX; visible_max];
+                for (k, &e) in ids.iter().enumerate() {
+                    stream.read(e, &mut row)?;
+                    entries.extend_from_slice(&row);
+                    slot[e] = k;
+                }
+                let chosen = chosen
+                    .into_iter()
+                    .map(|list| list.into_iter().map(|e| slot[e]).collect())
+                    .collect();
+                (entries, chosen)
+            } else {
+                let mut entries = vec![0.0f32; visible_max * dh];
+                stream.read_range(0..visible_max, &mut entries)?;
+                let chosen = (0..t_len)
+                    .map(|t| (0..(p0 + t + 1) / m).collect())
+                    .collect();
+                (entries, chosen)
+            }
         }
+        _ => (Vec::new(), vec![Vec::new(); t_len]),
     };
+
     let scale = 1.0 / (dh as f32).sqrt();
-    let state_ref = &*state;
     let outputs: Vec<Vec<f32>> = (0..t_len)
         .into_par_iter()
         .map(|t| {
             let p = p0 + t;
-            let first = (p + 1).saturating_sub(dims.window);
-            let mut keys: Vec<&[f32]> = (first..=p).map(key_at).collect();
-            if let Some(m) = ratio {
-                let visible = (p + 1) / m;
-                let chosen: Vec<usize> = if w.indexer.is_some() {
-                    let q = &index_q[t * dims.index_heads * dims.index_dim..][..dims.index_heads * dims.index_dim];
-                    let weights = &index_w[t * dims.index_heads..][..dims.index_heads];
-                    let scores: Vec<f32> = (0..visible)
-                        .map(|e| {
-                            let key = &state_ref.index_keys[e * dims.index_dim..][..dims.index_dim];
-                            q.chunks(dims.index_dim)
-                                .zip(weights)
-                                .map(|(qh, wh)| wh * dot(qh, key).max(0.0))
-                                .sum()
-                        })
-                        .collect();
-                    top_k(&scores, dims.index_topk)
-                } else {
-                    (0..visible).collect()
-                };
-                keys.extend(chosen.iter().map(|&e| &state_ref.entries[e * dh..(e + 1) * dh]));
-            }
+            let lo = (p + 1).saturating_sub(dims.window).max(first);
+            let mut keys: Vec<&[f32]> = (lo..=p)
+                .map(|pos| &window[(pos - first) * dh..][..dh])
+                .collect();
+            keys.extend(
+                chosen[t]
+                    .iter()
+                    .map(|&k: &usize| &entries[k * dh..(k + 1) * dh]),
+            );
             let mut out = vec![0.0f32; heads * dh];
             let mut scores = vec![0.0f32; keys.len()];
             for (head, o) in out.chunks_mut(dh).enumerate() {
@@ -147,6 +210,7 @@ pub fn attention(
                 for (s, k) in scores.iter_mut().zip(&keys) {
                     *s = dot(qh, k) * scale;
                 }
+                // The sink is a logit with no value: it only joins the denominator.
                 let sink = w.sink[head];
                 let max = scores.iter().copied().fold(sink, f32::max);
                 let mut denominator = (sink - max).exp();
@@ -165,7 +229,7 @@ pub fn attention(
         .collect();
 
     for (t, row) in kv.chunks(dh).enumerate() {
-        state.write_window(p0 + t, row);
+        state.window.write(p0 + t, row)?;
     }
 
     // Grouped output projection: group g's heads through rows g·Ro..(g+1)·Ro of wo_a.
@@ -183,38 +247,94 @@ pub fn attention(
             z[t * dims.groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
         }
     }
-    numerics.linear(&w.wo_b, &z)
+    Ok(numerics.linear(&w.wo_b, &z))
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Feeds a chunk to a compressor; returns the vectors of the entries it closes (normed, RoPE at
-/// `m·w` on the trailing `dr` dims, then `finish`), concatenated.
-#[allow(clippy::too_many_arguments)]
-fn compress(
-    w: &CompressorWeights,
-    tail: &mut crate::compressor::CompressorState,
-    h: &[f32],
+/// Each query's top-k compressed entries by indexer score (`Σ_h w_h · ReLU(q_h · K_w)`) among
+/// the entries visible to it, scoring keys tile by tile with a running top-k per query.
+fn indexer_top_k(
+    keys: Option<&PagedEntries>,
+    index_q: &[f32],
+    index_w: &[f32],
     p0: usize,
     m: usize,
-    rope: &RopeFrequencies,
+    dims: AttentionDims,
+) -> Result<Vec<Vec<usize>>, StoreError> {
+    let (hi, di, k) = (dims.index_heads, dims.index_dim, dims.index_topk);
+    let t_len = index_w.len() / hi;
+    let visible = |t: usize| (p0 + t + 1) / m;
+    let total = visible(t_len - 1);
+    let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::new(); t_len];
+    let Some(keys) = keys else {
+        return Ok(vec![Vec::new(); t_len]);
+    };
+    let mut tile = vec![0.0f32; INDEX_TILE.min(total.max(1)) * di];
+    for start in (0..total).step_by(INDEX_TILE) {
+        let end = (start + INDEX_TILE).min(total);
+        keys.read_range(start..end, &mut tile[..(end - start) * di])?;
+        best.par_iter_mut().enumerate().for_each(|(t, best)| {
+            let end = end.min(visible(t));
+            if end <= start {
+                return;
+            }
+            let q = &index_q[t * hi * di..][..hi * di];
+            let weights = &index_w[t * hi..][..hi];
+            let scores: Vec<f32> = (start..end)
+                .map(|e| {
+                    let key = &tile[(e - start) * di..][..di];
+                    q.chunks(di)
+                        .zip(weights)
+                        .map(|(qh, wh)| wh * dot(qh, key).max(0.0))
+                        .sum()
+                })
+                .collect();
+            // Merge the tile into the running top-k; ties keep the lower entry.
+            let mut merged: Vec<(f32, usize)> = std::mem::take(best);
+            let picked = top_k(&scores, k);
+            merged.extend(picked.into_iter().map(|i| (scores[i], start + i)));
+            let order = top_k(&merged.iter().map(|c| c.0).collect::<Vec<_>>(), k);
+            let mut kept: Vec<(f32, usize)> = order.into_iter().map(|i| merged[i]).collect();
+            kept.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            *best = kept;
+        });
+    }
+    Ok(best
+        .into_iter()
+        .map(|list| list.into_iter().map(|(_, e)| e).collect())
+        .collect())
+}
+
+/// A chunk as a compressor sees it.
+struct Chunk<'c> {
+    h: &'c [f32],
+    p0: usize,
+    m: usize,
+    rope: &'c RopeFrequencies,
     dr: usize,
     eps: f32,
-    finish: impl Fn(&mut [f32], usize),
-) -> Vec<f32> {
-    let a = w.wkv.forward_vec(h);
-    let g = w.wgate.forward_vec(h);
+}
+
+/// Feeds a chunk to a compressor and stores the entries it closes: normed, RoPE at `m·w` on the
+/// trailing `dr` dims, then `finish` (the reference's simulation), then encoded into `stream`.
+fn compress(
+    w: &CompressorWeights,
+    tail: &mut CompressorState,
+    stream: &mut PagedEntries,
+    pool: &mut BlockPool,
+    c: &Chunk,
+    finish: impl Fn(&mut [f32]),
+) -> Result<(), StoreError> {
+    let a = w.wkv.forward_vec(c.h);
+    let g = w.wgate.forward_vec(c.h);
     let cw = w.wkv.out;
-    let mut out = Vec::new();
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
-        if let Some(mut e) = tail.push(p0 + t, a, g, w, eps) {
+        if let Some(mut e) = tail.push(c.p0 + t, a, g, w, c.eps) {
             let width = e.vector.len();
-            rope.rotate(&mut e.vector[width - dr..], m * e.index, false);
-            finish(&mut e.vector, width - dr);
-            out.extend(e.vector);
+            c.rope
+                .rotate(&mut e.vector[width - c.dr..], c.m * e.index, false);
+            finish(&mut e.vector);
+            stream.push(&e.vector, pool)?;
         }
     }
-    out
+    Ok(())
 }

@@ -41,8 +41,16 @@ impl CompressorState {
             ratio,
             width,
             overlap,
-            prev_value: if overlap { vec![0.0; ratio * width] } else { Vec::new() },
-            prev_gate: if overlap { vec![f32::NEG_INFINITY; ratio * width] } else { Vec::new() },
+            prev_value: if overlap {
+                vec![0.0; ratio * width]
+            } else {
+                Vec::new()
+            },
+            prev_gate: if overlap {
+                vec![f32::NEG_INFINITY; ratio * width]
+            } else {
+                Vec::new()
+            },
             has_prev: false,
             value: vec![0.0; ratio * c * width],
             gate: vec![f32::NEG_INFINITY; ratio * c * width],
@@ -50,9 +58,11 @@ impl CompressorState {
         }
     }
 
-    /// Entries emitted so far.
-    pub fn entries(&self) -> usize {
-        self.entries
+    /// Bytes of the tail's f32 buffers.
+    pub fn bytes(&self) -> u64 {
+        let floats =
+            self.prev_value.len() + self.prev_gate.len() + self.value.len() + self.gate.len();
+        (floats * std::mem::size_of::<f32>()) as u64
     }
 
     /// Feeds one token at absolute `position` with its projected value `a` and raw gate `g`
@@ -69,7 +79,11 @@ impl CompressorState {
         let slot = position % self.ratio;
         let ape = &w.ape[slot * cw..(slot + 1) * cw];
         self.value[slot * cw..(slot + 1) * cw].copy_from_slice(a);
-        for ((dst, g), b) in self.gate[slot * cw..(slot + 1) * cw].iter_mut().zip(g).zip(ape) {
+        for ((dst, g), b) in self.gate[slot * cw..(slot + 1) * cw]
+            .iter_mut()
+            .zip(g)
+            .zip(ape)
+        {
             *dst = g + b;
         }
         if slot + 1 < self.ratio {
@@ -108,7 +122,10 @@ impl CompressorState {
             slots.clear();
             if self.overlap && self.has_prev {
                 for s in 0..m {
-                    slots.push((self.prev_gate[s * width + ch], self.prev_value[s * width + ch]));
+                    slots.push((
+                        self.prev_gate[s * width + ch],
+                        self.prev_value[s * width + ch],
+                    ));
                 }
             }
             for s in 0..m {

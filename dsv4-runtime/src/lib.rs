@@ -11,15 +11,15 @@ pub mod moe;
 pub mod npy;
 pub mod numerics;
 pub mod sampler;
-pub mod stop;
 pub mod state;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
-pub use tokenizer::{Tokenizer, TokenizerError};
+pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model};
 pub use numerics::Numerics;
 pub use state::SeqState;
+pub use tokenizer::{Tokenizer, TokenizerError};
 pub use weights::{ModelWeights, WeightsError};
-pub use load::{LoadError, LoadedCheckpoint};

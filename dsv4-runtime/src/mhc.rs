@@ -124,7 +124,9 @@ mod tests {
         let d = 2;
         let rows = (2 + n) * n;
         let w = HcWeights {
-            proj: (0..rows * n * d).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect(),
+            proj: (0..rows * n * d)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
+                .collect(),
             base: (0..rows).map(|i| (i as f32) * 0.05).collect(),
             scale: vec![1.0, 1.0, 1.0],
         };

@@ -5,7 +5,9 @@
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
 use dsv4_model::{ModelConfig, RopeKind};
 
-use crate::attention::{attention, AttentionDims};
+use dsv4_cache::{BlockPool, BlockSizeError, CacheDtypes, ModelCacheSchema, StoreError};
+
+use crate::attention::{attention, AttentionDims, AttentionStep};
 use crate::mhc::{hc_head, hc_mix, hc_post, hc_pre, HcConfig};
 use crate::moe::{moe, MoeConfig};
 use crate::numerics::Numerics;
@@ -16,7 +18,9 @@ use crate::weights::ModelWeights;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
     /// A token id outside the vocabulary.
-    #[error("token id {id} at position {position} is out of range: the vocabulary has {vocab} ids")]
+    #[error(
+        "token id {id} at position {position} is out of range: the vocabulary has {vocab} ids"
+    )]
     TokenOutOfRange {
         /// The id.
         id: u32,
@@ -25,6 +29,9 @@ pub enum ForwardError {
         /// Vocabulary size.
         vocab: usize,
     },
+    /// The cache could not take an entry.
+    #[error(transparent)]
+    Cache(#[from] StoreError),
     /// The request would pass the model's context.
     #[error("position {position} is past the model's context of {max} tokens")]
     ContextFull {
@@ -54,11 +61,20 @@ pub struct Model<'a> {
     attention: AttentionDims,
     moe: MoeConfig,
     numerics: Numerics,
+    schema: ModelCacheSchema,
 }
 
 impl<'a> Model<'a> {
-    /// A model over bound weights, computing in `numerics`.
-    pub fn new(config: &ModelConfig, weights: ModelWeights<'a>, numerics: Numerics) -> Self {
+    /// A model over bound weights, computing in `numerics`, caching in `dtypes` with blocks of
+    /// `block_size` tokens (a multiple of every compress ratio).
+    pub fn new(
+        config: &ModelConfig,
+        weights: ModelWeights<'a>,
+        numerics: Numerics,
+        dtypes: CacheDtypes,
+        block_size: usize,
+    ) -> Result<Self, BlockSizeError> {
+        let schema = ModelCacheSchema::new(config, dtypes, block_size)?;
         let dr = config.qk_rope_head_dim;
         let yarn = config.rope_scaling.as_ref().map(|y| Yarn {
             factor: y.factor,
@@ -66,8 +82,9 @@ impl<'a> Model<'a> {
             beta_fast: y.beta_fast,
             beta_slow: y.beta_slow,
         });
-        Self {
+        Ok(Self {
             weights,
+            schema,
             main_rope: RopeFrequencies::new(dr, config.rope_theta, None),
             compress_rope: RopeFrequencies::new(dr, config.compress_rope_theta, yarn),
             hc: HcConfig {
@@ -96,7 +113,7 @@ impl<'a> Model<'a> {
             },
             config: config.clone(),
             numerics,
-        }
+        })
     }
 
     /// The config the model was built from.
@@ -104,9 +121,14 @@ impl<'a> Model<'a> {
         &self.config
     }
 
-    /// A fresh per-request state for this model.
-    pub fn new_state(&self) -> SeqState {
-        SeqState::new(&self.config)
+    /// The cache layout requests of this model use.
+    pub fn cache_schema(&self) -> &ModelCacheSchema {
+        &self.schema
+    }
+
+    /// A fresh per-request state taking pages from `pool`.
+    pub fn new_state(&self, pool: BlockPool) -> SeqState {
+        SeqState::new(&self.schema, pool)
     }
 
     /// Runs `tokens` (the next positions of `state`'s request) and returns logits: `V` values
@@ -126,7 +148,11 @@ impl<'a> Model<'a> {
                 max: c.max_position_embeddings,
             });
         }
-        if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
             return Err(ForwardError::TokenOutOfRange {
                 id,
                 position: p0 + i,
@@ -146,23 +172,22 @@ impl<'a> Model<'a> {
             }
         }
 
-        for (layer, layer_state) in w.layers.iter().zip(state.layers.iter_mut()) {
+        let SeqState { layers, pool, .. } = state;
+        for (layer, layer_state) in w.layers.iter().zip(layers.iter_mut()) {
             let rope = match layer.spec.rope {
                 RopeKind::Main => &self.main_rope,
                 RopeKind::Compress => &self.compress_rope,
             };
             // Attention sublayer.
             let (h, mixes) = self.enter(&x, &layer.hc_attn, &layer.attn_norm);
-            let y = attention(
-                &layer.attn,
-                layer.spec.attention.ratio(),
-                &h,
+            let step = AttentionStep {
+                ratio: layer.spec.attention.ratio(),
                 p0,
-                layer_state,
+                state: layer_state,
+                pool,
                 rope,
-                self.attention,
-                self.numerics,
-            );
+            };
+            let y = attention(&layer.attn, &h, step, self.attention, self.numerics)?;
             Self::leave(&mut x, &y, &mixes, n * d);
             // MoE sublayer.
             let (h, mixes) = self.enter(&x, &layer.hc_ffn, &layer.ffn_norm);

@@ -41,14 +41,24 @@ fn route(w: &MoeWeights, h: &[f32], token: u32, c: MoeConfig) -> Vec<(usize, f32
     chosen
         .into_iter()
         .map(|e| {
-            let weight = if c.normalize { scores[e] / total } else { scores[e] };
+            let weight = if c.normalize {
+                scores[e] / total
+            } else {
+                scores[e]
+            };
             (e, weight * c.routed_scaling_factor)
         })
         .collect()
 }
 
 /// One expert on rows `x` (`n × D`), each row scaled by its routing weight `gamma`.
-fn expert(e: &ExpertWeights, x: &[f32], gamma: &[f32], c: MoeConfig, numerics: Numerics) -> Vec<f32> {
+fn expert(
+    e: &ExpertWeights,
+    x: &[f32],
+    gamma: &[f32],
+    c: MoeConfig,
+    numerics: Numerics,
+) -> Vec<f32> {
     let mut g = numerics.linear(&e.w1, x);
     let v = numerics.linear(&e.w3, x);
     let limit = c.swiglu_limit;
@@ -78,7 +88,13 @@ fn expert(e: &ExpertWeights, x: &[f32], gamma: &[f32], c: MoeConfig, numerics: N
 }
 
 /// The MoE output for `h` (`T × D`, normed) of tokens `tokens`.
-pub fn moe(w: &MoeWeights, h: &[f32], tokens: &[u32], c: MoeConfig, numerics: Numerics) -> Vec<f32> {
+pub fn moe(
+    w: &MoeWeights,
+    h: &[f32],
+    tokens: &[u32],
+    c: MoeConfig,
+    numerics: Numerics,
+) -> Vec<f32> {
     let d = w.gate.inp;
     let mut out = expert(&w.shared, h, &vec![1.0; tokens.len()], c, numerics);
     // Group tokens by expert so each expert's weights are read once per chunk.
@@ -92,11 +108,17 @@ pub fn moe(w: &MoeWeights, h: &[f32], tokens: &[u32], c: MoeConfig, numerics: Nu
         if rows.is_empty() {
             continue;
         }
-        let x: Vec<f32> = rows.iter().flat_map(|&(t, _)| h[t * d..(t + 1) * d].iter().copied()).collect();
+        let x: Vec<f32> = rows
+            .iter()
+            .flat_map(|&(t, _)| h[t * d..(t + 1) * d].iter().copied())
+            .collect();
         let gamma: Vec<f32> = rows.iter().map(|&(_, g)| g).collect();
         let y = expert(&w.experts[e], &x, &gamma, c, numerics);
         for (&(t, _), y) in rows.iter().zip(y.chunks(d)) {
-            out[t * d..(t + 1) * d].iter_mut().zip(y).for_each(|(o, v)| *o += v);
+            out[t * d..(t + 1) * d]
+                .iter_mut()
+                .zip(y)
+                .for_each(|(o, v)| *o += v);
         }
     }
     out

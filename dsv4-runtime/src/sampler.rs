@@ -284,8 +284,8 @@ fn exp_nonpositive(x: f64) -> f64 {
         return 1.0;
     }
     // Cody–Waite reduction: x = k·ln2 + r with |r| <= ln2/2, ln2 split so k·LN2_HI is exact.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // fdlibm's ln2_hi
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // fdlibm's ln2_lo
     let k = (x * std::f64::consts::LOG2_E).round();
     let r = (x - k * LN2_HI) - k * LN2_LO;
     // Taylor series to r^13 / 13!: the truncation error is below 2e-16 for |r| <= 0.35.

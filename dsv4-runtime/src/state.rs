@@ -1,78 +1,96 @@
-//! Per-request decode state of every layer (spec §7): the window of raw keys, compressed entries,
-//! indexer keys and compressor tails, and the absolute position reached.
+//! Per-request decode state of every layer (spec §7): the window ring of raw keys, compressed
+//! entries and indexer keys in paged blocks, and the f32 compressor tails, laid out by the same
+//! cache schema the planner prices.
 
-use dsv4_model::{AttentionKind, ModelConfig};
+use dsv4_cache::{
+    BlockPool, CacheDtypes, EntryCodec, ModelCacheSchema, PagedEntries, StreamKind, WindowRing,
+};
 
 use crate::compressor::CompressorState;
 
 /// What one layer keeps for one request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LayerState {
-    /// The last `W` keys by position (`position % W`), `W × Dh`.
-    window: Vec<f32>,
-    window_len: usize,
-    head_dim: usize,
-    /// Compressed entries, `count × Dh`, final once emitted.
-    pub entries: Vec<f32>,
-    /// Indexer keys, `count × Di` (CSA).
-    pub index_keys: Vec<f32>,
+    /// The last `W` keys by position.
+    pub window: WindowRing,
+    /// Compressed entries (CSA, HCA), final once emitted.
+    pub entries: Option<PagedEntries>,
+    /// Indexer keys (CSA).
+    pub index_keys: Option<PagedEntries>,
     /// Main compressor tail.
     pub compressor: Option<CompressorState>,
     /// Indexer compressor tail.
     pub index_compressor: Option<CompressorState>,
 }
 
-impl LayerState {
-    fn new(config: &ModelConfig, kind: AttentionKind) -> Self {
-        let (w, dh) = (config.sliding_window, config.head_dim);
-        Self {
-            window: vec![0.0; w * dh],
-            window_len: w,
-            head_dim: dh,
-            entries: Vec::new(),
-            index_keys: Vec::new(),
-            compressor: kind
-                .ratio()
-                .map(|m| CompressorState::new(m, dh, kind.has_indexer())),
-            index_compressor: kind
-                .has_indexer()
-                .then(|| CompressorState::new(kind.ratio().unwrap_or(1), config.index_head_dim, true)),
-        }
-    }
-
-    /// The key of `position`, which must be within the last `W` positions written.
-    pub fn window_key(&self, position: usize) -> &[f32] {
-        let slot = position % self.window_len;
-        &self.window[slot * self.head_dim..(slot + 1) * self.head_dim]
-    }
-
-    /// Stores the key of `position`, replacing the one `W` positions before.
-    pub fn write_window(&mut self, position: usize, key: &[f32]) {
-        let slot = position % self.window_len;
-        self.window[slot * self.head_dim..(slot + 1) * self.head_dim].copy_from_slice(key);
-    }
-}
-
 /// The decode state of one request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SeqState {
     /// Per decoder layer.
     pub layers: Vec<LayerState>,
     /// Tokens processed so far (the next token's absolute position).
     pub position: usize,
+    /// Where the paged streams take their pages.
+    pub pool: BlockPool,
 }
 
 impl SeqState {
-    /// A fresh request.
-    pub fn new(config: &ModelConfig) -> Self {
-        let schedule = dsv4_model::LayerSchedule::new(config);
+    /// A fresh request laid out by `schema`, taking pages from `pool`.
+    pub fn new(schema: &ModelCacheSchema, pool: BlockPool) -> Self {
+        let dtypes: CacheDtypes = schema.dtypes;
+        let layers = schema
+            .layers
+            .iter()
+            .map(|l| {
+                let kv = EntryCodec::Kv {
+                    format: dtypes.kv.format(),
+                    rope: l.rope_width,
+                };
+                let stream = |s: &dsv4_cache::PagedStream| {
+                    let codec = match s.kind {
+                        StreamKind::Entries => kv,
+                        StreamKind::IndexerKeys => EntryCodec::Index(dtypes.indexer.format()),
+                    };
+                    PagedEntries::new(codec, s.width, s.entries_per_block)
+                };
+                let overlap = l.attention.has_indexer();
+                LayerState {
+                    window: WindowRing::new(kv, l.entry_width, l.window_entries),
+                    entries: l.entries.as_ref().map(stream),
+                    index_keys: l.indexer_keys.as_ref().map(stream),
+                    compressor: l
+                        .entries
+                        .map(|s| CompressorState::new(s.ratio, s.width, overlap)),
+                    index_compressor: l
+                        .indexer_keys
+                        .map(|s| CompressorState::new(s.ratio, s.width, true)),
+                }
+            })
+            .collect();
         Self {
-            layers: schedule
-                .layers
-                .iter()
-                .map(|l| LayerState::new(config, l.attention))
-                .collect(),
+            layers,
             position: 0,
+            pool,
         }
+    }
+
+    /// Bytes the cache holds now: window rings, compressor tails and paged blocks.
+    pub fn cache_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                let tails: u64 = [&l.compressor, &l.index_compressor]
+                    .into_iter()
+                    .flatten()
+                    .map(CompressorState::bytes)
+                    .sum();
+                let paged: u64 = [&l.entries, &l.index_keys]
+                    .into_iter()
+                    .flatten()
+                    .map(PagedEntries::bytes)
+                    .sum();
+                l.window.bytes() + tails + paged
+            })
+            .sum()
     }
 }

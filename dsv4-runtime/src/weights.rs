@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use dsv4_kernels::linear::LinearView;
 use dsv4_model::{
-    Checkpoint, CheckReport, LayerSchedule, LayerSpec, MlpKind, ModelConfig, TensorSpec,
+    CheckReport, Checkpoint, LayerSchedule, LayerSpec, MlpKind, ModelConfig, TensorSpec,
 };
 
 /// Why weights could not be bound to the model.
@@ -208,7 +208,11 @@ impl<'a> Binder<'a, '_> {
         })
     }
 
-    fn layer(&self, config: &ModelConfig, spec: LayerSpec) -> Result<LayerWeights<'a>, WeightsError> {
+    fn layer(
+        &self,
+        config: &ModelConfig,
+        spec: LayerSpec,
+    ) -> Result<LayerWeights<'a>, WeightsError> {
         let p = format!("layers.{}.", spec.index);
         let a = |s: &str| format!("{p}attn.{s}");
         let compressor = match spec.attention.ratio() {
@@ -238,7 +242,10 @@ impl<'a> Binder<'a, '_> {
         };
         let (bias, tid2eid) = match spec.mlp {
             MlpKind::Routed => (Some(self.floats(&format!("{p}ffn.gate.bias"))?), None),
-            MlpKind::Hash => (None, Some(self.tid2eid(config, &format!("{p}ffn.gate.tid2eid"))?)),
+            MlpKind::Hash => (
+                None,
+                Some(self.tid2eid(config, &format!("{p}ffn.gate.tid2eid"))?),
+            ),
         };
         let experts = (0..config.n_routed_experts)
             .map(|e| self.expert(&format!("{p}ffn.experts.{e}")))
@@ -272,15 +279,21 @@ impl<'a> Binder<'a, '_> {
             .iter()
             .enumerate()
             .map(|(i, &e)| {
-                usize::try_from(e).ok().filter(|&e| e < experts).ok_or_else(|| {
-                    let (token, slot) = (i / config.num_experts_per_tok, i % config.num_experts_per_tok);
-                    WeightsError::Invalid {
-                        tensor: name.to_string(),
-                        message: format!(
+                usize::try_from(e)
+                    .ok()
+                    .filter(|&e| e < experts)
+                    .ok_or_else(|| {
+                        let (token, slot) = (
+                            i / config.num_experts_per_tok,
+                            i % config.num_experts_per_tok,
+                        );
+                        WeightsError::Invalid {
+                            tensor: name.to_string(),
+                            message: format!(
                             "token {token}, slot {slot} names expert {e}, but there are {experts}"
                         ),
-                    }
-                })
+                        }
+                    })
             })
             .collect()
     }

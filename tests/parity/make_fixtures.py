@@ -30,8 +30,7 @@ import argparse
 import json
 import math
 import os
-import shutil
-import sys
+import re
 import time
 
 import numpy as np
@@ -81,6 +80,16 @@ def log(*a):
     print(*a, flush=True)
 
 
+def write_json(path, obj, indent=2):
+    """JSON with lists of scalars kept on one line."""
+    text = json.dumps(obj, indent=indent)
+    scalars = r'(?:-?[0-9][-+.0-9eE]*|"[^"\\]*"|true|false|null)'
+    text = re.sub(r"\[\s*(%s(?:,\s*%s)*)\s*\]" % (scalars, scalars),
+                  lambda m: "[" + ", ".join(re.findall(scalars, m.group(1))) + "]", text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
 # ----------------------------------------------------------------------------------------------
 # config.json
 
@@ -113,7 +122,7 @@ def native_config(fx):
         "compress_rope_theta": 160000,
         "rope_theta": 10000,
         "rope_scaling": dict(ROPE_SCALING),
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": 1048576,
         "index_n_heads": fx["index_n_heads"],
         "index_head_dim": fx["index_head_dim"],
         "index_topk": fx["index_topk"],
@@ -348,12 +357,10 @@ def write_checkpoint(b, fx, out):
                 weight_map[nm] = fn
                 total += v.numel() * v.element_size()
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
-            json.dump(index, f, indent=2)
-            f.write("\n")
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(native_config(fx), f, indent=2)
-        f.write("\n")
+        write_json(os.path.join(out, "model.safetensors.index.json"), index)
+    write_json(os.path.join(out, "config.json"), native_config(fx))
+    for f in os.listdir(out):
+        os.chmod(os.path.join(out, f), 0o644)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -749,9 +756,7 @@ def make(fx, root, do_incremental):
             "sequence_construction": stats,
         },
     }
-    with open(os.path.join(out, "reference.json"), "w") as f:
-        json.dump(ref, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(out, "reference.json"), ref, indent=1)
     assert clamp["gate_clamped"] > 0 and clamp["up_clamped"] > 0, "swiglu_limit never bites"
     log(f"  [{fx['name']}] {schedule} T={T}: min margins indexer {fin(ir):.3g} router {fin(rr):.3g} "
         f"greedy top2 {fin(greedy_gaps):.3g}; generate()==manual: {gen_hf == gen}; "

@@ -1,0 +1,246 @@
+//! Cache storage in the byte layouts of contract §5: window rings and paged entry streams whose
+//! pages come from a block pool that counts every byte, so what a request holds can be compared
+//! with what the planner predicts.
+
+use dsv4_kernels::cache_codec::{CodecError, IndexerFormat, KvFormat};
+
+/// How one stream's entries are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryCodec {
+    /// KV entries (window keys, compressed entries) with `rope` trailing rotary dims.
+    Kv {
+        /// Byte layout.
+        format: KvFormat,
+        /// Rotary dims kept in BF16 by the FP8 layout.
+        rope: usize,
+    },
+    /// Lightning Indexer keys.
+    Index(IndexerFormat),
+}
+
+impl EntryCodec {
+    /// Bytes of one entry of `width` values.
+    pub fn bytes(self, width: usize) -> usize {
+        match self {
+            Self::Kv { format, rope } => format.entry_bytes(width, rope),
+            Self::Index(format) => format.key_bytes(width),
+        }
+    }
+
+    fn encode(self, values: &[f32], out: &mut [u8]) -> Result<(), CodecError> {
+        match self {
+            Self::Kv { format, rope } => format.encode(values, rope, out),
+            Self::Index(format) => format.encode(values, out),
+        }
+    }
+
+    fn decode(self, bytes: &[u8], out: &mut [f32]) -> Result<(), CodecError> {
+        match self {
+            Self::Kv { format, rope } => format.decode(bytes, rope, out),
+            Self::Index(format) => format.decode(bytes, out),
+        }
+    }
+}
+
+/// A page request the pool's budget cannot meet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the KV cache is full: {used} of {budget} bytes in use, a page of {page} more does not fit"
+)]
+pub struct PoolFull {
+    /// Bytes in use.
+    pub used: u64,
+    /// The budget.
+    pub budget: u64,
+    /// The page asked for.
+    pub page: u64,
+}
+
+/// Hands out pages for paged streams and counts the bytes they hold.
+#[derive(Debug, Default)]
+pub struct BlockPool {
+    budget: Option<u64>,
+    used: u64,
+    pages: u64,
+}
+
+impl BlockPool {
+    /// A pool without a byte budget.
+    pub fn unbounded() -> Self {
+        Self::default()
+    }
+
+    /// A pool that refuses pages beyond `budget` bytes.
+    pub fn with_budget(budget: u64) -> Self {
+        Self {
+            budget: Some(budget),
+            ..Self::default()
+        }
+    }
+
+    /// A zeroed page of `bytes`.
+    fn take(&mut self, bytes: usize) -> Result<Box<[u8]>, PoolFull> {
+        let page = bytes as u64;
+        if let Some(budget) = self.budget {
+            if self.used + page > budget {
+                return Err(PoolFull {
+                    used: self.used,
+                    budget,
+                    page,
+                });
+            }
+        }
+        self.used += page;
+        self.pages += 1;
+        Ok(vec![0u8; bytes].into_boxed_slice())
+    }
+
+    /// Bytes of all pages handed out.
+    pub fn used_bytes(&self) -> u64 {
+        self.used
+    }
+
+    /// Pages handed out.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+}
+
+/// Why a cache operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No page was available.
+    #[error(transparent)]
+    Full(#[from] PoolFull),
+    /// An entry did not fit its layout (a programming error, reported rather than hidden).
+    #[error("cache entry layout: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// Append-only entries of `width` values, `per_page` to a page.
+#[derive(Debug)]
+pub struct PagedEntries {
+    codec: EntryCodec,
+    width: usize,
+    entry_bytes: usize,
+    per_page: usize,
+    pages: Vec<Box<[u8]>>,
+    len: usize,
+}
+
+impl PagedEntries {
+    /// An empty stream; `per_page` is the block size divided by the stream's ratio.
+    pub fn new(codec: EntryCodec, width: usize, per_page: usize) -> Self {
+        Self {
+            codec,
+            width,
+            entry_bytes: codec.bytes(width),
+            per_page,
+            pages: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Entries stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one entry, taking a page from `pool` when the last is full.
+    pub fn push(&mut self, values: &[f32], pool: &mut BlockPool) -> Result<(), StoreError> {
+        let slot = self.len % self.per_page;
+        if slot == 0 {
+            self.pages
+                .push(pool.take(self.per_page * self.entry_bytes)?);
+        }
+        let page = &mut self.pages[self.len / self.per_page];
+        let bytes = &mut page[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
+        self.codec.encode(values, bytes)?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Entry `index` decoded into `out` (`width` values).
+    pub fn read(&self, index: usize, out: &mut [f32]) -> Result<(), StoreError> {
+        let page = &self.pages[index / self.per_page];
+        let slot = index % self.per_page;
+        self.codec.decode(
+            &page[slot * self.entry_bytes..(slot + 1) * self.entry_bytes],
+            out,
+        )?;
+        Ok(())
+    }
+
+    /// Entries `range` decoded into `out` (`range.len() × width` values).
+    pub fn read_range(
+        &self,
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), StoreError> {
+        for (i, row) in range.zip(out.chunks_mut(self.width)) {
+            self.read(i, row)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the pages held.
+    pub fn bytes(&self) -> u64 {
+        (self.pages.len() * self.per_page * self.entry_bytes) as u64
+    }
+}
+
+/// The last `slots` KV entries by position (`position % slots`), encoded.
+#[derive(Debug)]
+pub struct WindowRing {
+    codec: EntryCodec,
+    entry_bytes: usize,
+    slots: usize,
+    data: Vec<u8>,
+}
+
+impl WindowRing {
+    /// A ring of `slots` entries of `width` values.
+    pub fn new(codec: EntryCodec, width: usize, slots: usize) -> Self {
+        let entry_bytes = codec.bytes(width);
+        Self {
+            codec,
+            entry_bytes,
+            slots,
+            data: vec![0u8; slots * entry_bytes],
+        }
+    }
+
+    /// Stores the entry of `position`, replacing the one `slots` positions before.
+    pub fn write(&mut self, position: usize, values: &[f32]) -> Result<(), StoreError> {
+        let slot = position % self.slots;
+        let bytes = &mut self.data[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
+        self.codec.encode(values, bytes)?;
+        Ok(())
+    }
+
+    /// The entry of `position` (one of the last `slots` written), decoded into `out`.
+    pub fn read(&self, position: usize, out: &mut [f32]) -> Result<(), StoreError> {
+        let slot = position % self.slots;
+        let bytes = &self.data[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
+        self.codec.decode(bytes, out)?;
+        Ok(())
+    }
+
+    /// Encodes then decodes `values` in place: what reading them back after `write` gives.
+    pub fn round_trip(&self, values: &mut [f32]) -> Result<(), StoreError> {
+        let mut bytes = vec![0u8; self.entry_bytes];
+        self.codec.encode(values, &mut bytes)?;
+        self.codec.decode(&bytes, values)?;
+        Ok(())
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
