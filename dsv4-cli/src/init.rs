@@ -6,13 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_model::{write_random_checkpoint, Preset, DEFAULT_SHARD_BYTES};
 
+use crate::assets::write_tokenizer;
 use crate::units::binary;
-
-/// The vendored DeepSeek-V4 tokenizer (assets/deepseek-v4, MIT).
-const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/deepseek-v4/tokenizer.json");
-/// Its transformers companion (BOS/EOS names, no chat template).
-const TOKENIZER_CONFIG_JSON: &[u8] =
-    include_bytes!("../../assets/deepseek-v4/tokenizer_config.json");
 
 /// Flags of `dsv4 init`.
 #[derive(Debug, Args)]
@@ -61,13 +56,8 @@ pub fn run(args: &InitArgs) -> Result<()> {
         args.seed,
         DEFAULT_SHARD_BYTES,
     )?;
-    for (name, bytes) in [
-        ("tokenizer.json", TOKENIZER_JSON),
-        ("tokenizer_config.json", TOKENIZER_CONFIG_JSON),
-    ] {
-        let path = out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    write_tokenizer(out)
+        .with_context(|| format!("cannot write the tokenizer into {}", out.display()))?;
     eprintln!(
         "wrote {} tensors ({}) of preset {} with seed {} to {} in {} files, plus tokenizer.json",
         summary.tensors,

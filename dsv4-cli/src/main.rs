@@ -1,10 +1,12 @@
 //! `dsv4`: an inference engine for DeepSeek-V4-architecture models.
 
+mod assets;
 mod engine_args;
 mod init;
 mod inspect;
 mod model_source;
 mod plan;
+mod run;
 mod score;
 mod tokenize;
 mod units;
@@ -23,6 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate text from a prompt, streamed, ending with timings (the demo model without --weights).
+    Run(run::RunArgs),
     /// Plan cache memory: schema, bytes per token, block budgets, largest context or batch that fits.
     Plan(plan::PlanArgs),
     /// Describe a checkpoint: config, schedule, tensors by dtype, parameters, problems.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
+        Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Init(args) => init::run(args),

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod chat;
 pub mod compressor;
+pub mod generate;
 pub mod load;
 pub mod mhc;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
+pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};
 pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model};
 pub use numerics::Numerics;

@@ -1,0 +1,242 @@
+//! `dsv4 run`: generate text from a prompt, streaming it as it is produced, ending with a line
+//! of timings. Without `--weights` it runs the built-in demo model and says so.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use dsv4_model::{write_random_checkpoint, Preset};
+use dsv4_runtime::sampler::SamplingParams;
+use dsv4_runtime::{
+    generate, ChatRequest, GenerateRequest, LoadedCheckpoint, Model, ModelWeights, ReasoningEffort,
+    ThinkingMode, Tokenizer,
+};
+use serde::Serialize;
+
+use crate::assets::write_tokenizer;
+use crate::engine_args::EngineArgs;
+use crate::score::parse_ids;
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend (not built yet).
+    Cuda,
+}
+
+/// Flags of `dsv4 run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Checkpoint directory [default: the built-in demo model, random weights].
+    #[arg(long, value_name = "DIR")]
+    weights: Option<PathBuf>,
+    /// Prompt text, tokenized as is (no BOS added, as the tokenizer config asks).
+    #[arg(long, value_name = "TEXT", group = "input")]
+    prompt: Option<String>,
+    /// Prompt token ids, comma-separated, used verbatim.
+    #[arg(long, value_name = "1,2,3", group = "input")]
+    prompt_ids: Option<String>,
+    /// A user message, formatted with DeepSeek-V4's chat encoding (BOS, User/Assistant turns).
+    #[arg(long, value_name = "TEXT", group = "input")]
+    chat: Option<String>,
+    /// System prompt for --chat.
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    system: Option<String>,
+    /// Thinking mode for --chat (the assistant turn opens with <think>).
+    #[arg(long, requires = "chat")]
+    thinking: bool,
+    /// Most tokens to generate.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy and deterministic.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling: smallest set of tokens whose probability reaches P.
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    top_p: f32,
+    /// Sample among the K most likely tokens (0 = all).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    top_k: usize,
+    /// Seed of the sampler; the same seed gives the same tokens.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long, value_name = "STR")]
+    stop: Vec<String>,
+    /// Prompt tokens per prefill chunk.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    prefill_chunk: usize,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// One JSON object on stdout instead of streamed text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The JSON document of a run.
+#[derive(Serialize)]
+struct RunOutput<'a> {
+    model: &'a str,
+    #[serde(flatten)]
+    generation: &'a dsv4_runtime::Generation,
+}
+
+/// Sets the worker count of the global thread pool.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads 0: expected at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the worker threads")?;
+    }
+    Ok(())
+}
+
+/// Runs `dsv4 run`.
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.device == Device::Cuda {
+        bail!("--device cuda: the CUDA backend is not built yet; use --device cpu");
+    }
+    set_threads(args.threads)?;
+    let demo_dir;
+    let (dir, label) = match &args.weights {
+        Some(dir) => (dir.clone(), dir.display().to_string()),
+        None => {
+            demo_dir =
+                tempfile::tempdir().context("cannot create a directory for the demo model")?;
+            let preset = Preset::Tiny;
+            write_random_checkpoint(
+                &preset.config(),
+                preset.config_json(),
+                demo_dir.path(),
+                0,
+                u64::MAX,
+            )?;
+            write_tokenizer(demo_dir.path()).context("cannot write the demo tokenizer")?;
+            eprintln!(
+                "no --weights given: running the built-in demo model (the tiny preset with random weights and the real DeepSeek-V4 tokenizer); its text is meaningless"
+            );
+            (
+                demo_dir.path().to_path_buf(),
+                "demo (tiny preset, random weights)".to_string(),
+            )
+        }
+    };
+    let loaded = LoadedCheckpoint::open(&dir)?;
+    let config = &loaded.config;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = if tokenizer_path.is_file() {
+        Some(Tokenizer::from_file(&tokenizer_path)?)
+    } else {
+        None
+    };
+    let prompt_ids = match (&args.prompt, &args.prompt_ids, &args.chat) {
+        (_, Some(ids), _) => parse_ids(ids)?,
+        (Some(text), _, _) => match &tokenizer {
+            Some(t) => t.encode(text)?,
+            None => bail!(
+                "--prompt needs a tokenizer: no tokenizer.json in {}; use --prompt-ids",
+                dir.display()
+            ),
+        },
+        (_, _, Some(user)) => match &tokenizer {
+            Some(t) => {
+                let request = ChatRequest {
+                    system: args.system.as_deref(),
+                    user,
+                    mode: if args.thinking {
+                        ThinkingMode::Thinking
+                    } else {
+                        ThinkingMode::Chat
+                    },
+                    effort: ReasoningEffort::Default,
+                };
+                request.encode(t)?.ids
+            }
+            None => bail!(
+                "--chat needs a tokenizer: no tokenizer.json in {}",
+                dir.display()
+            ),
+        },
+        _ => bail!("give one of --prompt, --prompt-ids or --chat"),
+    };
+    if let Some(&id) = prompt_ids
+        .iter()
+        .find(|&&id| id as usize >= config.vocab_size)
+    {
+        bail!(
+            "prompt token id {id} is out of range: the model's vocabulary has {} ids",
+            config.vocab_size
+        );
+    }
+    let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
+    let model = Model::new(
+        config,
+        weights,
+        args.engine.numerics(),
+        args.engine.cache_dtypes(),
+        args.engine.block_size,
+    )?;
+    let request = GenerateRequest {
+        prompt_ids,
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stops: args.stop.clone(),
+        prefill_chunk: args.prefill_chunk,
+    };
+    let mut stdout = std::io::stdout();
+    let streaming = !args.json && tokenizer.is_some();
+    let generation = generate(&model, tokenizer.as_ref(), &request, |piece| {
+        if streaming {
+            // A closed pipe ends the output, not the run.
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    })?;
+    if args.json {
+        let output = RunOutput {
+            model: &label,
+            generation: &generation,
+        };
+        println!("{}", serde_json::to_string(&output)?);
+    } else {
+        if tokenizer.is_none() {
+            let ids: Vec<String> = generation
+                .generated_ids
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            print!("{}", ids.join(" "));
+        }
+        println!();
+    }
+    let t = &generation.timings;
+    eprintln!(
+        "[{} prompt tokens, prefill {:.1} tok/s; {} generated, decode {:.1} tok/s; finish: {}]",
+        t.prompt_tokens,
+        t.prefill_tokens_per_s,
+        generation.generated_ids.len(),
+        t.decode_tokens_per_s,
+        serde_json::to_value(generation.finish_reason)?
+            .as_str()
+            .unwrap_or("?")
+    );
+    Ok(())
+}

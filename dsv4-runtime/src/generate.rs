@@ -1,0 +1,222 @@
+//! The decode loop: chunked prefill of the prompt, then one token at a time — sample, stream the
+//! new text, stop on EOS, a stop string, the token budget or the model's context — with timings.
+
+use std::time::Instant;
+
+use dsv4_cache::BlockPool;
+use serde::Serialize;
+
+use crate::model::{ForwardError, Logits, Model};
+use crate::sampler::{Sampler, SamplerError, SamplingParams};
+use crate::stop::{StopError, StopMatcher};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Prompt token ids, used verbatim.
+    pub prompt_ids: Vec<u32>,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Sampling settings (temperature 0 = greedy).
+    pub sampling: SamplingParams,
+    /// Strings that end generation (needs a tokenizer).
+    pub stops: Vec<String>,
+    /// Prompt tokens per prefill chunk.
+    pub prefill_chunk: usize,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_new_tokens` were generated.
+    Length,
+    /// The model's context is full.
+    Context,
+}
+
+/// Wall-clock timings of a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timings {
+    /// Prompt tokens prefilled.
+    pub prompt_tokens: usize,
+    /// Seconds spent on prefill.
+    pub prefill_seconds: f64,
+    /// Prompt tokens per second.
+    pub prefill_tokens_per_s: f64,
+    /// Tokens decoded after the first (each one forward step).
+    pub decode_tokens: usize,
+    /// Seconds spent decoding them.
+    pub decode_seconds: f64,
+    /// Decoded tokens per second.
+    pub decode_tokens_per_s: f64,
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    /// The prompt ids.
+    pub prompt_ids: Vec<u32>,
+    /// The generated ids (an EOS token is not included).
+    pub generated_ids: Vec<u32>,
+    /// The generated text up to any stop string, when a tokenizer was given.
+    pub text: Option<String>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// How long it took.
+    pub timings: Timings,
+}
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// An empty prompt.
+    #[error("the prompt is empty; give at least one token")]
+    EmptyPrompt,
+    /// The prompt alone does not fit the context.
+    #[error("the prompt has {tokens} tokens, more than the model's context of {max}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// `max_position_embeddings`.
+        max: usize,
+    },
+    /// Stop strings without a tokenizer to see text.
+    #[error("--stop needs a tokenizer (tokenizer.json beside the weights)")]
+    StopWithoutTokenizer,
+    /// The forward pass failed.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// Bad sampling settings or unusable logits.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// A bad stop string.
+    #[error(transparent)]
+    Stop(#[from] StopError),
+    /// Detokenization failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+fn per_second(tokens: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        tokens as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Text of generated ids that is complete: a trailing partial UTF-8 character (decoded as
+/// U+FFFD) waits for the next token.
+struct Detokenizer<'t> {
+    tokenizer: &'t Tokenizer,
+    shown: usize,
+}
+
+impl Detokenizer<'_> {
+    fn new_text(&mut self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let text = self.tokenizer.decode(ids)?;
+        if text.ends_with('\u{FFFD}') || text.len() < self.shown {
+            return Ok(String::new());
+        }
+        let new = text[self.shown..].to_string();
+        self.shown = text.len();
+        Ok(new)
+    }
+}
+
+/// Generates from `request` with `model`, calling `on_text` with each piece of new text as
+/// soon as it is safe to show (never part of a stop string).
+pub fn generate(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    request: &GenerateRequest,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation, GenerateError> {
+    let config = model.config();
+    let max = config.max_position_embeddings;
+    let prompt = &request.prompt_ids;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if prompt.len() > max {
+        return Err(GenerateError::PromptTooLong {
+            tokens: prompt.len(),
+            max,
+        });
+    }
+    if !request.stops.is_empty() && tokenizer.is_none() {
+        return Err(GenerateError::StopWithoutTokenizer);
+    }
+    let mut sampler = Sampler::new(request.sampling)?;
+    let mut stop = StopMatcher::new(request.stops.clone())?;
+    let mut detok = tokenizer.map(|tokenizer| Detokenizer {
+        tokenizer,
+        shown: 0,
+    });
+    let mut state = model.new_state(BlockPool::unbounded());
+
+    let start = Instant::now();
+    let chunk = request.prefill_chunk.max(1);
+    let mut logits = Vec::new();
+    for piece in prompt.chunks(chunk) {
+        logits = model.forward(piece, &mut state, Logits::Last)?;
+    }
+    let prefill_seconds = start.elapsed().as_secs_f64();
+
+    let decode_start = Instant::now();
+    let mut generated: Vec<u32> = Vec::new();
+    let mut text = String::new();
+    let mut decode_steps = 0;
+    let finish_reason = loop {
+        if generated.len() >= request.max_new_tokens {
+            break FinishReason::Length;
+        }
+        let token = sampler.sample(&logits)?;
+        if config.eos_token_ids.contains(&(token as usize)) {
+            break FinishReason::Eos;
+        }
+        generated.push(token);
+        if let Some(detok) = detok.as_mut() {
+            let pushed = stop.push(&detok.new_text(&generated)?);
+            on_text(&pushed.emit);
+            text.push_str(&pushed.emit);
+            if pushed.stopped {
+                break FinishReason::Stop;
+            }
+        }
+        if generated.len() >= request.max_new_tokens {
+            break FinishReason::Length;
+        }
+        if state.position >= max {
+            break FinishReason::Context;
+        }
+        logits = model.forward(&[token], &mut state, Logits::Last)?;
+        decode_steps += 1;
+    };
+    if finish_reason != FinishReason::Stop {
+        let rest = stop.finish();
+        on_text(&rest);
+        text.push_str(&rest);
+    }
+    let decode_seconds = decode_start.elapsed().as_secs_f64();
+    Ok(Generation {
+        prompt_ids: prompt.clone(),
+        generated_ids: generated,
+        text: tokenizer.map(|_| text),
+        finish_reason,
+        timings: Timings {
+            prompt_tokens: prompt.len(),
+            prefill_seconds,
+            prefill_tokens_per_s: per_second(prompt.len(), prefill_seconds),
+            decode_tokens: decode_steps,
+            decode_seconds,
+            decode_tokens_per_s: per_second(decode_steps, decode_seconds),
+        },
+    })
+}
