@@ -150,11 +150,11 @@ pub fn generate(
             max,
         });
     }
+    let mut sampler = Sampler::new(request.sampling)?;
+    let mut stop = StopMatcher::new(request.stops.clone())?;
     if !request.stops.is_empty() && tokenizer.is_none() {
         return Err(GenerateError::StopWithoutTokenizer);
     }
-    let mut sampler = Sampler::new(request.sampling)?;
-    let mut stop = StopMatcher::new(request.stops.clone())?;
     let mut detok = tokenizer.map(|tokenizer| Detokenizer {
         tokenizer,
         shown: 0,

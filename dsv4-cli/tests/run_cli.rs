@@ -1,0 +1,241 @@
+//! `dsv4 run` and `dsv4 score` end to end on the parity fixtures and the demo model: the JSON
+//! keys scripts rely on, transformers' greedy continuation, the context limit, and one-line
+//! errors for bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{dsv4, error};
+use dsv4_runtime::npy::read_npy_f32;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/parity/fixtures")
+        .join(name)
+}
+
+fn reference(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn id_list(v: &Value) -> String {
+    let ids: Vec<String> = v
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    ids.join(",")
+}
+
+fn run_json(args: &[&str]) -> (Value, String) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = dsv4(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (
+        serde_json::from_slice(&out.stdout).expect("one JSON object"),
+        stderr,
+    )
+}
+
+#[test]
+fn greedy_run_matches_transformers_and_reports_timings() {
+    let r = reference("hca128");
+    let dir = fixture("hca128");
+    let prompt = id_list(&r["greedy"]["prompt_ids"]);
+    let (v, stderr) = run_json(&[
+        "--weights",
+        dir.to_str().expect("utf-8"),
+        "--prompt-ids",
+        &prompt,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert_eq!(v["generated_ids"], r["greedy"]["generated_ids"]);
+    assert_eq!(v["prompt_ids"], r["greedy"]["prompt_ids"]);
+    assert_eq!(v["finish_reason"], "length");
+    assert!(v["text"].is_null(), "no tokenizer, no text");
+    assert!(
+        v["timings"]["prefill_tokens_per_s"]
+            .as_f64()
+            .expect("number")
+            > 0.0
+    );
+    assert!(
+        v["timings"]["decode_tokens_per_s"]
+            .as_f64()
+            .expect("number")
+            > 0.0
+    );
+    assert!(stderr.contains("prompt tokens, prefill"), "{stderr}");
+}
+
+#[test]
+fn the_demo_model_runs_without_weights_and_says_so() {
+    let (v, stderr) = run_json(&[
+        "--prompt",
+        "Hello, world",
+        "--max-new-tokens",
+        "5",
+        "--seed",
+        "3",
+        "--temperature",
+        "0.8",
+    ]);
+    assert!(stderr.contains("built-in demo model"), "{stderr}");
+    assert_eq!(v["prompt_ids"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["generated_ids"].as_array().map(Vec::len), Some(5));
+    assert!(v["text"].is_string());
+    // Streaming mode prints the text itself.
+    let out = dsv4(&["run", "--chat", "Hi", "--max-new-tokens", "3"]);
+    assert!(out.status.success());
+    assert!(!out.stdout.is_empty());
+}
+
+#[test]
+fn generation_stops_at_the_context_limit() {
+    // The hca16 fixture with its context cut to 48 tokens: a 40-token prompt leaves room for 8.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = fixture("hca16");
+    let config = std::fs::read_to_string(src.join("config.json")).expect("config");
+    let mut config: Value = serde_json::from_str(&config).expect("json");
+    config["max_position_embeddings"] = 48.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write");
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .expect("copy");
+    let prompt = id_list(&reference("hca16")["greedy"]["prompt_ids"]);
+    let (v, _) = run_json(&[
+        "--weights",
+        dir.path().to_str().expect("utf-8"),
+        "--prompt-ids",
+        &prompt,
+        "--max-new-tokens",
+        "100",
+    ]);
+    assert_eq!(v["finish_reason"], "context");
+    assert_eq!(v["generated_ids"].as_array().map(Vec::len), Some(9));
+}
+
+#[test]
+fn score_writes_transformers_logits_whatever_the_chunk() {
+    let r = reference("hca16");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids_file = dir.path().join("ids.txt");
+    // Whitespace and commas both separate ids.
+    std::fs::write(&ids_file, id_list(&r["ids"]).replacen(',', " \n", 5)).expect("write");
+    let want: Vec<f32> = std::fs::read(fixture("hca16").join("logits.f32"))
+        .expect("logits")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for chunk in ["7", "200"] {
+        let out = dir.path().join(format!("logits-{chunk}.npy"));
+        let status = dsv4(&[
+            "score",
+            "--weights",
+            fixture("hca16").to_str().expect("utf-8"),
+            "--ids-file",
+            ids_file.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+            "--chunk",
+            chunk,
+        ]);
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let npy = read_npy_f32(&out).expect("npy");
+        assert_eq!(npy.shape, vec![200, 512]);
+        let worst = npy
+            .data
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-3, "chunk {chunk}: {worst}");
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let w = fixture("hca16");
+    let w = w.to_str().expect("utf-8");
+    assert!(
+        error(&["run", "--weights", w, "--prompt", "hi"]).contains("--prompt needs a tokenizer")
+    );
+    assert!(error(&["run", "--weights", w, "--prompt-ids", "0,999999"])
+        .contains("prompt token id 999999 is out of range"));
+    assert!(
+        error(&["run", "--weights", w, "--prompt-ids", "0,x"]).contains("`x` is not a token id")
+    );
+    assert!(error(&[
+        "run",
+        "--weights",
+        w,
+        "--prompt-ids",
+        "0",
+        "--device",
+        "cuda"
+    ])
+    .contains("CUDA backend"));
+    assert!(
+        error(&["run", "--weights", w, "--prompt-ids", "0", "--top-p", "2"]).contains("--top-p")
+    );
+    assert!(
+        error(&["run", "--weights", w, "--prompt-ids", "0", "--stop", ""]).contains("stop string")
+    );
+    assert!(
+        error(&["run", "--weights", w, "--prompt-ids", "0", "--stop", "x"])
+            .contains("needs a tokenizer")
+    );
+    assert!(error(&["run", "--weights", w]).contains("--prompt"));
+    assert!(
+        error(&["run", "--weights", "/nonexistent/dir", "--prompt-ids", "0"])
+            .contains("/nonexistent/dir")
+    );
+    assert!(error(&[
+        "score",
+        "--weights",
+        w,
+        "--ids",
+        "1,2",
+        "--out",
+        "/tmp/x.npy",
+        "--chunk",
+        "0"
+    ])
+    .contains("--chunk 0"));
+    assert!(error(&[
+        "score",
+        "--weights",
+        w,
+        "--ids",
+        "1,600",
+        "--out",
+        "/tmp/x.npy"
+    ])
+    .contains("token id 600 at position 1 is out of range"));
+    assert!(error(&[
+        "score",
+        "--weights",
+        w,
+        "--ids",
+        "1,2",
+        "--out",
+        "/nonexistent/x.npy"
+    ])
+    .contains("cannot create"));
+}
