@@ -4,6 +4,7 @@ mod assets;
 mod engine_args;
 mod init;
 mod inspect;
+mod loading;
 mod model_source;
 mod plan;
 mod run;

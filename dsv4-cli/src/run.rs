@@ -9,13 +9,14 @@ use clap::{Args, ValueEnum};
 use dsv4_model::{write_random_checkpoint, Preset};
 use dsv4_runtime::sampler::SamplingParams;
 use dsv4_runtime::{
-    generate, ChatRequest, GenerateRequest, LoadedCheckpoint, Model, ModelWeights, ReasoningEffort,
-    ThinkingMode, Tokenizer,
+    generate, ChatRequest, GenerateRequest, Model, ModelWeights, ReasoningEffort, ThinkingMode,
+    Tokenizer,
 };
 use serde::Serialize;
 
 use crate::assets::write_tokenizer;
 use crate::engine_args::EngineArgs;
+use crate::loading::open_checkpoint;
 use crate::score::parse_ids;
 
 /// `--device`.
@@ -134,7 +135,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             )
         }
     };
-    let loaded = LoadedCheckpoint::open(&dir)?;
+    let loaded = open_checkpoint(&dir)?;
     let config = &loaded.config;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.is_file() {
@@ -226,6 +227,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             print!("{}", ids.join(" "));
         }
         println!();
+    }
+    if generation.finish_reason == dsv4_runtime::FinishReason::Context {
+        eprintln!(
+            "stopped: the model's context of {} tokens is full",
+            config.max_position_embeddings
+        );
     }
     let t = &generation.timings;
     eprintln!(

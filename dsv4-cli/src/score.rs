@@ -9,9 +9,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_cache::BlockPool;
 use dsv4_runtime::npy::NpyF32Writer;
-use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights};
+use dsv4_runtime::{Logits, Model, ModelWeights};
 
 use crate::engine_args::EngineArgs;
+use crate::loading::open_checkpoint;
 
 /// Flags of `dsv4 score`.
 #[derive(Debug, Args)]
@@ -69,7 +70,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if chunk == 0 {
         bail!("--chunk 0: expected at least 1");
     }
-    let loaded = LoadedCheckpoint::open(&args.weights)?;
+    let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
     let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
     let model = Model::new(

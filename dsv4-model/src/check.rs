@@ -33,6 +33,16 @@ impl CheckReport {
 
 /// Checks `checkpoint` against `config`.
 pub fn check(config: &ModelConfig, checkpoint: &Checkpoint) -> CheckReport {
+    check_with_progress(config, checkpoint, |_, _| {})
+}
+
+/// [`check`], calling `progress(done, total)` with the tensors checked so far, for a progress
+/// bar over checkpoints whose scales take a while to read.
+pub fn check_with_progress(
+    config: &ModelConfig,
+    checkpoint: &Checkpoint,
+    mut progress: impl FnMut(usize, usize),
+) -> CheckReport {
     let mut problems = checkpoint.problems.clone();
     let formats = detect_formats(config, checkpoint, &mut problems);
     let has_mtp = checkpoint.names().any(|n| n.starts_with("mtp."));
@@ -41,7 +51,9 @@ pub fn check(config: &ModelConfig, checkpoint: &Checkpoint) -> CheckReport {
         manifest.tensors.retain(|t| !t.mtp);
     }
     if formats.is_some() {
-        for spec in &mut manifest.tensors {
+        let total = manifest.tensors.len();
+        for (done, spec) in manifest.tensors.iter_mut().enumerate() {
+            progress(done, total);
             let Some(view) = checkpoint.tensor(&spec.name) else {
                 problems.push(Problem::tensor(None, &spec.name, "missing"));
                 continue;
@@ -69,6 +81,7 @@ pub fn check(config: &ModelConfig, checkpoint: &Checkpoint) -> CheckReport {
             spec.dtype = view.dtype;
         }
     }
+    progress(manifest.tensors.len(), manifest.tensors.len());
     let expected: HashSet<&str> = manifest.tensors.iter().map(|t| t.name.as_str()).collect();
     let unused = checkpoint
         .names()

@@ -16,7 +16,7 @@ mod schedule;
 mod weights;
 
 pub use accounting::{Count, ParamReport};
-pub use check::{check, CheckReport};
+pub use check::{check, check_with_progress, CheckReport};
 pub use checkpoint::{Checkpoint, OpenError, Problem, TensorView, INDEX_FILE, SINGLE_FILE};
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,

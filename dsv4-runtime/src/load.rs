@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dsv4_model::{check, CheckReport, Checkpoint, ModelConfig};
+use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
 
 /// A checkpoint directory opened and checked; the model borrows its weights from it.
 pub struct LoadedCheckpoint {
@@ -44,13 +44,21 @@ pub enum LoadError {
 impl LoadedCheckpoint {
     /// Opens and checks `dir`.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        Self::open_with_progress(dir, |_, _| {})
+    }
+
+    /// [`Self::open`], reporting `progress(done, total)` tensors checked.
+    pub fn open_with_progress(
+        dir: &Path,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self, LoadError> {
         let path = dir.join("config.json");
         let config = ModelConfig::from_file(&path).map_err(|source| LoadError::Config {
             path: path.display().to_string(),
             source,
         })?;
         let checkpoint = Checkpoint::open(dir)?;
-        let report = check(&config, &checkpoint);
+        let report = check_with_progress(&config, &checkpoint, progress);
         if let Some(first) = report.problems.first() {
             return Err(LoadError::Problems {
                 dir: dir.display().to_string(),

@@ -1,0 +1,23 @@
+//! Opening a checkpoint for inference with a progress bar on the terminal (hidden when stderr
+//! is not one): every tensor is checked before any compute, which takes a while on large ones.
+
+use std::path::Path;
+
+use anyhow::Result;
+use dsv4_runtime::LoadedCheckpoint;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Opens and checks `dir`, showing how many tensors have been checked.
+pub fn open_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("checking weights {bar:40} {pos}/{len} tensors")
+    {
+        bar.set_style(style);
+    }
+    let loaded = LoadedCheckpoint::open_with_progress(dir, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    Ok(loaded?)
+}
