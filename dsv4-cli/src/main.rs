@@ -1,6 +1,7 @@
 //! `dsv4`: an inference engine for DeepSeek-V4-architecture models.
 
 mod assets;
+mod bench;
 mod engine_args;
 mod init;
 mod inspect;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streamed, ending with timings (the demo model without --weights).
     Run(run::RunArgs),
+    /// Prefill and decode throughput, and decode's weight bandwidth against the machine's.
+    Bench(bench::BenchArgs),
     /// Plan cache memory: schema, bytes per token, block budgets, largest context or batch that fits.
     Plan(plan::PlanArgs),
     /// Describe a checkpoint: config, schedule, tensors by dtype, parameters, problems.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Init(args) => init::run(args),
         Command::Score(args) => score::run(args),

@@ -70,6 +70,7 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
 }
 
 /// Multiplier of a UE8M0 scale byte, 2^(b − 127); `None` for the NaN byte 0xFF.
+#[inline]
 pub fn e8m0_to_f32(byte: u8) -> Option<f32> {
     match byte {
         E8M0_NAN => None,

@@ -7,3 +7,4 @@ pub mod formats;
 pub mod linear;
 pub mod ops;
 pub mod quant;
+pub mod simd;

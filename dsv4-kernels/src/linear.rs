@@ -5,7 +5,8 @@
 use rayon::prelude::*;
 
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
-use crate::formats::{e4m3_to_f32, fp4_unpack, FP4_GROUP, FP8_BLOCK};
+use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
+use crate::simd::{dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE};
 
 /// Element type of a plain float weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,7 @@ pub enum Scales<'a> {
 
 impl Scales<'_> {
     /// The multiplier at `index` (NaN bytes are rejected when a checkpoint is checked).
+    #[inline]
     pub fn get(&self, index: usize) -> f32 {
         match self {
             Self::E8M0(bytes) => e8m0_to_f32(bytes[index]).unwrap_or(f32::NAN),
@@ -125,7 +127,7 @@ pub struct LinearView<'a> {
 }
 
 /// Output rows handed to one parallel task.
-const ROWS_PER_TASK: usize = 16;
+const ROWS_PER_TASK: usize = 128;
 
 impl LinearView<'_> {
     /// `W` as f32, exactly. A copy: for tests and exports, not for the forward pass.
@@ -160,7 +162,7 @@ impl LinearView<'_> {
                 {
                     let s = scales.get((o / FP8_BLOCK) * cols + b);
                     for (v, &byte) in out.iter_mut().zip(chunk) {
-                        *v = e4m3_to_f32(byte) * s;
+                        *v = e4m3_shifted(byte) * E4M3_RESCALE * s;
                     }
                 }
             }
@@ -183,6 +185,35 @@ impl LinearView<'_> {
         }
     }
 
+    /// Row `o` of `W` times `x`, reading the stored row directly (no decoded copy).
+    pub fn row_dot(&self, o: usize, x: &[f32]) -> f32 {
+        let inp = self.inp;
+        match self.weight {
+            LinearWeight::Float { dtype, data } => {
+                let size = dtype.size();
+                let bytes = &data[o * inp * size..(o + 1) * inp * size];
+                match dtype {
+                    FloatDtype::Bf16 => dot_bf16(bytes, x),
+                    FloatDtype::F32 | FloatDtype::F16 => {
+                        let mut row = vec![0.0; inp];
+                        dtype.decode(bytes, &mut row);
+                        dot_f32(&row, x)
+                    }
+                }
+            }
+            LinearWeight::Fp8Block { q, scales } => {
+                let first = (o / FP8_BLOCK) * inp.div_ceil(FP8_BLOCK);
+                dot_fp8_row(&q[o * inp..(o + 1) * inp], x, |b| scales.get(first + b))
+            }
+            LinearWeight::Fp4Group { packed, scales } => {
+                let first = o * (inp / FP4_GROUP);
+                dot_fp4_row(&packed[o * inp / 2..(o + 1) * inp / 2], x, |g| {
+                    scales.get(first + g)
+                })
+            }
+        }
+    }
+
     /// `W x[r]` for every row `r` of `x` (`rows × inp`), as a new `rows × out` vector.
     pub fn forward_vec(&self, x: &[f32]) -> Vec<f32> {
         let mut y = vec![0.0; x.len() / self.inp * self.out];
@@ -196,12 +227,24 @@ impl LinearView<'_> {
     }
 
     /// `y[r] = W[rows] x[r]` for a range of `W`'s output rows (grouped projections use slices
-    /// of one weight); `y` is `x_rows × rows.len()`.
+    /// of one weight); `y` is `x_rows × rows.len()`. Work is split over output rows; one input
+    /// row reads each weight row in place, several decode it once and reuse it.
     pub fn forward_rows(&self, rows: std::ops::Range<usize>, x: &[f32], y: &mut [f32]) {
         let inp = self.inp;
         let n = x.len() / inp;
         let width = rows.len();
         let start = rows.start;
+        if n == 1 {
+            y[..width]
+                .par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    for (k, v) in out.iter_mut().enumerate() {
+                        *v = self.row_dot(start + task * ROWS_PER_TASK + k, x);
+                    }
+                });
+            return;
+        }
         // Each task dequantizes its weight rows once and applies them to every input row.
         let results: Vec<(usize, Vec<f32>)> = (0..width.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
@@ -213,7 +256,7 @@ impl LinearView<'_> {
                 for (k, o) in (first..last).enumerate() {
                     self.row(start + o, &mut w);
                     for r in 0..n {
-                        out[k * n + r] = dot(&w, &x[r * inp..(r + 1) * inp]);
+                        out[k * n + r] = dot_f32(&w, &x[r * inp..(r + 1) * inp]);
                     }
                 }
                 (first, out)
@@ -230,7 +273,7 @@ impl LinearView<'_> {
     }
 }
 
-/// Σ a·b in f32.
+/// Σ a·b in f32 (SIMD where the CPU has it).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    dot_f32(a, b)
 }

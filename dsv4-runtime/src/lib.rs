@@ -2,6 +2,7 @@
 //! and chat formatting.
 
 pub mod attention;
+pub mod bandwidth;
 pub mod chat;
 pub mod compressor;
 pub mod generate;

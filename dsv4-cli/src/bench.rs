@@ -1,0 +1,168 @@
+//! `dsv4 bench`: prefill and decode throughput on a checkpoint, and decode's effective weight
+//! bandwidth (weight bytes read per token × tokens/s) beside the machine's memory bandwidth,
+//! measured in the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use dsv4_cache::BlockPool;
+use dsv4_model::ParamReport;
+use dsv4_runtime::bandwidth::triad_bandwidth;
+use dsv4_runtime::sampler::{Sampler, SamplingParams};
+use dsv4_runtime::{Logits, Model, ModelWeights};
+use serde::Serialize;
+
+use crate::engine_args::EngineArgs;
+use crate::loading::open_checkpoint;
+use crate::run::{set_threads, Device};
+use crate::units::binary;
+
+/// Flags of `dsv4 bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    weights: PathBuf,
+    /// Prompt tokens to prefill.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    prompt_len: usize,
+    /// Tokens to decode after the prompt.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    gen: usize,
+    /// Prompt tokens per prefill chunk.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    prefill_chunk: usize,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `dsv4 bench` measured.
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    threads: usize,
+    prompt_tokens: usize,
+    prefill_tokens_per_s: f64,
+    decode_tokens: usize,
+    decode_tokens_per_s: f64,
+    weight_bytes_per_token: u64,
+    effective_bandwidth_gb_per_s: f64,
+    measured_memory_bandwidth_gb_per_s: f64,
+    bandwidth_ratio: f64,
+}
+
+/// Runs `dsv4 bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.device == Device::Cuda {
+        bail!("--device cuda: the CUDA backend is not built yet; use --device cpu");
+    }
+    if args.prompt_len == 0 || args.gen < 2 {
+        bail!("--prompt-len must be at least 1 and --gen at least 2");
+    }
+    set_threads(args.threads)?;
+    let loaded = open_checkpoint(&args.weights)?;
+    let config = &loaded.config;
+    if args.prompt_len + args.gen > config.max_position_embeddings {
+        bail!(
+            "--prompt-len {} + --gen {} exceeds the model's context of {} tokens",
+            args.prompt_len,
+            args.gen,
+            config.max_position_embeddings
+        );
+    }
+    let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
+    let model = Model::new(
+        config,
+        weights,
+        args.engine.numerics(),
+        args.engine.cache_dtypes(),
+        args.engine.block_size,
+    )?;
+    // Bytes one decoded token reads: every dense weight, K of E routed experts, one embedding
+    // row, counted from the tensors as stored.
+    let weight_bytes_per_token = ParamReport::new(config, &loaded.report.manifest)
+        .model
+        .active_bytes;
+    let bandwidth_before = triad_bandwidth(5);
+
+    // A deterministic prompt spread over the vocabulary.
+    let prompt: Vec<u32> = (0..args.prompt_len)
+        .map(|i| ((i as u64 * 2_654_435_761) % config.vocab_size as u64) as u32)
+        .collect();
+    let mut state = model.new_state(BlockPool::unbounded());
+    let start = Instant::now();
+    let mut logits = Vec::new();
+    for piece in prompt.chunks(args.prefill_chunk.max(1)) {
+        logits = model.forward(piece, &mut state, Logits::Last)?;
+    }
+    let prefill = start.elapsed().as_secs_f64();
+
+    let mut sampler = Sampler::new(SamplingParams::greedy())?;
+    let mut token = sampler.sample(&logits)?;
+    // The first decode step warms caches; time the rest.
+    logits = model.forward(&[token], &mut state, Logits::Last)?;
+    let start = Instant::now();
+    let steps = args.gen - 1;
+    for _ in 0..steps {
+        token = sampler.sample(&logits)?;
+        logits = model.forward(&[token], &mut state, Logits::Last)?;
+    }
+    let decode = start.elapsed().as_secs_f64();
+    let bandwidth_after = triad_bandwidth(5);
+
+    let measured = bandwidth_before.max(bandwidth_after);
+    let decode_tokens_per_s = steps as f64 / decode;
+    let effective = weight_bytes_per_token as f64 * decode_tokens_per_s;
+    let report = BenchReport {
+        threads: rayon::current_num_threads(),
+        prompt_tokens: args.prompt_len,
+        prefill_tokens_per_s: args.prompt_len as f64 / prefill,
+        decode_tokens: steps,
+        decode_tokens_per_s,
+        weight_bytes_per_token,
+        effective_bandwidth_gb_per_s: effective / 1e9,
+        measured_memory_bandwidth_gb_per_s: measured / 1e9,
+        bandwidth_ratio: effective / measured,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("threads                    {}", report.threads);
+        println!(
+            "prefill                    {:.1} tok/s ({} tokens)",
+            report.prefill_tokens_per_s, report.prompt_tokens
+        );
+        println!(
+            "decode                     {:.2} tok/s ({} tokens after one warm-up step)",
+            report.decode_tokens_per_s, report.decode_tokens
+        );
+        println!(
+            "weights read per token     {} ({} B)",
+            binary(report.weight_bytes_per_token),
+            report.weight_bytes_per_token
+        );
+        println!(
+            "effective weight bandwidth {:.2} GB/s",
+            report.effective_bandwidth_gb_per_s
+        );
+        println!(
+            "memory bandwidth (triad)   {:.2} GB/s, best of 5 before and after",
+            report.measured_memory_bandwidth_gb_per_s
+        );
+        println!(
+            "ratio                      {:.1}% of the measured bandwidth",
+            100.0 * report.bandwidth_ratio
+        );
+    }
+    Ok(())
+}

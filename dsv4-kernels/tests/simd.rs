@@ -1,0 +1,169 @@
+//! The SIMD dot products against their scalar twins, and the fused row products against the
+//! exact dequantization (tested against ml_dtypes in formats.rs) followed by a plain sum.
+
+use dsv4_kernels::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32};
+use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+use dsv4_kernels::simd::{self, scalar};
+
+/// Deterministic pseudo-random bytes.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+fn floats(n: usize, seed: u64) -> Vec<f32> {
+    bytes(n, seed)
+        .iter()
+        .map(|&b| (f32::from(b) - 127.5) / 64.0)
+        .collect()
+}
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+/// Finite E4M3 bytes (0x7F and 0xFF are NaN).
+fn e4m3_bytes(n: usize, seed: u64) -> Vec<u8> {
+    bytes(n, seed)
+        .into_iter()
+        .map(|b| if b & 0x7F == 0x7F { b - 1 } else { b })
+        .collect()
+}
+
+#[test]
+fn simd_dots_match_scalar_dots() {
+    println!("AVX2+FMA in use: {}", simd::has_avx2());
+    for n in [1, 7, 16, 31, 128, 1000, 1024] {
+        let x = floats(n, 1);
+        let a = floats(n, 2);
+        let magnitude: f32 = x.iter().map(|v| v.abs()).sum::<f32>() * 448.0;
+        assert!(
+            close(simd::dot_f32(&a, &x), scalar::dot_f32(&a, &x), magnitude),
+            "f32 {n}"
+        );
+        let w = bytes(2 * n, 3);
+        let bf: Vec<u8> = w.chunks(2).flat_map(|c| [c[0], c[1] & 0x3F]).collect();
+        assert!(
+            close(
+                simd::dot_bf16(&bf, &x),
+                scalar::dot_bf16(&bf, &x),
+                magnitude * 4.0
+            ),
+            "bf16 {n}"
+        );
+        let q = e4m3_bytes(n, 4);
+        assert!(
+            close(simd::dot_e4m3(&q, &x), scalar::dot_e4m3(&q, &x), magnitude),
+            "e4m3 {n}"
+        );
+    }
+    for n in [2, 32, 64, 1024] {
+        let x = floats(n, 5);
+        let p = bytes(n / 2, 6);
+        assert!(
+            close(
+                simd::dot_e2m1(&p, &x),
+                scalar::dot_e2m1(&p, &x),
+                6.0 * n as f32
+            ),
+            "e2m1 {n}"
+        );
+    }
+}
+
+#[test]
+fn fused_rows_equal_dequantize_then_sum() {
+    let (out, inp) = (130, 384);
+    let x = floats(inp, 7);
+    let plain = |w: &[f32], o: usize| -> f32 {
+        w[o * inp..(o + 1) * inp]
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+
+    // FP8 with a 2 × 3 grid of scales spread over several binades.
+    let q = e4m3_bytes(out * inp, 8);
+    let grid: Vec<u8> = (0..6).map(|i| 118 + 2 * i as u8).collect();
+    let scales: Vec<f32> = grid
+        .iter()
+        .map(|&b| e8m0_to_f32(b).expect("finite"))
+        .collect();
+    let view = LinearView {
+        out,
+        inp,
+        weight: LinearWeight::Fp8Block {
+            q: &q,
+            scales: Scales::E8M0(&grid),
+        },
+    };
+    let dense = dequant_fp8_block(&q, &scales, out, inp);
+    for o in [0, 64, 127, 128, 129] {
+        let want = plain(&dense, o);
+        assert!(
+            close(view.row_dot(o, &x), want, want.abs() + 1.0),
+            "fp8 row {o}"
+        );
+    }
+    assert_eq!(view.dequantize(), dense);
+
+    // FP4 with one scale per 32 inputs.
+    let packed = bytes(out * inp / 2, 9);
+    let group: Vec<u8> = bytes(out * inp / 32, 10)
+        .iter()
+        .map(|b| 120 + b % 5)
+        .collect();
+    let scales: Vec<f32> = group
+        .iter()
+        .map(|&b| e8m0_to_f32(b).expect("finite"))
+        .collect();
+    let view = LinearView {
+        out,
+        inp,
+        weight: LinearWeight::Fp4Group {
+            packed: &packed,
+            scales: Scales::E8M0(&group),
+        },
+    };
+    let dense = dequant_fp4_group(&packed, &scales, out, inp);
+    for o in [0, 1, 77, 129] {
+        let want = plain(&dense, o);
+        assert!(
+            close(view.row_dot(o, &x), want, want.abs() + 1.0),
+            "fp4 row {o}"
+        );
+    }
+
+    // BF16, and several input rows at once (the prefill path) against one at a time.
+    let raw: Vec<u8> = bytes(out * inp * 2, 11)
+        .chunks(2)
+        .flat_map(|c| [c[0], c[1] & 0x3F])
+        .collect();
+    let view = LinearView {
+        out,
+        inp,
+        weight: LinearWeight::Float {
+            dtype: FloatDtype::Bf16,
+            data: &raw,
+        },
+    };
+    let xs: Vec<f32> = floats(3 * inp, 12);
+    let batched = view.forward_vec(&xs);
+    for r in 0..3 {
+        let single = view.forward_vec(&xs[r * inp..(r + 1) * inp]);
+        for o in 0..out {
+            assert!(
+                close(batched[r * out + o], single[o], single[o].abs() + 1.0),
+                "bf16 row {o} input {r}"
+            );
+        }
+    }
+}
