@@ -6,7 +6,9 @@ use rayon::prelude::*;
 
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
-use crate::simd::{dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE};
+use crate::simd::{
+    dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE,
+};
 
 /// Element type of a plain float weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,10 +255,18 @@ impl LinearView<'_> {
                 let last = (first + ROWS_PER_TASK).min(width);
                 let mut w = vec![0.0f32; inp];
                 let mut out = vec![0.0f32; (last - first) * n];
+                let rows: Vec<&[f32]> = x.chunks_exact(inp).collect();
                 for (k, o) in (first..last).enumerate() {
                     self.row(start + o, &mut w);
-                    for r in 0..n {
-                        out[k * n + r] = dot_f32(&w, &x[r * inp..(r + 1) * inp]);
+                    let results = &mut out[k * n..(k + 1) * n];
+                    let mut r = 0;
+                    while r + 4 <= n {
+                        let four = dot4_f32(&w, [rows[r], rows[r + 1], rows[r + 2], rows[r + 3]]);
+                        results[r..r + 4].copy_from_slice(&four);
+                        r += 4;
+                    }
+                    for r in r..n {
+                        results[r] = dot_f32(&w, rows[r]);
                     }
                 }
                 (first, out)

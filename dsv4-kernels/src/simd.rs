@@ -117,6 +117,27 @@ mod avx2 {
         sum
     }
 
+    /// `w · xᵣ` for four vectors at once: `w` is loaded once per 8 values and the four
+    /// accumulators are independent, which keeps the FMA units busy (the prefill path).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+        let n = w.len();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 8 <= n {
+            let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+            for (a, xr) in acc.iter_mut().zip(x) {
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr.as_ptr().add(i)), *a);
+            }
+            i += 8;
+        }
+        let mut out = [0.0f32; 4];
+        for ((o, a), xr) in out.iter_mut().zip(acc).zip(x) {
+            *o = hsum(a) + super::scalar::dot_f32(&w[i..], &xr[i..n]);
+        }
+        out
+    }
+
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
@@ -301,6 +322,16 @@ pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f3
         .enumerate()
         .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
         .sum()
+}
+
+/// `w · xᵣ` for four vectors of `w.len()` values.
+pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && x.iter().all(|r| r.len() >= w.len()) {
+        // SAFETY: AVX2 and FMA were detected; every vector is at least as long as `w`.
+        return unsafe { avx2::dot4_f32(w, x) };
+    }
+    x.map(|r| scalar::dot_f32(w, r))
 }
 
 /// Σ a·b.

@@ -2,6 +2,7 @@
 //! sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 
+use dsv4_kernels::linear::dot;
 use dsv4_kernels::ops::{sigmoid, softmax};
 
 use crate::weights::HcWeights;
@@ -35,10 +36,7 @@ fn project(x: &[f32], w: &HcWeights, rows: usize, norm_eps: f32) -> Vec<f32> {
     let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (mean + norm_eps).sqrt();
     (0..rows)
-        .map(|i| {
-            let row = &w.proj[i * x.len()..(i + 1) * x.len()];
-            row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() * r
-        })
+        .map(|i| dot(&w.proj[i * x.len()..(i + 1) * x.len()], x) * r)
         .collect()
 }
 
