@@ -11,7 +11,7 @@ use dsv4_cache::BlockPool;
 use dsv4_model::ParamReport;
 use dsv4_runtime::bandwidth::triad_bandwidth;
 use dsv4_runtime::sampler::{Sampler, SamplingParams};
-use dsv4_runtime::{Logits, Model, ModelWeights};
+use dsv4_runtime::Logits;
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
@@ -80,14 +80,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             config.max_position_embeddings
         );
     }
-    let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
-    let model = Model::new(
-        config,
-        weights,
-        args.engine.numerics(),
-        args.engine.cache_dtypes(),
-        args.engine.block_size,
-    )?;
+    let model = args.engine.model(&loaded)?;
     // Bytes one decoded token reads: every dense weight, K of E routed experts, one embedding
     // row, counted from the tensors as stored.
     let weight_bytes_per_token = ParamReport::new(config, &loaded.report.manifest)

@@ -1,8 +1,9 @@
 //! Flags shared by the commands that run the model.
 
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
-use dsv4_runtime::Numerics;
+use dsv4_runtime::{LoadedCheckpoint, Model, ModelWeights, Numerics};
 
 /// `--numerics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,7 +28,7 @@ pub struct EngineArgs {
     indexer_cache_dtype: Option<IndexerCacheDtype>,
     /// Tokens per cache block; a multiple of every compress ratio.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
-    pub block_size: usize,
+    block_size: usize,
 }
 
 impl EngineArgs {
@@ -37,6 +38,20 @@ impl EngineArgs {
             NumericsArg::Exact => Numerics::Exact,
             NumericsArg::Reference => Numerics::Reference,
         }
+    }
+
+    /// The model of an opened checkpoint, with these numerics and cache settings.
+    pub fn model<'a>(&self, loaded: &'a LoadedCheckpoint) -> Result<Model<'a>> {
+        let config = &loaded.config;
+        let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
+        let model = Model::new(
+            config,
+            weights,
+            self.numerics(),
+            self.cache_dtypes(),
+            self.block_size,
+        )?;
+        Ok(model)
     }
 
     /// Cache formats: as asked, else lossless for exact numerics and the reference's BF16.

@@ -9,8 +9,7 @@ use clap::{Args, ValueEnum};
 use dsv4_model::{write_random_checkpoint, Preset};
 use dsv4_runtime::sampler::SamplingParams;
 use dsv4_runtime::{
-    generate, ChatRequest, GenerateRequest, Model, ModelWeights, ReasoningEffort, ThinkingMode,
-    Tokenizer,
+    generate, ChatRequest, GenerateRequest, ReasoningEffort, ThinkingMode, Tokenizer,
 };
 use serde::Serialize;
 
@@ -182,14 +181,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             config.vocab_size
         );
     }
-    let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
-    let model = Model::new(
-        config,
-        weights,
-        args.engine.numerics(),
-        args.engine.cache_dtypes(),
-        args.engine.block_size,
-    )?;
+    let model = args.engine.model(&loaded)?;
     let request = GenerateRequest {
         prompt_ids,
         max_new_tokens: args.max_new_tokens,

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_cache::BlockPool;
 use dsv4_runtime::npy::NpyF32Writer;
-use dsv4_runtime::{Logits, Model, ModelWeights};
+use dsv4_runtime::Logits;
 
 use crate::engine_args::EngineArgs;
 use crate::loading::open_checkpoint;
@@ -72,14 +72,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     }
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
-    let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
-    let model = Model::new(
-        config,
-        weights,
-        args.engine.numerics(),
-        args.engine.cache_dtypes(),
-        args.engine.block_size,
-    )?;
+    let model = args.engine.model(&loaded)?;
     let mut state = model.new_state(BlockPool::unbounded());
     let file =
         File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;

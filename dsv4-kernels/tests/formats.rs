@@ -1,6 +1,10 @@
 //! The number formats against ml_dtypes (fixtures/formats.json, made by make_formats.py) and
 //! against values worked out by hand from spec §3.
 
+mod common;
+
+use common::bytes;
+
 use dsv4_kernels::formats::*;
 use serde_json::Value;
 
@@ -108,19 +112,6 @@ fn fp8_block_dequant_uses_the_block_grid() {
     assert_eq!(w[129], 2.0);
     assert_eq!(w[128 * 130], 4.0);
     assert_eq!(w[129 * 130 + 129], 8.0);
-}
-
-/// A deterministic pseudo-random byte stream for test matrices.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 56) as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -1,22 +1,13 @@
 //! The SIMD dot products against their scalar twins, and the fused row products against the
 //! exact dequantization (tested against ml_dtypes in formats.rs) followed by a plain sum.
 
+mod common;
+
+use common::bytes;
+
 use dsv4_kernels::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32};
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 use dsv4_kernels::simd::{self, scalar};
-
-/// Deterministic pseudo-random bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
 
 fn floats(n: usize, seed: u64) -> Vec<f32> {
     bytes(n, seed)
