@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
-    dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE,
+    dot2x4_f32, dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE,
 };
 
 /// Element type of a plain float weight.
@@ -253,21 +253,37 @@ impl LinearView<'_> {
             .map(|task| {
                 let first = task * ROWS_PER_TASK;
                 let last = (first + ROWS_PER_TASK).min(width);
-                let mut w = vec![0.0f32; inp];
+                let mut w = vec![0.0f32; 2 * inp];
                 let mut out = vec![0.0f32; (last - first) * n];
                 let rows: Vec<&[f32]> = x.chunks_exact(inp).collect();
-                for (k, o) in (first..last).enumerate() {
-                    self.row(start + o, &mut w);
-                    let results = &mut out[k * n..(k + 1) * n];
+                let mut k = 0;
+                // Pairs of weight rows against quads of input rows, then the leftovers.
+                while k < last - first {
+                    let pair = (last - first - k).min(2);
+                    for j in 0..pair {
+                        self.row(start + first + k + j, &mut w[j * inp..(j + 1) * inp]);
+                    }
+                    let (w0, w1) = w.split_at(inp);
                     let mut r = 0;
                     while r + 4 <= n {
-                        let four = dot4_f32(&w, [rows[r], rows[r + 1], rows[r + 2], rows[r + 3]]);
-                        results[r..r + 4].copy_from_slice(&four);
+                        let quad = [rows[r], rows[r + 1], rows[r + 2], rows[r + 3]];
+                        if pair == 2 {
+                            let tile = dot2x4_f32([w0, w1], quad);
+                            for (j, values) in tile.iter().enumerate() {
+                                out[(k + j) * n + r..][..4].copy_from_slice(values);
+                            }
+                        } else {
+                            out[k * n + r..][..4].copy_from_slice(&dot4_f32(w0, quad));
+                        }
                         r += 4;
                     }
                     for r in r..n {
-                        results[r] = dot_f32(&w, rows[r]);
+                        out[k * n + r] = dot_f32(w0, rows[r]);
+                        if pair == 2 {
+                            out[(k + 1) * n + r] = dot_f32(w1, rows[r]);
+                        }
                     }
+                    k += pair;
                 }
                 (first, out)
             })

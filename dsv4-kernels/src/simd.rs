@@ -138,6 +138,32 @@ mod avx2 {
         out
     }
 
+    /// `wⱼ · xᵣ` for two weight rows and four vectors: eight independent accumulators, each
+    /// loaded value used by two or four FMAs (the prefill tile).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot2x4_f32(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        let n = w[0].len();
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let mut i = 0;
+        while i + 8 <= n {
+            let w0 = _mm256_loadu_ps(w[0].as_ptr().add(i));
+            let w1 = _mm256_loadu_ps(w[1].as_ptr().add(i));
+            for r in 0..4 {
+                let xv = _mm256_loadu_ps(x[r].as_ptr().add(i));
+                acc[0][r] = _mm256_fmadd_ps(w0, xv, acc[0][r]);
+                acc[1][r] = _mm256_fmadd_ps(w1, xv, acc[1][r]);
+            }
+            i += 8;
+        }
+        let mut out = [[0.0f32; 4]; 2];
+        for j in 0..2 {
+            for r in 0..4 {
+                out[j][r] = hsum(acc[j][r]) + super::scalar::dot_f32(&w[j][i..], &x[r][i..n]);
+            }
+        }
+        out
+    }
+
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
@@ -322,6 +348,16 @@ pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f3
         .enumerate()
         .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
         .sum()
+}
+
+/// `wⱼ · xᵣ` for two weight rows of equal length and four vectors at least as long.
+pub fn dot2x4_f32(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && w[1].len() == w[0].len() && x.iter().all(|r| r.len() >= w[0].len()) {
+        // SAFETY: AVX2 and FMA were detected; lengths checked above.
+        return unsafe { avx2::dot2x4_f32(w, x) };
+    }
+    w.map(|wj| x.map(|r| scalar::dot_f32(wj, r)))
 }
 
 /// `w · xᵣ` for four vectors of `w.len()` values.

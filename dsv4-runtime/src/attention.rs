@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::compressor::CompressorState;
 use crate::numerics::Numerics;
+use crate::profile;
 use crate::state::LayerState;
 use crate::weights::{AttentionWeights, CompressorWeights};
 
@@ -190,6 +191,7 @@ pub fn attention(
     };
 
     let scale = 1.0 / (dh as f32).sqrt();
+    let sparse = profile::range("sparse attention");
     let outputs: Vec<Vec<f32>> = (0..t_len)
         .into_par_iter()
         .map(|t| {
@@ -227,6 +229,7 @@ pub fn attention(
             out
         })
         .collect();
+    drop(sparse);
 
     for (t, row) in kv.chunks(dh).enumerate() {
         state.window.write(p0 + t, row)?;
@@ -260,6 +263,7 @@ fn indexer_top_k(
     m: usize,
     dims: AttentionDims,
 ) -> Result<Vec<Vec<usize>>, StoreError> {
+    let _range = profile::range("indexer");
     let (hi, di, k) = (dims.index_heads, dims.index_dim, dims.index_topk);
     let t_len = index_w.len() / hi;
     let visible = |t: usize| (p0 + t + 1) / m;
@@ -324,6 +328,7 @@ fn compress(
     c: &Chunk,
     finish: impl Fn(&mut [f32]),
 ) -> Result<(), StoreError> {
+    let _range = profile::range("compressor");
     let a = w.wkv.forward_vec(c.h);
     let g = w.wgate.forward_vec(c.h);
     let cw = w.wkv.out;

@@ -7,6 +7,7 @@ use dsv4_cache::BlockPool;
 use serde::Serialize;
 
 use crate::model::{ForwardError, Logits, Model};
+use crate::profile;
 use crate::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::stop::{StopError, StopMatcher};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -164,9 +165,11 @@ pub fn generate(
     let start = Instant::now();
     let chunk = request.prefill_chunk.max(1);
     let mut logits = Vec::new();
+    let prefill = profile::range("prefill");
     for piece in prompt.chunks(chunk) {
         logits = model.forward(piece, &mut state, Logits::Last)?;
     }
+    drop(prefill);
     let prefill_seconds = start.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();
@@ -177,7 +180,9 @@ pub fn generate(
         if generated.len() >= request.max_new_tokens {
             break FinishReason::Length;
         }
+        let sampling = profile::range("sampler");
         let token = sampler.sample(&logits)?;
+        drop(sampling);
         if config.eos_token_ids.contains(&(token as usize)) {
             break FinishReason::Eos;
         }
@@ -196,7 +201,9 @@ pub fn generate(
         if state.position >= max {
             break FinishReason::Context;
         }
+        let step = profile::range("decode step");
         logits = model.forward(&[token], &mut state, Logits::Last)?;
+        drop(step);
         decode_steps += 1;
     };
     if finish_reason != FinishReason::Stop {

@@ -12,6 +12,7 @@ pub mod model;
 pub mod moe;
 pub mod npy;
 pub mod numerics;
+pub mod profile;
 pub mod sampler;
 pub mod state;
 pub mod stop;

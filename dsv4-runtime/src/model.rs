@@ -11,6 +11,7 @@ use crate::attention::{attention, AttentionDims, AttentionStep};
 use crate::mhc::{hc_head, hc_mix, hc_post, hc_pre, HcConfig};
 use crate::moe::{moe, MoeConfig};
 use crate::numerics::Numerics;
+use crate::profile;
 use crate::state::SeqState;
 use crate::weights::ModelWeights;
 
@@ -173,12 +174,14 @@ impl<'a> Model<'a> {
         }
 
         let SeqState { layers, pool, .. } = state;
-        for (layer, layer_state) in w.layers.iter().zip(layers.iter_mut()) {
+        for (i, (layer, layer_state)) in w.layers.iter().zip(layers.iter_mut()).enumerate() {
+            let _layer = profile::range_fmt(format_args!("layer {i}"));
             let rope = match layer.spec.rope {
                 RopeKind::Main => &self.main_rope,
                 RopeKind::Compress => &self.compress_rope,
             };
             // Attention sublayer.
+            let attention_range = profile::range("attention");
             let (h, mixes) = self.enter(&x, &layer.hc_attn, &layer.attn_norm);
             let step = AttentionStep {
                 ratio: layer.spec.attention.ratio(),
@@ -189,13 +192,16 @@ impl<'a> Model<'a> {
             };
             let y = attention(&layer.attn, &h, step, self.attention, self.numerics)?;
             Self::leave(&mut x, &y, &mixes, n * d);
+            drop(attention_range);
             // MoE sublayer.
+            let _moe = profile::range("moe");
             let (h, mixes) = self.enter(&x, &layer.hc_ffn, &layer.ffn_norm);
             let y = moe(&layer.moe, &h, tokens, self.moe, self.numerics);
             Self::leave(&mut x, &y, &mixes, n * d);
         }
         state.position += t_len;
 
+        let _head = profile::range("head");
         let rows: Vec<usize> = match which {
             Logits::All => (0..t_len).collect(),
             Logits::Last => t_len.checked_sub(1).into_iter().collect(),

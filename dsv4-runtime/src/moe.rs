@@ -5,6 +5,7 @@
 use dsv4_kernels::ops::{silu, softplus, top_k};
 
 use crate::numerics::Numerics;
+use crate::profile;
 use crate::weights::{ExpertWeights, MoeWeights};
 
 /// Router settings.
@@ -96,14 +97,19 @@ pub fn moe(
     numerics: Numerics,
 ) -> Vec<f32> {
     let d = w.gate.inp;
+    let shared = profile::range("shared expert");
     let mut out = expert(&w.shared, h, &vec![1.0; tokens.len()], c, numerics);
+    drop(shared);
     // Group tokens by expert so each expert's weights are read once per chunk.
+    let routing = profile::range("moe routing");
     let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); w.experts.len()];
     for (t, (row, &token)) in h.chunks(d).zip(tokens).enumerate() {
         for (e, weight) in route(w, row, token, c) {
             by_expert[e].push((t, weight));
         }
     }
+    drop(routing);
+    let _experts = profile::range("experts");
     for (e, rows) in by_expert.iter().enumerate() {
         if rows.is_empty() {
             continue;

@@ -1,0 +1,64 @@
+//! Throughput of the linears in each stored format: one input row (decode) and 64 rows
+//! (prefill), on shapes of the `small` preset. Bytes are the weight bytes each call reads.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+
+fn data(n: usize, mask: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| ((i * 2_654_435_761) >> 13) as u8 & mask)
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let (out, inp) = (4096, 1024);
+    let bf16 = data(out * inp * 2, 0x3F);
+    let fp8 = data(out * inp, 0x77);
+    let fp8_scales = vec![120u8; out.div_ceil(128) * inp.div_ceil(128)];
+    let fp4 = data(out * inp / 2, 0xFF);
+    let fp4_scales = vec![120u8; out * inp / 32];
+    let views = [
+        (
+            "bf16",
+            bf16.len(),
+            LinearWeight::Float {
+                dtype: FloatDtype::Bf16,
+                data: &bf16,
+            },
+        ),
+        (
+            "fp8",
+            fp8.len() + fp8_scales.len(),
+            LinearWeight::Fp8Block {
+                q: &fp8,
+                scales: Scales::E8M0(&fp8_scales),
+            },
+        ),
+        (
+            "fp4",
+            fp4.len() + fp4_scales.len(),
+            LinearWeight::Fp4Group {
+                packed: &fp4,
+                scales: Scales::E8M0(&fp4_scales),
+            },
+        ),
+    ];
+    let x: Vec<f32> = (0..64 * inp)
+        .map(|i| ((i % 97) as f32 - 48.0) / 48.0)
+        .collect();
+    let mut group = c.benchmark_group("linear 4096x1024");
+    for (name, bytes, weight) in views {
+        let view = LinearView { out, inp, weight };
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(format!("{name} decode (1 row)"), |b| {
+            b.iter(|| view.forward_vec(&x[..inp]))
+        });
+        group.bench_function(format!("{name} prefill (64 rows)"), |b| {
+            b.iter(|| view.forward_vec(&x))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
