@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
-    dot2x4_f32, dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, E4M3_RESCALE,
+    dot2x4_f32, dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted,
+    e8m0_multiplier, E4M3_RESCALE,
 };
 
 /// Element type of a plain float weight.
@@ -204,14 +205,29 @@ impl LinearView<'_> {
                 }
             }
             LinearWeight::Fp8Block { q, scales } => {
-                let first = (o / FP8_BLOCK) * inp.div_ceil(FP8_BLOCK);
-                dot_fp8_row(&q[o * inp..(o + 1) * inp], x, |b| scales.get(first + b))
+                let cols = inp.div_ceil(FP8_BLOCK);
+                let first = (o / FP8_BLOCK) * cols;
+                let row = &q[o * inp..(o + 1) * inp];
+                match scales {
+                    // The common case decodes scale bytes inline, with no call per block.
+                    Scales::E8M0(bytes) => {
+                        let bytes = &bytes[first..first + cols];
+                        dot_fp8_row(row, x, |b| e8m0_multiplier(bytes[b]))
+                    }
+                    Scales::F32(_) => dot_fp8_row(row, x, |b| scales.get(first + b)),
+                }
             }
             LinearWeight::Fp4Group { packed, scales } => {
-                let first = o * (inp / FP4_GROUP);
-                dot_fp4_row(&packed[o * inp / 2..(o + 1) * inp / 2], x, |g| {
-                    scales.get(first + g)
-                })
+                let groups = inp / FP4_GROUP;
+                let first = o * groups;
+                let row = &packed[o * inp / 2..(o + 1) * inp / 2];
+                match scales {
+                    Scales::E8M0(bytes) => {
+                        let bytes = &bytes[first..first + groups];
+                        dot_fp4_row(row, x, |g| e8m0_multiplier(bytes[g]))
+                    }
+                    Scales::F32(_) => dot_fp4_row(row, x, |g| scales.get(first + g)),
+                }
             }
         }
     }

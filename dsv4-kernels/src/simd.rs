@@ -321,6 +321,17 @@ mod avx2 {
     }
 }
 
+/// A UE8M0 scale byte's multiplier without branches on the common path (checked checkpoints
+/// hold no 0xFF).
+#[inline(always)]
+pub fn e8m0_multiplier(b: u8) -> f32 {
+    if b == 0 {
+        f32::from_bits(0x0040_0000)
+    } else {
+        f32::from_bits(u32::from(b) << 23)
+    }
+}
+
 /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row.
 pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
