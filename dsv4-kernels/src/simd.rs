@@ -184,34 +184,6 @@ mod avx2 {
         sum
     }
 
-    /// Σ e4m3(q)·x.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_e4m3(q: &[u8], x: &[f32]) -> f32 {
-        let n = x.len();
-        let magnitude = _mm256_set1_epi32(0x7F);
-        let sign = _mm256_set1_epi32(0x80);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = 0;
-        while i + 16 <= n {
-            let b = _mm_loadu_si128(q.as_ptr().add(i) as *const __m128i);
-            let v0 = _mm256_cvtepu8_epi32(b);
-            let v1 = _mm256_cvtepu8_epi32(_mm_srli_si128(b, 8));
-            let f0 = _mm256_castsi256_ps(_mm256_or_si256(
-                _mm256_slli_epi32(_mm256_and_si256(v0, magnitude), 20),
-                _mm256_slli_epi32(_mm256_and_si256(v0, sign), 24),
-            ));
-            let f1 = _mm256_castsi256_ps(_mm256_or_si256(
-                _mm256_slli_epi32(_mm256_and_si256(v1, magnitude), 20),
-                _mm256_slli_epi32(_mm256_and_si256(v1, sign), 24),
-            ));
-            acc0 = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
-            i += 16;
-        }
-        let sum = hsum(_mm256_add_ps(acc0, acc1)) * E4M3_RESCALE;
-        sum + super::scalar::dot_e4m3(&q[i..n], &x[i..])
-    }
-
     /// 16 E4M3 bytes as two vectors of 8 f32 (times 2^-120).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -290,34 +262,6 @@ mod avx2 {
             g += 1;
         }
         hsum(_mm256_add_ps(totals[0], totals[1]))
-    }
-
-    /// Σ e2m1(code)·x over packed bytes; `x.len()` is even.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_e2m1(packed: &[u8], x: &[f32]) -> f32 {
-        let n = x.len();
-        let lut = _mm_loadu_si128(E2M1_TIMES_TWO.as_ptr() as *const __m128i);
-        let low = _mm_set1_epi8(0x0F);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = 0;
-        // 16 bytes hold 32 values: even elements in low nibbles, odd in high.
-        while i + 32 <= n {
-            let b = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
-            let even = _mm_shuffle_epi8(lut, _mm_and_si128(b, low));
-            let odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(b, 4), low));
-            let first = _mm_unpacklo_epi8(even, odd); // values 0..16
-            let second = _mm_unpackhi_epi8(even, odd); // values 16..32
-            for (k, half) in [first, second].into_iter().enumerate() {
-                let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(half));
-                let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(half, 8)));
-                let base = i + 16 * k;
-                acc0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(base)), acc0);
-                acc1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x.as_ptr().add(base + 8)), acc1);
-            }
-            i += 32;
-        }
-        let sum = hsum(_mm256_add_ps(acc0, acc1)) * 0.5;
-        sum + super::scalar::dot_e2m1(&packed[i / 2..n / 2], &x[i..])
     }
 }
 
@@ -399,24 +343,4 @@ pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         return unsafe { avx2::dot_bf16(w, x) };
     }
     scalar::dot_bf16(w, x)
-}
-
-/// Σ e4m3(q)·x.
-pub fn dot_e4m3(q: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && q.len() == x.len() {
-        // SAFETY: AVX2 and FMA were detected; one byte per value.
-        return unsafe { avx2::dot_e4m3(q, x) };
-    }
-    scalar::dot_e4m3(q, x)
-}
-
-/// Σ e2m1(code)·x over packed bytes (low nibble = even element).
-pub fn dot_e2m1(packed: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && x.len() % 2 == 0 && packed.len() == x.len() / 2 {
-        // SAFETY: AVX2 and FMA were detected; one byte per pair of values.
-        return unsafe { avx2::dot_e2m1(packed, x) };
-    }
-    scalar::dot_e2m1(packed, x)
 }

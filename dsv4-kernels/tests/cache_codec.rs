@@ -2,21 +2,13 @@
 //! ml_dtypes encoder (fixtures/quant.json, `codec` section, made by make_quant.py), round trips
 //! against the reference simulations, and small layouts worked out by hand.
 
+mod common;
+
 use dsv4_kernels::cache_codec::*;
 use dsv4_kernels::quant::{fp4_sim, kv_fp8_sim};
 use serde_json::Value;
 
-fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/quant.json")).expect("fixture is JSON")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array of f32 bit patterns")
-        .iter()
-        .map(|b| f32::from_bits(b.as_u64().expect("bits") as u32))
-        .collect()
-}
+use common::{floats_from_bits as floats, quant_fixture as fixture};
 
 fn hex(s: &Value) -> Vec<u8> {
     let s = s.as_str().expect("hex string");

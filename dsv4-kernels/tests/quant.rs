@@ -2,21 +2,12 @@
 //! ml_dtypes (fixtures/quant.json, made by make_quant.py from the spec's written definitions),
 //! compared bit for bit, plus properties and hand-computed cases.
 
+mod common;
+
 use dsv4_kernels::formats::e8m0_to_f32;
 use dsv4_kernels::quant::*;
-use serde_json::Value;
 
-fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/quant.json")).expect("fixture is JSON")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array of f32 bit patterns")
-        .iter()
-        .map(|b| f32::from_bits(b.as_u64().expect("bits") as u32))
-        .collect()
-}
+use common::{floats_from_bits as floats, quant_fixture as fixture};
 
 /// Bit-for-bit equality (signed zeros and NaN payloads included), with the first difference.
 fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {

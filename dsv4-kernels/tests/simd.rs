@@ -49,22 +49,44 @@ fn simd_dots_match_scalar_dots() {
             ),
             "bf16 {n}"
         );
-        let q = e4m3_bytes(n, 4);
-        assert!(
-            close(simd::dot_e4m3(&q, &x), scalar::dot_e4m3(&q, &x), magnitude),
-            "e4m3 {n}"
-        );
+        let four = [&x[..], &a[..], &x[..], &a[..]];
+        let tile = simd::dot2x4_f32([&a, &x], four);
+        for (j, w) in [&a, &x].into_iter().enumerate() {
+            for (r, v) in four.iter().enumerate() {
+                assert!(
+                    close(tile[j][r], scalar::dot_f32(w, v), magnitude),
+                    "2x4 {n}"
+                );
+            }
+        }
     }
-    for n in [2, 32, 64, 1024] {
+    // The fused rows against block-by-block scalar sums with the same scales.
+    for n in [32, 128, 384, 1024] {
         let x = floats(n, 5);
-        let p = bytes(n / 2, 6);
+        let scale = |b: usize| 0.5 + b as f32;
+        let q = e4m3_bytes(n, 4);
+        let want: f32 = q
+            .chunks(128)
+            .zip(x.chunks(128))
+            .enumerate()
+            .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
+            .sum();
+        let got = simd::dot_fp8_row(&q, &x, scale);
         assert!(
-            close(
-                simd::dot_e2m1(&p, &x),
-                scalar::dot_e2m1(&p, &x),
-                6.0 * n as f32
-            ),
-            "e2m1 {n}"
+            close(got, want, 448.0 * n as f32),
+            "fp8 row {n}: {got} vs {want}"
+        );
+        let p = bytes(n / 2, 6);
+        let want: f32 = p
+            .chunks(16)
+            .zip(x.chunks(32))
+            .enumerate()
+            .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
+            .sum();
+        let got = simd::dot_fp4_row(&p, &x, scale);
+        assert!(
+            close(got, want, 6.0 * n as f32 * 32.0),
+            "fp4 row {n}: {got} vs {want}"
         );
     }
 }
