@@ -232,36 +232,52 @@ mod avx2 {
         hsum(total) + tail
     }
 
-    /// FP4 row: groups of 32 decoded by byte lookup, each group's sum scaled into one of two
-    /// totals (alternating, to halve the dependency chain).
+    /// 32 E2M1 values (16 packed bytes) times `x[..32]`, as two partial sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn e2m1x32_dot(b: __m128i, lut: __m128i, x: *const f32) -> __m256 {
+        let low = _mm_set1_epi8(0x0F);
+        let even = _mm_shuffle_epi8(lut, _mm_and_si128(b, low));
+        let odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(b, 4), low));
+        let first = _mm_unpacklo_epi8(even, odd);
+        let second = _mm_unpackhi_epi8(even, odd);
+        let a0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(first));
+        let a1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(first, 8)));
+        let a2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(second));
+        let a3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(second, 8)));
+        let p0 = _mm256_mul_ps(a0, _mm256_loadu_ps(x));
+        let p1 = _mm256_mul_ps(a1, _mm256_loadu_ps(x.add(8)));
+        let p0 = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x.add(16)), p0);
+        let p1 = _mm256_fmadd_ps(a3, _mm256_loadu_ps(x.add(24)), p1);
+        _mm256_add_ps(p0, p1)
+    }
+
+    /// FP4 row: groups of 32 decoded by byte lookup, two groups per step into two register
+    /// totals (no accumulator in memory), each group's sum scaled once.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
         let n = x.len();
         let lut = _mm_loadu_si128(E2M1_TIMES_TWO.as_ptr() as *const __m128i);
-        let low = _mm_set1_epi8(0x0F);
-        let mut totals = [_mm256_setzero_ps(); 2];
-        let mut i = 0;
+        let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut g = 0;
-        while i < n {
-            let b = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
-            let even = _mm_shuffle_epi8(lut, _mm_and_si128(b, low));
-            let odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(b, 4), low));
-            let first = _mm_unpacklo_epi8(even, odd);
-            let second = _mm_unpackhi_epi8(even, odd);
-            let a0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(first));
-            let a1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(first, 8)));
-            let a2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(second));
-            let a3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(second, 8)));
-            let p0 = _mm256_mul_ps(a0, _mm256_loadu_ps(x.as_ptr().add(i)));
-            let p1 = _mm256_mul_ps(a1, _mm256_loadu_ps(x.as_ptr().add(i + 8)));
-            let p0 = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x.as_ptr().add(i + 16)), p0);
-            let p1 = _mm256_fmadd_ps(a3, _mm256_loadu_ps(x.as_ptr().add(i + 24)), p1);
-            let t = &mut totals[g & 1];
-            *t = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), _mm256_set1_ps(scale(g) * 0.5), *t);
-            i += 32;
-            g += 1;
+        let groups = n / 32;
+        while g + 2 <= groups {
+            let i = 32 * g;
+            let b0 = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
+            let b1 = _mm_loadu_si128(packed.as_ptr().add(i / 2 + 16) as *const __m128i);
+            let s0 = e2m1x32_dot(b0, lut, x.as_ptr().add(i));
+            let s1 = e2m1x32_dot(b1, lut, x.as_ptr().add(i + 32));
+            t0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(scale(g) * 0.5), t0);
+            t1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(scale(g + 1) * 0.5), t1);
+            g += 2;
         }
-        hsum(_mm256_add_ps(totals[0], totals[1]))
+        if g < groups {
+            let i = 32 * g;
+            let b0 = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
+            let s0 = e2m1x32_dot(b0, lut, x.as_ptr().add(i));
+            t0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(scale(g) * 0.5), t0);
+        }
+        hsum(_mm256_add_ps(t0, t1))
     }
 }
 
