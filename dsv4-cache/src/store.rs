@@ -244,3 +244,32 @@ impl WindowRing {
         self.data.len() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_counted_and_a_budget_is_enforced() {
+        let codec = EntryCodec::Kv {
+            format: KvFormat::F32,
+            rope: 2,
+        };
+        // 4 values of 4 bytes, 2 entries per page: 32-byte pages; room for 2 pages.
+        let mut pool = BlockPool::with_budget(64);
+        let mut stream = PagedEntries::new(codec, 4, 2);
+        for i in 0..4 {
+            stream.push(&[i as f32; 4], &mut pool).expect("fits");
+        }
+        assert_eq!((pool.pages(), pool.used_bytes(), stream.bytes()), (2, 64, 64));
+        let err = stream.push(&[9.0; 4], &mut pool).expect_err("third page");
+        assert_eq!(
+            err.to_string(),
+            "the KV cache is full: 64 of 64 bytes in use, a page of 32 more does not fit"
+        );
+        let mut out = [0.0; 4];
+        stream.read(3, &mut out).expect("read");
+        assert_eq!(out, [3.0; 4]);
+        assert_eq!(stream.len(), 4);
+    }
+}

@@ -266,11 +266,6 @@ impl Checkpoint {
         Some(file)
     }
 
-    /// The directory this checkpoint was opened from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A view of the tensor whose native name is `name`, if it was read without problems.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         let loc = self.tensors.get(name)?;
@@ -297,11 +292,6 @@ impl Checkpoint {
     /// Whether no tensor could be read.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
-    }
-
-    /// Total bytes of all mapped files.
-    pub fn file_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.map.len() as u64).sum()
     }
 
     /// Names of the files that were mapped.
