@@ -261,7 +261,10 @@ mod tests {
         for i in 0..4 {
             stream.push(&[i as f32; 4], &mut pool).expect("fits");
         }
-        assert_eq!((pool.pages(), pool.used_bytes(), stream.bytes()), (2, 64, 64));
+        assert_eq!(
+            (pool.pages(), pool.used_bytes(), stream.bytes()),
+            (2, 64, 64)
+        );
         let err = stream.push(&[9.0; 4], &mut pool).expect_err("third page");
         assert_eq!(
             err.to_string(),
