@@ -198,9 +198,15 @@ impl LinearView<'_> {
                 match dtype {
                     FloatDtype::Bf16 => dot_bf16(bytes, x),
                     FloatDtype::F32 | FloatDtype::F16 => {
-                        let mut row = vec![0.0; inp];
-                        dtype.decode(bytes, &mut row);
-                        dot_f32(&row, x)
+                        // Decode through a stack buffer: no allocation per row on the hot path.
+                        let mut buf = [0.0f32; 256];
+                        let mut sum = 0.0;
+                        for (chunk, xs) in bytes.chunks(256 * size).zip(x.chunks(256)) {
+                            let part = &mut buf[..xs.len()];
+                            dtype.decode(chunk, part);
+                            sum += dot_f32(part, xs);
+                        }
+                        sum
                     }
                 }
             }

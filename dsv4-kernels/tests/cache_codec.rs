@@ -8,7 +8,7 @@ use dsv4_kernels::cache_codec::*;
 use dsv4_kernels::quant::{fp4_sim, kv_fp8_sim};
 use serde_json::Value;
 
-use common::{floats_from_bits as floats, quant_fixture as fixture};
+use common::{assert_bits_eq, floats_from_bits as floats, quant_fixture as fixture};
 
 fn hex(s: &Value) -> Vec<u8> {
     let s = s.as_str().expect("hex string");
@@ -16,17 +16,6 @@ fn hex(s: &Value) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
-}
-
-fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(
-            g.to_bits(),
-            w.to_bits(),
-            "{what}: element {i}: got {g:e}, want {w:e}"
-        );
-    }
 }
 
 fn bf16_round(x: f32) -> f32 {

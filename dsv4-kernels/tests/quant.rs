@@ -7,21 +7,7 @@ mod common;
 use dsv4_kernels::formats::e8m0_to_f32;
 use dsv4_kernels::quant::*;
 
-use common::{floats_from_bits as floats, quant_fixture as fixture};
-
-/// Bit-for-bit equality (signed zeros and NaN payloads included), with the first difference.
-fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(
-            g.to_bits(),
-            w.to_bits(),
-            "{what}: element {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
-            g.to_bits(),
-            w.to_bits()
-        );
-    }
-}
+use common::{assert_bits_eq, floats_from_bits as floats, quant_fixture as fixture};
 
 #[test]
 fn simulations_match_ml_dtypes_bit_for_bit() {

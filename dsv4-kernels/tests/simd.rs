@@ -155,6 +155,31 @@ fn fused_rows_equal_dequantize_then_sum() {
         );
     }
 
+    // F32 rows (transformers-saved checkpoints) longer than one decode buffer.
+    let wide = 600;
+    let xf = floats(wide, 13);
+    let wf: Vec<f32> = floats(3 * wide, 14);
+    let raw: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = LinearView {
+        out: 3,
+        inp: wide,
+        weight: LinearWeight::Float {
+            dtype: FloatDtype::F32,
+            data: &raw,
+        },
+    };
+    for o in 0..3 {
+        let want: f32 = wf[o * wide..(o + 1) * wide]
+            .iter()
+            .zip(&xf)
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!(
+            close(view.row_dot(o, &xf), want, want.abs() + 1.0),
+            "f32 row {o}"
+        );
+    }
+
     // BF16, and several input rows at once (the prefill path) against one at a time.
     let raw: Vec<u8> = bytes(out * inp * 2, 11)
         .chunks(2)

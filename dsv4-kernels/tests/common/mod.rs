@@ -29,3 +29,18 @@ pub fn floats_from_bits(v: &serde_json::Value) -> Vec<f32> {
         .map(|b| f32::from_bits(b.as_u64().expect("bits") as u32))
         .collect()
 }
+
+/// Bit-for-bit equality (signed zeros and NaN payloads included), naming the first difference.
+#[allow(dead_code)]
+pub fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "{what}: element {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
