@@ -8,7 +8,7 @@ use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VAL
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
     dot2x4_f32, dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted,
-    e8m0_multiplier, E4M3_RESCALE,
+    e8m0_multiplier, fp4_input_order, E4M3_RESCALE,
 };
 
 /// Element type of a plain float weight.
@@ -132,6 +132,9 @@ pub struct LinearView<'a> {
 /// Output rows handed to one parallel task.
 const ROWS_PER_TASK: usize = 128;
 
+/// Longest input rearranged on the stack (32 KiB); covers every V4 width.
+const STACK_INPUT: usize = 8192;
+
 impl LinearView<'_> {
     /// `W` as f32, exactly. A copy: for tests and exports, not for the forward pass.
     pub fn dequantize(&self) -> Vec<f32> {
@@ -188,8 +191,32 @@ impl LinearView<'_> {
         }
     }
 
-    /// Row `o` of `W` times `x`, reading the stored row directly (no decoded copy).
+    /// Row `o` of `W` times `x`, reading the stored row directly (no decoded copy). For one-off
+    /// rows: it rearranges `x` for FP4 on every call, where [`Self::forward`] does so once.
     pub fn row_dot(&self, o: usize, x: &[f32]) -> f32 {
+        self.with_kernel_input(x, |x| self.row_dot_in_kernel_order(o, x))
+    }
+
+    /// Runs `f` on `x` laid out the way this weight's row kernel reads it: FP4 rows read
+    /// [`fp4_input_order`], the others natural order. The copy lives on the stack up to
+    /// [`STACK_INPUT`] values, so the decode step does not allocate for it.
+    fn with_kernel_input<R>(&self, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
+        if !matches!(self.weight, LinearWeight::Fp4Group { .. }) {
+            return f(x);
+        }
+        if x.len() <= STACK_INPUT {
+            let mut buf = [0.0f32; STACK_INPUT];
+            fp4_input_order(x, &mut buf[..x.len()]);
+            f(&buf[..x.len()])
+        } else {
+            let mut buf = vec![0.0f32; x.len()];
+            fp4_input_order(x, &mut buf);
+            f(&buf)
+        }
+    }
+
+    /// [`Self::row_dot`] with `x` already in kernel order.
+    fn row_dot_in_kernel_order(&self, o: usize, x: &[f32]) -> f32 {
         let inp = self.inp;
         match self.weight {
             LinearWeight::Float { dtype, data } => {
@@ -259,14 +286,17 @@ impl LinearView<'_> {
         let width = rows.len();
         let start = rows.start;
         if n == 1 {
-            y[..width]
-                .par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(task, out)| {
-                    for (k, v) in out.iter_mut().enumerate() {
-                        *v = self.row_dot(start + task * ROWS_PER_TASK + k, x);
-                    }
-                });
+            self.with_kernel_input(x, |x| {
+                y[..width]
+                    .par_chunks_mut(ROWS_PER_TASK)
+                    .enumerate()
+                    .for_each(|(task, out)| {
+                        for (k, v) in out.iter_mut().enumerate() {
+                            let o = start + task * ROWS_PER_TASK + k;
+                            *v = self.row_dot_in_kernel_order(o, x);
+                        }
+                    })
+            });
             return;
         }
         // Each task dequantizes its weight rows once and applies them to every input row.

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use crate::formats::E2M1_VALUES;
+
 /// E4M3 byte → f32 by moving its exponent and mantissa into f32's fields: the result is the
 /// true value times 2^-120 (subnormals included, since f32 keeps them), so dots multiply by
 /// [`E4M3_RESCALE`] once at the end.
@@ -16,8 +18,53 @@ pub fn e4m3_shifted(b: u8) -> f32 {
 /// 2^120: undoes the exponent offset of [`e4m3_shifted`].
 pub const E4M3_RESCALE: f32 = f32::from_bits((127 + 120) << 23);
 
-/// Twice each E2M1 value, as integers, so the SIMD version can look them up as bytes.
-const E2M1_TIMES_TWO: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+/// One byte of each E2M1 value's BF16 encoding (exact: E2M1 needs one mantissa bit), so the
+/// SIMD version looks up both bytes and widens the pair to f32 by placing it in the upper half.
+const fn e2m1_bf16_bytes(shift: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = (E2M1_VALUES[i].to_bits() >> shift) as u8;
+        i += 1;
+    }
+    out
+}
+
+/// Low bytes of the E2M1 values as BF16.
+const E2M1_BF16_LOW: [u8; 16] = e2m1_bf16_bytes(16);
+/// High bytes of the E2M1 values as BF16.
+const E2M1_BF16_HIGH: [u8; 16] = e2m1_bf16_bytes(24);
+
+/// Inputs in one block of FP4 input order: two 32-groups, decoded together (one per 128-bit
+/// lane) by the SIMD kernel.
+const FP4_PAIR: usize = 64;
+
+/// Where input `i` of a row of `len` inputs sits in FP4 input order. Within each whole pair of
+/// groups, the order is the one the SIMD decode produces (even elements, then odd, 4 per lane);
+/// a trailing unpaired group keeps its natural order.
+#[inline]
+pub fn fp4_input_position(i: usize, len: usize) -> usize {
+    let block = i / FP4_PAIR * FP4_PAIR;
+    if block + FP4_PAIR > len {
+        return i;
+    }
+    let r = i % FP4_PAIR;
+    let (lane, k) = (r / 32, r % 32);
+    let (parity, byte) = (k % 2, k / 2);
+    // Bytes 0..8 of a lane widen to eight BF16 values, four 32-bit pairs: the even ones of
+    // the pairs become one vector, the odd ones the next; bytes 8..16 likewise.
+    let (half, within) = (byte / 8, byte % 8);
+    let vector = 4 * parity + 2 * half + within % 2;
+    block + 8 * vector + 4 * lane + within / 2
+}
+
+/// `x` rearranged into FP4 input order (`out` as long as `x`): done once per input vector, so
+/// every FP4 row reads it without shuffling.
+pub fn fp4_input_order(x: &[f32], out: &mut [f32]) {
+    for (i, &v) in x.iter().enumerate() {
+        out[fp4_input_position(i, x.len())] = v;
+    }
+}
 
 /// Whether the AVX2+FMA versions can run here (checked once).
 pub fn has_avx2() -> bool {
@@ -36,7 +83,7 @@ pub fn has_avx2() -> bool {
 
 /// Scalar versions, the reference the SIMD versions are tested against.
 pub mod scalar {
-    use super::{e4m3_shifted, E2M1_TIMES_TWO, E4M3_RESCALE};
+    use super::{e4m3_shifted, fp4_input_position, E2M1_VALUES, E4M3_RESCALE};
 
     /// Σ a·b.
     pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -60,17 +107,37 @@ pub mod scalar {
             * E4M3_RESCALE
     }
 
-    /// Σ e2m1(code)·x over packed bytes (low nibble = even element).
+    /// Σ e2m1(code)·x over packed bytes (low nibble = even element), `x` in natural order.
     pub fn dot_e2m1(packed: &[u8], x: &[f32]) -> f32 {
-        let sum: f32 = packed
+        packed
             .iter()
             .zip(x.chunks_exact(2))
             .map(|(&b, pair)| {
-                f32::from(E2M1_TIMES_TWO[usize::from(b & 0xF)]) * pair[0]
-                    + f32::from(E2M1_TIMES_TWO[usize::from(b >> 4)]) * pair[1]
+                E2M1_VALUES[usize::from(b & 0xF)] * pair[0]
+                    + E2M1_VALUES[usize::from(b >> 4)] * pair[1]
             })
-            .sum();
-        sum * 0.5
+            .sum()
+    }
+
+    /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x`, `x` in FP4 input order.
+    pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+        let n = x.len();
+        packed
+            .chunks(16)
+            .enumerate()
+            .map(|(g, bytes)| {
+                let sum: f32 = bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &b)| {
+                        let i = 32 * g + 2 * k;
+                        E2M1_VALUES[usize::from(b & 0xF)] * x[fp4_input_position(i, n)]
+                            + E2M1_VALUES[usize::from(b >> 4)] * x[fp4_input_position(i + 1, n)]
+                    })
+                    .sum();
+                sum * scale(g)
+            })
+            .sum()
     }
 }
 
@@ -78,7 +145,7 @@ pub mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{E2M1_TIMES_TWO, E4M3_RESCALE};
+    use super::{E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -184,23 +251,15 @@ mod avx2 {
         sum
     }
 
-    /// 16 E4M3 bytes as two vectors of 8 f32 (times 2^-120).
+    /// 8 E4M3 bytes at `p` as 8 f32 (times 2^-120): each byte sign-extended to 32 bits and
+    /// shifted so its exponent and mantissa land in f32's fields; the mask keeps the sign (from
+    /// the extension) and those fields. Three instructions, the load folded into the first.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn e4m3x16(bytes: __m128i) -> (__m256, __m256) {
-        let magnitude = _mm256_set1_epi32(0x7F);
-        let sign = _mm256_set1_epi32(0x80);
-        let v0 = _mm256_cvtepu8_epi32(bytes);
-        let v1 = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
-        let f0 = _mm256_castsi256_ps(_mm256_or_si256(
-            _mm256_slli_epi32(_mm256_and_si256(v0, magnitude), 20),
-            _mm256_slli_epi32(_mm256_and_si256(v0, sign), 24),
-        ));
-        let f1 = _mm256_castsi256_ps(_mm256_or_si256(
-            _mm256_slli_epi32(_mm256_and_si256(v1, magnitude), 20),
-            _mm256_slli_epi32(_mm256_and_si256(v1, sign), 24),
-        ));
-        (f0, f1)
+    unsafe fn e4m3x8(p: *const u8) -> __m256 {
+        let wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i));
+        let fields = _mm256_set1_epi32(0x87F0_0000u32 as i32);
+        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(wide, 20), fields))
     }
 
     /// FP8 row: per 128-block FMA into four block accumulators, then scaled into the total.
@@ -218,12 +277,10 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = start;
             while i < end {
-                let (f0, f1) = e4m3x16(_mm_loadu_si128(q.as_ptr().add(i) as *const __m128i));
-                let (f2, f3) = e4m3x16(_mm_loadu_si128(q.as_ptr().add(i + 16) as *const __m128i));
-                acc[0] = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x.as_ptr().add(i)), acc[0]);
-                acc[1] = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc[1]);
-                acc[2] = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x.as_ptr().add(i + 16)), acc[2]);
-                acc[3] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(x.as_ptr().add(i + 24)), acc[3]);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let w = e4m3x8(q.as_ptr().add(i + 8 * j));
+                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(i + 8 * j)), *a);
+                }
                 i += 32;
             }
             let block = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -232,52 +289,63 @@ mod avx2 {
         hsum(total) + tail
     }
 
-    /// 32 E2M1 values (16 packed bytes) times `x[..32]`, as two partial sums.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn e2m1x32_dot(b: __m128i, lut: __m128i, x: *const f32) -> __m256 {
-        let low = _mm_set1_epi8(0x0F);
-        let even = _mm_shuffle_epi8(lut, _mm_and_si128(b, low));
-        let odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(b, 4), low));
-        let first = _mm_unpacklo_epi8(even, odd);
-        let second = _mm_unpackhi_epi8(even, odd);
-        let a0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(first));
-        let a1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(first, 8)));
-        let a2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(second));
-        let a3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(second, 8)));
-        let p0 = _mm256_mul_ps(a0, _mm256_loadu_ps(x));
-        let p1 = _mm256_mul_ps(a1, _mm256_loadu_ps(x.add(8)));
-        let p0 = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x.add(16)), p0);
-        let p1 = _mm256_fmadd_ps(a3, _mm256_loadu_ps(x.add(24)), p1);
-        _mm256_add_ps(p0, p1)
-    }
-
-    /// FP4 row: groups of 32 decoded by byte lookup, two groups per step into two register
-    /// totals (no accumulator in memory), each group's sum scaled once.
+    /// FP4 row, `x` in FP4 input order: two groups per step, one per 128-bit lane. Each code
+    /// is looked up as the two bytes of its BF16 value, and unpacking the byte pairs against
+    /// zero yields f32 directly; the lane sums are scaled by their group's multiplier.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
-        let n = x.len();
-        let lut = _mm_loadu_si128(E2M1_TIMES_TWO.as_ptr() as *const __m128i);
+        let groups = x.len() / 32;
+        let low = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_LOW.as_ptr().cast()));
+        let high = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_HIGH.as_ptr().cast()));
+        let nibble = _mm256_set1_epi8(0x0F);
+        let upper = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
+        let pair = |g: usize| {
+            let bytes = _mm256_loadu_si256(packed.as_ptr().add(16 * g).cast());
+            let even = _mm256_and_si256(bytes, nibble);
+            let odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+            let xs = x.as_ptr().add(32 * g);
+            // Four short product chains, so consecutive steps overlap.
+            let mut sums = [_mm256_setzero_ps(); 4];
+            for (parity, codes) in [even, odd].into_iter().enumerate() {
+                let lo = _mm256_shuffle_epi8(low, codes);
+                let hi = _mm256_shuffle_epi8(high, codes);
+                let halves = [_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)];
+                for (half, bf16) in halves.into_iter().enumerate() {
+                    let j = 4 * parity + 2 * half;
+                    let w0 = _mm256_castsi256_ps(_mm256_slli_epi32(bf16, 16));
+                    let w1 = _mm256_castsi256_ps(_mm256_and_si256(bf16, upper));
+                    let s = _mm256_mul_ps(w0, _mm256_loadu_ps(xs.add(8 * j)));
+                    sums[j / 2] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs.add(8 * j + 8)), s);
+                }
+            }
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(sums[0], sums[1]),
+                _mm256_add_ps(sums[2], sums[3]),
+            );
+            _mm256_mul_ps(
+                sum,
+                _mm256_setr_m128(_mm_set1_ps(scale(g)), _mm_set1_ps(scale(g + 1))),
+            )
+        };
+        // Two running totals, so the additions of consecutive pairs do not wait on each other.
         let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut g = 0;
-        let groups = n / 32;
-        while g + 2 <= groups {
-            let i = 32 * g;
-            let b0 = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
-            let b1 = _mm_loadu_si128(packed.as_ptr().add(i / 2 + 16) as *const __m128i);
-            let s0 = e2m1x32_dot(b0, lut, x.as_ptr().add(i));
-            let s1 = e2m1x32_dot(b1, lut, x.as_ptr().add(i + 32));
-            t0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(scale(g) * 0.5), t0);
-            t1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(scale(g + 1) * 0.5), t1);
+        while g + 4 <= groups {
+            t0 = _mm256_add_ps(t0, pair(g));
+            t1 = _mm256_add_ps(t1, pair(g + 2));
+            g += 4;
+        }
+        if g + 2 <= groups {
+            t0 = _mm256_add_ps(t0, pair(g));
             g += 2;
         }
+        let total = _mm256_add_ps(t0, t1);
+        let mut sum = hsum(total);
         if g < groups {
-            let i = 32 * g;
-            let b0 = _mm_loadu_si128(packed.as_ptr().add(i / 2) as *const __m128i);
-            let s0 = e2m1x32_dot(b0, lut, x.as_ptr().add(i));
-            t0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(scale(g) * 0.5), t0);
+            let (p, xs) = (&packed[16 * g..16 * g + 16], &x[32 * g..32 * g + 32]);
+            sum += super::scalar::dot_e2m1(p, xs) * scale(g);
         }
-        hsum(_mm256_add_ps(t0, t1))
+        sum
     }
 }
 
@@ -306,19 +374,15 @@ pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
         .sum()
 }
 
-/// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row.
+/// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row, `x` in FP4 input
+/// order ([`fp4_input_order`]).
 pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && x.len() % 32 == 0 && packed.len() == x.len() / 2 {
         // SAFETY: AVX2 and FMA were detected; one byte per pair, whole groups.
         return unsafe { avx2::dot_fp4_row(packed, x, scale) };
     }
-    packed
-        .chunks(16)
-        .zip(x.chunks(32))
-        .enumerate()
-        .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
-        .sum()
+    scalar::dot_fp4_row(packed, x, scale)
 }
 
 /// `wⱼ · xᵣ` for two weight rows of equal length and four vectors at least as long.

@@ -61,7 +61,7 @@ fn simd_dots_match_scalar_dots() {
         }
     }
     // The fused rows against block-by-block scalar sums with the same scales.
-    for n in [32, 128, 384, 1024] {
+    for n in [32, 96, 128, 384, 1024] {
         let x = floats(n, 5);
         let scale = |b: usize| 0.5 + b as f32;
         let q = e4m3_bytes(n, 4);
@@ -83,7 +83,14 @@ fn simd_dots_match_scalar_dots() {
             .enumerate()
             .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
             .sum();
-        let got = simd::dot_fp4_row(&p, &x, scale);
+        let mut ordered = vec![0.0; n];
+        simd::fp4_input_order(&x, &mut ordered);
+        assert_eq!(
+            scalar::dot_fp4_row(&p, &ordered, scale),
+            want,
+            "scalar fp4 row {n}"
+        );
+        let got = simd::dot_fp4_row(&p, &ordered, scale);
         assert!(
             close(got, want, 6.0 * n as f32 * 32.0),
             "fp4 row {n}: {got} vs {want}"
@@ -203,5 +210,75 @@ fn fused_rows_equal_dequantize_then_sum() {
                 "bf16 row {o} input {r}"
             );
         }
+    }
+}
+
+/// Every finite E4M3 byte and every E2M1 code, alone against a one-hot input at each position
+/// of a row, comes out of the fused row product as exactly its value (from `formats`, tested
+/// against ml_dtypes) times its block's or group's scale: no lane, sign or order mix-ups.
+#[test]
+fn fused_rows_decode_every_code_exactly() {
+    let inp = 256;
+    let one_hot = |j: usize| -> Vec<f32> { (0..inp).map(|i| f32::from(i == j)).collect() };
+
+    let q = e4m3_bytes(inp, 11);
+    let grid = [121u8, 126];
+    let view = LinearView {
+        out: 1,
+        inp,
+        weight: LinearWeight::Fp8Block {
+            q: &q,
+            scales: Scales::E8M0(&grid),
+        },
+    };
+    let mut seen = std::collections::HashSet::new();
+    for j in 0..inp {
+        let scale = e8m0_to_f32(grid[j / 128]).expect("finite");
+        let want = dsv4_kernels::formats::e4m3_to_f32(q[j]) * scale;
+        assert_eq!(
+            view.row_dot(0, &one_hot(j)),
+            want,
+            "fp8 byte {:#04x} at {j}",
+            q[j]
+        );
+        seen.insert(q[j]);
+    }
+    for b in 0..=255u8 {
+        if b & 0x7F == 0x7F || seen.contains(&b) {
+            continue;
+        }
+        let row: Vec<u8> = (0..inp).map(|i| if i == 200 { b } else { 0 }).collect();
+        let view = LinearView {
+            out: 1,
+            inp,
+            weight: LinearWeight::Fp8Block {
+                q: &row,
+                scales: Scales::E8M0(&grid),
+            },
+        };
+        let want = dsv4_kernels::formats::e4m3_to_f32(b) * e8m0_to_f32(126).expect("finite");
+        assert_eq!(view.row_dot(0, &one_hot(200)), want, "fp8 byte {b:#04x}");
+    }
+
+    // 8 groups (4 pairs); the codes cycle so each position meets several of the 16.
+    let packed: Vec<u8> = (0..inp / 2).map(|k| (k * 7 + k / 16) as u8).collect();
+    let groups: Vec<u8> = (0..inp / 32).map(|g| 120 + g as u8).collect();
+    let view = LinearView {
+        out: 1,
+        inp,
+        weight: LinearWeight::Fp4Group {
+            packed: &packed,
+            scales: Scales::E8M0(&groups),
+        },
+    };
+    for j in 0..inp {
+        let code = if j % 2 == 0 {
+            packed[j / 2] & 0xF
+        } else {
+            packed[j / 2] >> 4
+        };
+        let scale = e8m0_to_f32(groups[j / 32]).expect("finite");
+        let want = dsv4_kernels::formats::E2M1_VALUES[usize::from(code)] * scale;
+        assert_eq!(view.row_dot(0, &one_hot(j)), want, "fp4 code {code} at {j}");
     }
 }
