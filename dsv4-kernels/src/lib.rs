@@ -4,6 +4,7 @@
 
 pub mod cache_codec;
 pub mod formats;
+mod gemm;
 pub mod linear;
 pub mod ops;
 pub mod quant;

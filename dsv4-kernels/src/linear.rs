@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
-    dot2x4_f32, dot4_f32, dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted,
-    e8m0_multiplier, fp4_input_order, E4M3_RESCALE,
+    dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, e8m0_multiplier, fp4_input_order,
+    E4M3_RESCALE,
 };
 
 /// Element type of a plain float weight.
@@ -279,7 +279,8 @@ impl LinearView<'_> {
 
     /// `y[r] = W[rows] x[r]` for a range of `W`'s output rows (grouped projections use slices
     /// of one weight); `y` is `x_rows × rows.len()`. Work is split over output rows; one input
-    /// row reads each weight row in place, several decode it once and reuse it.
+    /// row reads each weight row in place, several go through the blocked product
+    /// ([`crate::gemm`]), which decodes each weight row once.
     pub fn forward_rows(&self, rows: std::ops::Range<usize>, x: &[f32], y: &mut [f32]) {
         let inp = self.inp;
         let n = x.len() / inp;
@@ -299,55 +300,7 @@ impl LinearView<'_> {
             });
             return;
         }
-        // Each task dequantizes its weight rows once and applies them to every input row.
-        let results: Vec<(usize, Vec<f32>)> = (0..width.div_ceil(ROWS_PER_TASK))
-            .into_par_iter()
-            .map(|task| {
-                let first = task * ROWS_PER_TASK;
-                let last = (first + ROWS_PER_TASK).min(width);
-                let mut w = vec![0.0f32; 2 * inp];
-                let mut out = vec![0.0f32; (last - first) * n];
-                let rows: Vec<&[f32]> = x.chunks_exact(inp).collect();
-                let mut k = 0;
-                // Pairs of weight rows against quads of input rows, then the leftovers.
-                while k < last - first {
-                    let pair = (last - first - k).min(2);
-                    for j in 0..pair {
-                        self.row(start + first + k + j, &mut w[j * inp..(j + 1) * inp]);
-                    }
-                    let (w0, w1) = w.split_at(inp);
-                    let mut r = 0;
-                    while r + 4 <= n {
-                        let quad = [rows[r], rows[r + 1], rows[r + 2], rows[r + 3]];
-                        if pair == 2 {
-                            let tile = dot2x4_f32([w0, w1], quad);
-                            for (j, values) in tile.iter().enumerate() {
-                                out[(k + j) * n + r..][..4].copy_from_slice(values);
-                            }
-                        } else {
-                            out[k * n + r..][..4].copy_from_slice(&dot4_f32(w0, quad));
-                        }
-                        r += 4;
-                    }
-                    for r in r..n {
-                        out[k * n + r] = dot_f32(w0, rows[r]);
-                        if pair == 2 {
-                            out[(k + 1) * n + r] = dot_f32(w1, rows[r]);
-                        }
-                    }
-                    k += pair;
-                }
-                (first, out)
-            })
-            .collect();
-        for (first, out) in results {
-            let count = out.len() / n.max(1);
-            for k in 0..count {
-                for r in 0..n {
-                    y[r * width + first + k] = out[k * n + r];
-                }
-            }
-        }
+        crate::gemm::matmul(self, rows, x, y);
     }
 }
 

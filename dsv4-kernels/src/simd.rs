@@ -184,53 +184,6 @@ mod avx2 {
         sum
     }
 
-    /// `w · xᵣ` for four vectors at once: `w` is loaded once per 8 values and the four
-    /// accumulators are independent, which keeps the FMA units busy (the prefill path).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
-        let n = w.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 8 <= n {
-            let wv = _mm256_loadu_ps(w.as_ptr().add(i));
-            for (a, xr) in acc.iter_mut().zip(x) {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr.as_ptr().add(i)), *a);
-            }
-            i += 8;
-        }
-        let mut out = [0.0f32; 4];
-        for ((o, a), xr) in out.iter_mut().zip(acc).zip(x) {
-            *o = hsum(a) + super::scalar::dot_f32(&w[i..], &xr[i..n]);
-        }
-        out
-    }
-
-    /// `wⱼ · xᵣ` for two weight rows and four vectors: eight independent accumulators, each
-    /// loaded value used by two or four FMAs (the prefill tile).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot2x4_f32(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
-        let n = w[0].len();
-        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
-        let mut i = 0;
-        while i + 8 <= n {
-            let w0 = _mm256_loadu_ps(w[0].as_ptr().add(i));
-            let w1 = _mm256_loadu_ps(w[1].as_ptr().add(i));
-            for r in 0..4 {
-                let xv = _mm256_loadu_ps(x[r].as_ptr().add(i));
-                acc[0][r] = _mm256_fmadd_ps(w0, xv, acc[0][r]);
-                acc[1][r] = _mm256_fmadd_ps(w1, xv, acc[1][r]);
-            }
-            i += 8;
-        }
-        let mut out = [[0.0f32; 4]; 2];
-        for j in 0..2 {
-            for r in 0..4 {
-                out[j][r] = hsum(acc[j][r]) + super::scalar::dot_f32(&w[j][i..], &x[r][i..n]);
-            }
-        }
-        out
-    }
-
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
@@ -383,26 +336,6 @@ pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f3
         return unsafe { avx2::dot_fp4_row(packed, x, scale) };
     }
     scalar::dot_fp4_row(packed, x, scale)
-}
-
-/// `wⱼ · xᵣ` for two weight rows of equal length and four vectors at least as long.
-pub fn dot2x4_f32(w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && w[1].len() == w[0].len() && x.iter().all(|r| r.len() >= w[0].len()) {
-        // SAFETY: AVX2 and FMA were detected; lengths checked above.
-        return unsafe { avx2::dot2x4_f32(w, x) };
-    }
-    w.map(|wj| x.map(|r| scalar::dot_f32(wj, r)))
-}
-
-/// `w · xᵣ` for four vectors of `w.len()` values.
-pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && x.iter().all(|r| r.len() >= w.len()) {
-        // SAFETY: AVX2 and FMA were detected; every vector is at least as long as `w`.
-        return unsafe { avx2::dot4_f32(w, x) };
-    }
-    x.map(|r| scalar::dot_f32(w, r))
 }
 
 /// Σ a·b.

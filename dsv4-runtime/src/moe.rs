@@ -4,6 +4,8 @@
 
 use dsv4_kernels::ops::{silu, softplus, top_k};
 
+use rayon::prelude::*;
+
 use crate::numerics::Numerics;
 use crate::profile;
 use crate::weights::{ExpertWeights, MoeWeights};
@@ -97,9 +99,6 @@ pub fn moe(
     numerics: Numerics,
 ) -> Vec<f32> {
     let d = w.gate.inp;
-    let shared = profile::range("shared expert");
-    let mut out = expert(&w.shared, h, &vec![1.0; tokens.len()], c, numerics);
-    drop(shared);
     // Group tokens by expert so each expert's weights are read once per chunk.
     let routing = profile::range("moe routing");
     let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); w.experts.len()];
@@ -110,16 +109,34 @@ pub fn moe(
     }
     drop(routing);
     let _experts = profile::range("experts");
-    for (e, rows) in by_expert.iter().enumerate() {
-        if rows.is_empty() {
-            continue;
-        }
-        let x: Vec<f32> = rows
-            .iter()
-            .flat_map(|&(t, _)| h[t * d..(t + 1) * d].iter().copied())
+    // The shared expert and every chosen routed expert run in one parallel region (each
+    // expert's linears split further inside it), so a decode step wakes the workers once per
+    // MoE rather than once per linear.
+    let shared_rows: Vec<(usize, f32)> = (0..tokens.len()).map(|t| (t, 1.0)).collect();
+    let work: Vec<(&ExpertWeights, &[(usize, f32)])> =
+        std::iter::once((&w.shared, &shared_rows[..]))
+            .chain(
+                w.experts
+                    .iter()
+                    .zip(&by_expert)
+                    .filter(|(_, rows)| !rows.is_empty())
+                    .map(|(e, rows)| (e, &rows[..])),
+            )
             .collect();
-        let gamma: Vec<f32> = rows.iter().map(|&(_, g)| g).collect();
-        let y = expert(&w.experts[e], &x, &gamma, c, numerics);
+    let outputs: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(e, rows)| {
+            let x: Vec<f32> = rows
+                .iter()
+                .flat_map(|&(t, _)| h[t * d..(t + 1) * d].iter().copied())
+                .collect();
+            let gamma: Vec<f32> = rows.iter().map(|&(_, g)| g).collect();
+            expert(e, &x, &gamma, c, numerics)
+        })
+        .collect();
+    // Sum in a fixed order (shared, then routed by index) whatever ran first.
+    let mut out = vec![0.0f32; h.len()];
+    for (&(_, rows), y) in work.iter().zip(&outputs) {
         for (&(t, _), y) in rows.iter().zip(y.chunks(d)) {
             out[t * d..(t + 1) * d]
                 .iter_mut()

@@ -1,0 +1,144 @@
+//! Many input rows times a stored weight (prefill, and experts with several tokens): sixteen
+//! weight rows at a time are dequantized, once, into a `k × 16` panel, and every input row meets
+//! the panel in register tiles of 6 rows × 16 outputs, one broadcast of `x` feeding two FMAs.
+//! Dequantization is exact, so only the order of the f32 sums differs from a plain product.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::linear::LinearView;
+use crate::simd::has_avx2;
+
+/// Outputs per panel: two AVX2 vectors.
+const PANEL: usize = 16;
+/// Input rows per register tile: 6 × 2 accumulators leave registers for the panel and `x`.
+const TILE_ROWS: usize = 6;
+
+thread_local! {
+    /// Each worker's panel and row buffers, kept between calls so prefill does not allocate
+    /// (and fault in) a fresh panel per task. Never borrowed across a parallel call.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `y` (`n × rows.len()`) shared by tasks that each write their own panel's columns.
+struct SharedOutput {
+    ptr: *mut f32,
+    width: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges (one panel each) of rows inside the slice the
+// pointer came from, and the slice outlives the parallel call.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// Writes `values` at row `t`, columns `first..first + values.len()`.
+    ///
+    /// SAFETY: the columns belong to the caller's panel and lie inside the row.
+    unsafe fn write(&self, t: usize, first: usize, values: &[f32]) {
+        let dst = self.ptr.add(t * self.width + first);
+        std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
+    }
+}
+
+/// `y[t] = W[rows] x[t]` for every row `t` of `x` (`n × inp`), into `y` (`n × rows.len()`).
+pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32]) {
+    let k = w.inp;
+    let n = x.len() / k;
+    let width = rows.len();
+    assert!(y.len() >= n * width, "output holds {n} x {width} values");
+    let out = SharedOutput {
+        ptr: y.as_mut_ptr(),
+        width,
+    };
+    (0..width.div_ceil(PANEL)).into_par_iter().for_each(|p| {
+        let first = p * PANEL;
+        let count = (width - first).min(PANEL);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.resize(k * (PANEL + 1), 0.0);
+            let (panel, row) = scratch.split_at_mut(k * PANEL);
+            pack_panel(w, rows.start + first, count, row, panel);
+            let mut tile = [0.0f32; TILE_ROWS * PANEL];
+            for t in (0..n).step_by(TILE_ROWS) {
+                let m = (n - t).min(TILE_ROWS);
+                multiply_tile(panel, &x[t * k..(t + m) * k], &mut tile[..m * PANEL]);
+                for (r, values) in tile[..m * PANEL].chunks(PANEL).enumerate() {
+                    // SAFETY: columns first..first + count are this task's panel.
+                    unsafe { out.write(t + r, first, &values[..count]) };
+                }
+            }
+        });
+    });
+}
+
+/// Weight rows `first..first + count` as a `k × 16` panel (column `j` = row `first + j`;
+/// columns past `count` are zero).
+fn pack_panel(w: &LinearView, first: usize, count: usize, row: &mut [f32], panel: &mut [f32]) {
+    for j in 0..PANEL {
+        if j < count {
+            w.row(first + j, row);
+        } else {
+            row.fill(0.0);
+        }
+        for (dst, &v) in panel.iter_mut().skip(j).step_by(PANEL).zip(row.iter()) {
+            *dst = v;
+        }
+    }
+}
+
+/// `tile[r][j] = Σₖ x[r][k] · panel[k][j]` for the `m ≤ 6` rows of `x`.
+fn multiply_tile(panel: &[f32], x: &[f32], tile: &mut [f32]) {
+    let k = panel.len() / PANEL;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA were detected; `x` holds m rows of k values, `tile` m × 16.
+        unsafe {
+            match tile.len() / PANEL {
+                1 => avx2::tile::<1>(panel, x, k, tile),
+                2 => avx2::tile::<2>(panel, x, k, tile),
+                3 => avx2::tile::<3>(panel, x, k, tile),
+                4 => avx2::tile::<4>(panel, x, k, tile),
+                5 => avx2::tile::<5>(panel, x, k, tile),
+                _ => avx2::tile::<6>(panel, x, k, tile),
+            }
+        }
+        return;
+    }
+    for (xr, out) in x.chunks(k).zip(tile.chunks_mut(PANEL)) {
+        out.fill(0.0);
+        for (&xv, wk) in xr.iter().zip(panel.chunks(PANEL)) {
+            for (o, &wv) in out.iter_mut().zip(wk) {
+                *o += wv * xv;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::PANEL;
+
+    /// `M` rows of `x` against the panel, all 2·M accumulators in registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile<const M: usize>(panel: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let (p, xp) = (panel.as_ptr(), x.as_ptr());
+        for kk in 0..k {
+            let w0 = _mm256_loadu_ps(p.add(PANEL * kk));
+            let w1 = _mm256_loadu_ps(p.add(PANEL * kk + 8));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm256_broadcast_ss(&*xp.add(r * k + kk));
+                a[0] = _mm256_fmadd_ps(w0, xv, a[0]);
+                a[1] = _mm256_fmadd_ps(w1, xv, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(PANEL * r), a[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(PANEL * r + 8), a[1]);
+        }
+    }
+}
