@@ -4,7 +4,7 @@
 //! rotation of the output and the grouped output projection.
 
 use dsv4_cache::{BlockPool, PagedEntries, StoreError};
-use dsv4_kernels::linear::dot;
+use dsv4_kernels::linear::{dot, LinearView};
 use dsv4_kernels::ops::{rms_norm, top_k, RopeFrequencies};
 use rayon::prelude::*;
 
@@ -77,12 +77,43 @@ pub fn attention(
     let (heads, dh, dr) = (dims.heads, dims.head_dim, dims.rope_dim);
     let dn = dh - dr;
 
-    // Query path: q_lat = q_norm(wq_a h); q = wq_b q_lat, per-head unweighted RMSNorm, RoPE.
-    let mut q_lat = numerics.linear(&w.wq_a, h);
+    // Every product of `h` at once: the query latent, the window key, the compressors'
+    // value and gate projections and the indexer's head weights.
+    let compressors = [
+        w.compressor.as_ref(),
+        w.indexer.as_ref().map(|ix| &ix.compressor),
+    ];
+    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_a, h), (&w.wkv, h)];
+    for cw in compressors.iter().flatten() {
+        products.extend([(&cw.wkv, h), (&cw.wgate, h)]);
+    }
+    if let Some(ix) = &w.indexer {
+        products.push((&ix.weights_proj, h));
+    }
+    let mut results = numerics.linears(&products).into_iter();
+    let mut next = || results.next().unwrap_or_default();
+    let (mut q_lat, mut kv) = (next(), next());
+    let mut projected = [None, None];
+    for (slot, cw) in projected.iter_mut().zip(compressors) {
+        if cw.is_some() {
+            *slot = Some((next(), next()));
+        }
+    }
+    let [main_projected, index_projected] = projected;
+    let mut index_w = next();
+
+    // Query path: q_lat = q_norm(wq_a h); q = wq_b q_lat, per-head unweighted RMSNorm, RoPE;
+    // the indexer's queries come from the same latent.
     q_lat
         .chunks_mut(w.q_norm.len())
         .for_each(|r| rms_norm(r, Some(&w.q_norm), dims.eps));
-    let mut q = numerics.linear(&w.wq_b, &q_lat);
+    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_b, &q_lat)];
+    if let Some(ix) = &w.indexer {
+        products.push((&ix.wq_b, &q_lat));
+    }
+    let mut results = numerics.linears(&products).into_iter();
+    let mut q = results.next().unwrap_or_default();
+    let mut index_q = results.next().unwrap_or_default();
     for (t, row) in q.chunks_mut(heads * dh).enumerate() {
         for head in row.chunks_mut(dh) {
             rms_norm(head, None, dims.eps);
@@ -91,7 +122,6 @@ pub fn attention(
     }
 
     // Window keys: kv_norm(wkv h) with RoPE, as the cache will give them back.
-    let mut kv = numerics.linear(&w.wkv, h);
     for (t, row) in kv.chunks_mut(dh).enumerate() {
         rms_norm(row, Some(&w.kv_norm), dims.eps);
         rope.rotate(&mut row[dn..], p0 + t, false);
@@ -100,46 +130,41 @@ pub fn attention(
     }
 
     // Compressors run before attention so an entry closed by a token is visible to it.
-    let (mut index_q, mut index_w) = (Vec::new(), Vec::new());
-    if let (Some(m), Some(ix)) = (ratio, &w.indexer) {
+    if let (Some(m), Some(ix), Some((a, g))) = (ratio, &w.indexer, &index_projected) {
         if let (Some(tail), Some(keys)) =
             (state.index_compressor.as_mut(), state.index_keys.as_mut())
         {
             let chunk = Chunk {
-                h,
                 p0,
                 m,
                 rope,
                 dr,
                 eps: dims.eps,
             };
-            compress(&ix.compressor, tail, keys, pool, &chunk, |k| {
+            compress(&ix.compressor, (a, g), tail, keys, pool, &chunk, |k| {
                 numerics.index_vector(k)
             })?;
         }
         let (hi, di) = (dims.index_heads, dims.index_dim);
-        index_q = numerics.linear(&ix.wq_b, &q_lat);
         for (t, row) in index_q.chunks_mut(hi * di).enumerate() {
             for head in row.chunks_mut(di) {
                 rope.rotate(&mut head[di - dr..], p0 + t, false);
                 numerics.index_vector(head);
             }
         }
-        index_w = ix.weights_proj.forward_vec(h);
         let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
         index_w.iter_mut().for_each(|v| *v *= scale);
     }
-    if let (Some(m), Some(cw)) = (ratio, &w.compressor) {
+    if let (Some(m), Some(cw), Some((a, g))) = (ratio, &w.compressor, &main_projected) {
         if let (Some(tail), Some(entries)) = (state.compressor.as_mut(), state.entries.as_mut()) {
             let chunk = Chunk {
-                h,
                 p0,
                 m,
                 rope,
                 dr,
                 eps: dims.eps,
             };
-            compress(cw, tail, entries, pool, &chunk, |e| {
+            compress(cw, (a, g), tail, entries, pool, &chunk, |e| {
                 numerics.kv_entry(e, dn)
             })?;
         }
@@ -238,14 +263,21 @@ pub fn attention(
     // Grouped output projection: group g's heads through rows g·Ro..(g+1)·Ro of wo_a.
     let group_in = heads * dh / dims.groups;
     let ro = dims.group_rank;
+    // The groups run in one parallel region.
+    let parts: Vec<Vec<f32>> = (0..dims.groups)
+        .into_par_iter()
+        .map(|g| {
+            let input: Vec<f32> = outputs
+                .iter()
+                .flat_map(|o| o[g * group_in..(g + 1) * group_in].iter().copied())
+                .collect();
+            let mut part = vec![0.0f32; t_len * ro];
+            w.wo_a.forward_rows(g * ro..(g + 1) * ro, &input, &mut part);
+            part
+        })
+        .collect();
     let mut z = vec![0.0f32; t_len * dims.groups * ro];
-    let mut part = vec![0.0f32; t_len * ro];
-    for g in 0..dims.groups {
-        let input: Vec<f32> = outputs
-            .iter()
-            .flat_map(|o| o[g * group_in..(g + 1) * group_in].iter().copied())
-            .collect();
-        w.wo_a.forward_rows(g * ro..(g + 1) * ro, &input, &mut part);
+    for (g, part) in parts.iter().enumerate() {
         for t in 0..t_len {
             z[t * dims.groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
         }
@@ -310,7 +342,6 @@ fn indexer_top_k(
 
 /// A chunk as a compressor sees it.
 struct Chunk<'c> {
-    h: &'c [f32],
     p0: usize,
     m: usize,
     rope: &'c RopeFrequencies,
@@ -318,10 +349,12 @@ struct Chunk<'c> {
     eps: f32,
 }
 
-/// Feeds a chunk to a compressor and stores the entries it closes: normed, RoPE at `m·w` on the
-/// trailing `dr` dims, then `finish` (the reference's simulation), then encoded into `stream`.
+/// Feeds a chunk's value and gate projections (`a`, `g`: `T × c·w`) to a compressor and stores
+/// the entries it closes: normed, RoPE at `m·w` on the trailing `dr` dims, then `finish` (the
+/// reference's simulation), then encoded into `stream`.
 fn compress(
     w: &CompressorWeights,
+    (a, g): (&[f32], &[f32]),
     tail: &mut CompressorState,
     stream: &mut PagedEntries,
     pool: &mut BlockPool,
@@ -329,8 +362,6 @@ fn compress(
     finish: impl Fn(&mut [f32]),
 ) -> Result<(), StoreError> {
     let _range = profile::range("compressor");
-    let a = w.wkv.forward_vec(c.h);
-    let g = w.wgate.forward_vec(c.h);
     let cw = w.wkv.out;
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
         if let Some(mut e) = tail.push(c.p0 + t, a, g, w, c.eps) {

@@ -4,6 +4,7 @@
 
 use dsv4_kernels::linear::{LinearView, LinearWeight};
 use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
+use rayon::prelude::*;
 
 /// How activations are rounded between ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,16 @@ impl Numerics {
         } else {
             w.forward_vec(x)
         }
+    }
+
+    /// [`Self::linear`] of several independent products in one parallel region (each still
+    /// split over rows inside it): a decode step wakes the workers once per group of small
+    /// linears instead of once per linear.
+    pub fn linears(self, products: &[(&LinearView, &[f32])]) -> Vec<Vec<f32>> {
+        products
+            .par_iter()
+            .map(|(w, x)| self.linear(w, x))
+            .collect()
     }
 
     /// A KV entry (window key or compressed entry) after norm and RoPE: FP8 simulation of its
