@@ -65,6 +65,17 @@ fn score(
     numerics: Numerics,
     dtypes: CacheDtypes,
 ) -> (Vec<f32>, u64, u64) {
+    score_rows(f, chunk, numerics, dtypes, Logits::All)
+}
+
+/// [`score`] asking each chunk for `which` logits.
+fn score_rows(
+    f: &Fixture,
+    chunk: usize,
+    numerics: Numerics,
+    dtypes: CacheDtypes,
+    which: Logits,
+) -> (Vec<f32>, u64, u64) {
     let loaded = LoadedCheckpoint::open(&f.dir).expect("fixture loads");
     let weights =
         ModelWeights::bind(&loaded.config, &loaded.checkpoint, &loaded.report).expect("binds");
@@ -79,11 +90,7 @@ fn score(
     let mut state = model.new_state(BlockPool::unbounded());
     let mut out = Vec::new();
     for piece in f.ids.chunks(chunk) {
-        out.extend(
-            model
-                .forward(piece, &mut state, Logits::All)
-                .expect("forward"),
-        );
+        out.extend(model.forward(piece, &mut state, which).expect("forward"));
     }
     let planned = BlockBudget::new(model.cache_schema(), f.ids.len(), 1, 0).total_bytes;
     (out, state.cache_bytes(), planned)
@@ -135,6 +142,21 @@ fn check_exact(name: &str) {
         assert!(d <= 1e-4, "{name}: chunk {chunk}: {d}");
         assert_eq!(held, planned);
     }
+
+    // Asking for the last logits only (the last layer then computes one output per chunk but
+    // caches every token): each chunk's last row, and so every later chunk, is unchanged.
+    let chunk = 7;
+    let (last, held, planned) = score_rows(&f, chunk, Numerics::Exact, EXACT_CACHE, Logits::Last);
+    let ends: Vec<usize> = (0..f.ids.len())
+        .step_by(chunk)
+        .map(|start| (start + chunk).min(f.ids.len()) - 1)
+        .collect();
+    assert_eq!(last.len(), ends.len() * f.vocab);
+    for (row, &pos) in last.chunks(f.vocab).zip(&ends) {
+        let d = max_abs_diff(row, &ours[pos * f.vocab..(pos + 1) * f.vocab]);
+        assert!(d <= 1e-4, "{name}: last-row logits at {pos}: {d}");
+    }
+    assert_eq!(held, planned);
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub struct AttentionStep<'s> {
     pub ratio: Option<usize>,
     /// Absolute position of the chunk's first token.
     pub p0: usize,
+    /// The first token of the chunk whose output is wanted: every token's keys and compressed
+    /// entries enter the cache, but queries, attention and the output projection run only from
+    /// here (the last layer of a prefill that wants the last logits needs one output).
+    pub first_output: usize,
     /// The layer's cache.
     pub state: &'s mut LayerState,
     /// Where paged streams take pages.
@@ -57,7 +61,8 @@ pub struct AttentionStep<'s> {
     pub rope: &'s RopeFrequencies,
 }
 
-/// Runs attention for `h` (`T × D`, already normed); returns `T × D`.
+/// Runs attention for `h` (`T × D`, already normed); returns the outputs of tokens
+/// `first_output..T`, `(T − first_output) × D`.
 pub fn attention(
     w: &AttentionWeights,
     h: &[f32],
@@ -68,12 +73,16 @@ pub fn attention(
     let AttentionStep {
         ratio,
         p0,
+        first_output,
         state,
         pool,
         rope,
     } = step;
     let d = w.wq_a.inp;
     let t_len = h.len() / d;
+    // Tokens with an output, from absolute position `q0`.
+    let (h_out, q0) = (&h[first_output * d..], p0 + first_output);
+    let t_out = t_len - first_output;
     let (heads, dh, dr) = (dims.heads, dims.head_dim, dims.rope_dim);
     let dn = dh - dr;
 
@@ -83,12 +92,12 @@ pub fn attention(
         w.compressor.as_ref(),
         w.indexer.as_ref().map(|ix| &ix.compressor),
     ];
-    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_a, h), (&w.wkv, h)];
+    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_a, h_out), (&w.wkv, h)];
     for cw in compressors.iter().flatten() {
         products.extend([(&cw.wkv, h), (&cw.wgate, h)]);
     }
     if let Some(ix) = &w.indexer {
-        products.push((&ix.weights_proj, h));
+        products.push((&ix.weights_proj, h_out));
     }
     let mut results = numerics.linears(&products).into_iter();
     let mut next = || results.next().unwrap_or_default();
@@ -117,7 +126,7 @@ pub fn attention(
     for (t, row) in q.chunks_mut(heads * dh).enumerate() {
         for head in row.chunks_mut(dh) {
             rms_norm(head, None, dims.eps);
-            rope.rotate(&mut head[dn..], p0 + t, false);
+            rope.rotate(&mut head[dn..], q0 + t, false);
         }
     }
 
@@ -148,7 +157,7 @@ pub fn attention(
         let (hi, di) = (dims.index_heads, dims.index_dim);
         for (t, row) in index_q.chunks_mut(hi * di).enumerate() {
             for head in row.chunks_mut(di) {
-                rope.rotate(&mut head[di - dr..], p0 + t, false);
+                rope.rotate(&mut head[di - dr..], q0 + t, false);
                 numerics.index_vector(head);
             }
         }
@@ -186,7 +195,7 @@ pub fn attention(
             let visible_max = (p_last + 1) / m;
             if w.indexer.is_some() {
                 let keys = state.index_keys.as_ref();
-                let chosen = indexer_top_k(keys, &index_q, &index_w, p0, m, dims)?;
+                let chosen = indexer_top_k(keys, &index_q, &index_w, q0, m, dims)?;
                 let mut entries = Vec::new();
                 let mut ids: Vec<usize> = chosen.iter().flatten().copied().collect();
                 ids.sort_unstable();
@@ -206,21 +215,21 @@ pub fn attention(
             } else {
                 let mut entries = vec![0.0f32; visible_max * dh];
                 stream.read_range(0..visible_max, &mut entries)?;
-                let chosen = (0..t_len)
-                    .map(|t| (0..(p0 + t + 1) / m).collect())
+                let chosen = (0..t_out)
+                    .map(|t| (0..(q0 + t + 1) / m).collect())
                     .collect();
                 (entries, chosen)
             }
         }
-        _ => (Vec::new(), vec![Vec::new(); t_len]),
+        _ => (Vec::new(), vec![Vec::new(); t_out]),
     };
 
     let scale = 1.0 / (dh as f32).sqrt();
     let sparse = profile::range("sparse attention");
-    let outputs: Vec<Vec<f32>> = (0..t_len)
+    let outputs: Vec<Vec<f32>> = (0..t_out)
         .into_par_iter()
         .map(|t| {
-            let p = p0 + t;
+            let p = q0 + t;
             let lo = (p + 1).saturating_sub(dims.window).max(first);
             let mut keys: Vec<&[f32]> = (lo..=p)
                 .map(|pos| &window[(pos - first) * dh..][..dh])
@@ -271,14 +280,14 @@ pub fn attention(
                 .iter()
                 .flat_map(|o| o[g * group_in..(g + 1) * group_in].iter().copied())
                 .collect();
-            let mut part = vec![0.0f32; t_len * ro];
+            let mut part = vec![0.0f32; t_out * ro];
             w.wo_a.forward_rows(g * ro..(g + 1) * ro, &input, &mut part);
             part
         })
         .collect();
-    let mut z = vec![0.0f32; t_len * dims.groups * ro];
+    let mut z = vec![0.0f32; t_out * dims.groups * ro];
     for (g, part) in parts.iter().enumerate() {
-        for t in 0..t_len {
+        for t in 0..t_out {
             z[t * dims.groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
         }
     }

@@ -174,7 +174,15 @@ impl<'a> Model<'a> {
         }
 
         let SeqState { layers, pool, .. } = state;
+        let last_layer = w.layers.len().saturating_sub(1);
         for (i, (layer, layer_state)) in w.layers.iter().zip(layers.iter_mut()).enumerate() {
+            // Past the last layer only the logits rows matter: when that is the last token,
+            // the last layer caches every token but computes one output.
+            let first_output = match which {
+                Logits::Last if i == last_layer => t_len - 1,
+                _ => 0,
+            };
+            let streams = first_output * n * d;
             let _layer = profile::range_fmt(format_args!("layer {i}"));
             let rope = match layer.spec.rope {
                 RopeKind::Main => &self.main_rope,
@@ -186,18 +194,26 @@ impl<'a> Model<'a> {
             let step = AttentionStep {
                 ratio: layer.spec.attention.ratio(),
                 p0,
+                first_output,
                 state: layer_state,
                 pool,
                 rope,
             };
             let y = attention(&layer.attn, &h, step, self.attention, self.numerics)?;
-            Self::leave(&mut x, &y, &mixes, n * d);
+            Self::leave(&mut x[streams..], &y, &mixes[first_output..], n * d);
             drop(attention_range);
             // MoE sublayer.
             let _moe = profile::range("moe");
-            let (h, mixes) = self.enter(&x, &layer.hc_ffn, &layer.ffn_norm);
-            let y = moe(&layer.moe, &h, tokens, self.moe, self.numerics);
-            Self::leave(&mut x, &y, &mixes, n * d);
+            let x_out = &mut x[streams..];
+            let (h, mixes) = self.enter(x_out, &layer.hc_ffn, &layer.ffn_norm);
+            let y = moe(
+                &layer.moe,
+                &h,
+                &tokens[first_output..],
+                self.moe,
+                self.numerics,
+            );
+            Self::leave(x_out, &y, &mixes, n * d);
         }
         state.position += t_len;
 
