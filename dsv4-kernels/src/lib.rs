@@ -2,6 +2,7 @@
 //! behind the `cuda` feature, launchers for the hand-written kernels in `csrc/`, every CUDA op
 //! with a CPU twin of the same name.
 
+pub mod attend;
 pub mod cache_codec;
 pub mod formats;
 mod gemm;

@@ -90,6 +90,16 @@ pub mod scalar {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// `out[i] = Σⱼ weights[j] · rows[j][offset + i]`.
+    pub fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32], offset: usize) {
+        out.fill(0.0);
+        for (row, &w) in rows.iter().zip(weights) {
+            for (o, &v) in out.iter_mut().zip(&row[offset..]) {
+                *o += w * v;
+            }
+        }
+    }
+
     /// Σ bf16(w)·x over little-endian BF16 bytes.
     pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         w.chunks_exact(2)
@@ -182,6 +192,49 @@ mod avx2 {
             i += 1;
         }
         sum
+    }
+
+    /// `w · xᵣ` for four vectors at once: `w` is loaded once per 8 values and the four
+    /// accumulators are independent.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+        let n = w.len();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 8 <= n {
+            let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+            for (a, xr) in acc.iter_mut().zip(x) {
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr.as_ptr().add(i)), *a);
+            }
+            i += 8;
+        }
+        let mut out = [0.0f32; 4];
+        for ((o, a), xr) in out.iter_mut().zip(acc).zip(x) {
+            *o = hsum(a) + super::scalar::dot_f32(&w[i..], &xr[i..n]);
+        }
+        out
+    }
+
+    /// `out = Σⱼ weights[j] · rows[j]`, 64 outputs at a time held in registers over all rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let mut start = 0;
+        while start + 64 <= n {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (row, &w) in rows.iter().zip(weights) {
+                let wv = _mm256_set1_ps(w);
+                let r = row.as_ptr().add(start);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r.add(8 * i)), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(start + 8 * i), *a);
+            }
+            start += 64;
+        }
+        super::scalar::weighted_sum(rows, weights, &mut out[start..], start);
     }
 
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
@@ -356,4 +409,25 @@ pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         return unsafe { avx2::dot_bf16(w, x) };
     }
     scalar::dot_bf16(w, x)
+}
+
+/// `w · xᵣ` for four vectors of at least `w.len()` values.
+pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && x.iter().all(|r| r.len() >= w.len()) {
+        // SAFETY: AVX2 and FMA were detected; every vector is at least as long as `w`.
+        return unsafe { avx2::dot4_f32(w, x) };
+    }
+    x.map(|r| scalar::dot_f32(w, r))
+}
+
+/// `out = Σⱼ weights[j] · rows[j]` (every row at least `out.len()` long): attention's weighted
+/// sum of values.
+pub fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && rows.iter().all(|r| r.len() >= out.len()) {
+        // SAFETY: AVX2 and FMA were detected; every row covers `out`.
+        return unsafe { avx2::weighted_sum(rows, weights, out) };
+    }
+    scalar::weighted_sum(rows, weights, out, 0)
 }

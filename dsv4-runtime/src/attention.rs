@@ -4,6 +4,7 @@
 //! rotation of the output and the grouped output projection.
 
 use dsv4_cache::{BlockPool, PagedEntries, StoreError};
+use dsv4_kernels::attend::attend_shared_kv;
 use dsv4_kernels::linear::{dot, LinearView};
 use dsv4_kernels::ops::{rms_norm, top_k, RopeFrequencies};
 use rayon::prelude::*;
@@ -240,24 +241,10 @@ pub fn attention(
                     .map(|&k: &usize| &entries[k * dh..(k + 1) * dh]),
             );
             let mut out = vec![0.0f32; heads * dh];
-            let mut scores = vec![0.0f32; keys.len()];
-            for (head, o) in out.chunks_mut(dh).enumerate() {
-                let qh = &q[(t * heads + head) * dh..][..dh];
-                for (s, k) in scores.iter_mut().zip(&keys) {
-                    *s = dot(qh, k) * scale;
-                }
-                // The sink is a logit with no value: it only joins the denominator.
-                let sink = w.sink[head];
-                let max = scores.iter().copied().fold(sink, f32::max);
-                let mut denominator = (sink - max).exp();
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    denominator += *s;
-                }
-                for (s, k) in scores.iter().zip(&keys) {
-                    o.iter_mut().zip(*k).for_each(|(o, v)| *o += s * v);
-                }
-                o.iter_mut().for_each(|v| *v /= denominator);
+            let mut scores = vec![0.0f32; heads * keys.len()];
+            let qt = &q[t * heads * dh..(t + 1) * heads * dh];
+            attend_shared_kv(qt, &keys, &w.sink, scale, &mut scores, &mut out);
+            for o in out.chunks_mut(dh) {
                 rope.rotate(&mut o[dn..], p, true);
             }
             out
