@@ -76,6 +76,13 @@ pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32
 /// Weight rows `first..first + count` as a `k × 16` panel (column `j` = row `first + j`;
 /// columns past `count` are zero).
 fn pack_panel(w: &LinearView, first: usize, count: usize, row: &mut [f32], panel: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && w.inp % 8 == 0 {
+        // SAFETY: AVX2 and FMA were detected; rows first..first + count exist, k is a
+        // multiple of 8 and the panel holds k × 16 values.
+        unsafe { avx2::pack_panel(w, first, count, panel) };
+        return;
+    }
     for j in 0..PANEL {
         if j < count {
             w.row(first + j, row);
@@ -121,6 +128,117 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::PANEL;
+    use crate::formats::E2M1_VALUES;
+    use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+    use crate::simd::avx2::e4m3x8;
+    use crate::simd::{e8m0_multiplier, E4M3_RESCALE};
+
+    /// Packs the panel eight rows × eight inputs at a time: each row's eight values are decoded
+    /// straight from storage into a register, the 8 × 8 block is transposed in registers and
+    /// stored as eight panel lines.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pack_panel(w: &LinearView, first: usize, count: usize, panel: &mut [f32]) {
+        let k = w.inp;
+        for half in 0..PANEL / 8 {
+            for kk in (0..k).step_by(8) {
+                let mut block = [_mm256_setzero_ps(); 8];
+                for (j, v) in block.iter_mut().enumerate() {
+                    let r = half * 8 + j;
+                    if r < count {
+                        *v = decode8(w, first + r, kk);
+                    }
+                }
+                let lines = transpose8(block);
+                for (i, line) in lines.iter().enumerate() {
+                    _mm256_storeu_ps(panel.as_mut_ptr().add((kk + i) * PANEL + half * 8), *line);
+                }
+            }
+        }
+    }
+
+    /// Inputs `kk..kk + 8` of weight row `o` as f32, exactly (`kk` a multiple of 8, so one
+    /// scale covers them).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn decode8(w: &LinearView, o: usize, kk: usize) -> __m256 {
+        let k = w.inp;
+        let scale = |scales: &Scales, index: usize| match scales {
+            Scales::E8M0(bytes) => e8m0_multiplier(bytes[index]),
+            Scales::F32(_) => scales.get(index),
+        };
+        match w.weight {
+            LinearWeight::Float { dtype, data } => {
+                let at = o * k + kk;
+                match dtype {
+                    FloatDtype::F32 => _mm256_loadu_ps(data.as_ptr().add(4 * at).cast()),
+                    FloatDtype::Bf16 => {
+                        let raw = _mm_loadu_si128(data.as_ptr().add(2 * at).cast());
+                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
+                    }
+                    FloatDtype::F16 => {
+                        _mm256_cvtph_ps(_mm_loadu_si128(data.as_ptr().add(2 * at).cast()))
+                    }
+                }
+            }
+            LinearWeight::Fp8Block { q, scales } => {
+                let block = (o / 128) * k.div_ceil(128) + kk / 128;
+                let s = scale(&scales, block) * E4M3_RESCALE;
+                _mm256_mul_ps(e4m3x8(q.as_ptr().add(o * k + kk)), _mm256_set1_ps(s))
+            }
+            LinearWeight::Fp4Group { packed, scales } => {
+                let s = scale(&scales, (o * k + kk) / 32);
+                let at = (o * k + kk) / 2;
+                let word = u32::from_le_bytes([
+                    packed[at],
+                    packed[at + 1],
+                    packed[at + 2],
+                    packed[at + 3],
+                ]);
+                // Each byte twice, shifted so lane i holds code i in its low four bits.
+                let bytes = _mm_cvtsi32_si128(word as i32);
+                let wide = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
+                let codes = _mm256_srlv_epi32(wide, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+                let magnitudes = _mm256_loadu_ps(E2M1_VALUES.as_ptr());
+                let magnitude = _mm256_permutevar8x32_ps(magnitudes, codes);
+                let sign =
+                    _mm256_and_si256(_mm256_slli_epi32(codes, 28), _mm256_set1_epi32(i32::MIN));
+                let value = _mm256_xor_ps(magnitude, _mm256_castsi256_ps(sign));
+                _mm256_mul_ps(value, _mm256_set1_ps(s))
+            }
+        }
+    }
+
+    /// The transpose of an 8 × 8 block held as eight rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
 
     /// `M` rows of `x` against the panel, all 2·M accumulators in registers.
     #[target_feature(enable = "avx2,fma")]

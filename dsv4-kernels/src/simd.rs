@@ -152,7 +152,7 @@ pub mod scalar {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
@@ -262,7 +262,7 @@ mod avx2 {
     /// the extension) and those fields. Three instructions, the load folded into the first.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn e4m3x8(p: *const u8) -> __m256 {
+    pub unsafe fn e4m3x8(p: *const u8) -> __m256 {
         let wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i));
         let fields = _mm256_set1_epi32(0x87F0_0000u32 as i32);
         _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(wide, 20), fields))

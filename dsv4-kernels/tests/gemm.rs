@@ -64,7 +64,41 @@ fn blocked_product_matches_the_dequantized_product() {
         .chunks(2)
         .flat_map(|c| [c[0], c[1] & 0x3F])
         .collect();
+    let f32s: Vec<u8> = bytes(out * inp, 5)
+        .iter()
+        .flat_map(|&b| ((f32::from(b) - 128.0) / 256.0).to_le_bytes())
+        .collect();
+    let f16s: Vec<u8> = bytes(out * inp * 2, 6)
+        .chunks(2)
+        .flat_map(|c| [c[0], c[1] & 0x3B])
+        .collect();
+    // The transformers spelling of the FP8 scales: one f32 per block.
+    let fp8_f32_scales: Vec<u8> = fp8_scales
+        .iter()
+        .flat_map(|&b| (f32::from(b) / 128.0).to_le_bytes())
+        .collect();
     let views = [
+        (
+            "f32",
+            LinearWeight::Float {
+                dtype: FloatDtype::F32,
+                data: &f32s,
+            },
+        ),
+        (
+            "f16",
+            LinearWeight::Float {
+                dtype: FloatDtype::F16,
+                data: &f16s,
+            },
+        ),
+        (
+            "fp8 with f32 scales",
+            LinearWeight::Fp8Block {
+                q: &fp8,
+                scales: Scales::F32(&fp8_f32_scales),
+            },
+        ),
         (
             "fp8",
             LinearWeight::Fp8Block {
