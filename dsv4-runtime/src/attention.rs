@@ -19,6 +19,9 @@ use crate::weights::{AttentionWeights, CompressorWeights};
 /// each query keeps only a running top-k, so prefill memory does not grow with chunk × entries.
 const INDEX_TILE: usize = 4096;
 
+/// Heads of one token attended by one parallel task.
+const HEADS_PER_TASK: usize = 4;
+
 /// Model dimensions and constants the attention needs.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionDims {
@@ -227,9 +230,12 @@ pub fn attention(
 
     let scale = 1.0 / (dh as f32).sqrt();
     let sparse = profile::range("sparse attention");
-    let outputs: Vec<Vec<f32>> = (0..t_out)
-        .into_par_iter()
-        .map(|t| {
+    // Tasks of a few heads of one token, so a single decoded token still uses every core.
+    let mut outputs = vec![0.0f32; t_out * heads * dh];
+    outputs
+        .par_chunks_mut(heads * dh)
+        .enumerate()
+        .for_each(|(t, token_out)| {
             let p = q0 + t;
             let lo = (p + 1).saturating_sub(dims.window).max(first);
             let mut keys: Vec<&[f32]> = (lo..=p)
@@ -240,16 +246,21 @@ pub fn attention(
                     .iter()
                     .map(|&k: &usize| &entries[k * dh..(k + 1) * dh]),
             );
-            let mut out = vec![0.0f32; heads * dh];
-            let mut scores = vec![0.0f32; heads * keys.len()];
-            let qt = &q[t * heads * dh..(t + 1) * heads * dh];
-            attend_shared_kv(qt, &keys, &w.sink, scale, &mut scores, &mut out);
-            for o in out.chunks_mut(dh) {
-                rope.rotate(&mut o[dn..], p, true);
-            }
-            out
-        })
-        .collect();
+            token_out
+                .par_chunks_mut(HEADS_PER_TASK * dh)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    let first_head = task * HEADS_PER_TASK;
+                    let task_heads = out.len() / dh;
+                    let mut scores = vec![0.0f32; task_heads * keys.len()];
+                    let qt = &q[(t * heads + first_head) * dh..][..task_heads * dh];
+                    let sinks = &w.sink[first_head..first_head + task_heads];
+                    attend_shared_kv(qt, &keys, sinks, scale, &mut scores, out);
+                    for o in out.chunks_mut(dh) {
+                        rope.rotate(&mut o[dn..], p, true);
+                    }
+                });
+        });
     drop(sparse);
 
     for (t, row) in kv.chunks(dh).enumerate() {
@@ -264,7 +275,7 @@ pub fn attention(
         .into_par_iter()
         .map(|g| {
             let input: Vec<f32> = outputs
-                .iter()
+                .chunks(heads * dh)
                 .flat_map(|o| o[g * group_in..(g + 1) * group_in].iter().copied())
                 .collect();
             let mut part = vec![0.0f32; t_out * ro];
