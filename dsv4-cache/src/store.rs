@@ -232,10 +232,19 @@ impl WindowRing {
     }
 
     /// Encodes then decodes `values` in place: what reading them back after `write` gives.
+    /// Entries up to 8 KiB (every V4 width, even in f32) pass through the stack.
     pub fn round_trip(&self, values: &mut [f32]) -> Result<(), StoreError> {
-        let mut bytes = vec![0u8; self.entry_bytes];
-        self.codec.encode(values, &mut bytes)?;
-        self.codec.decode(&bytes, values)?;
+        const STACK: usize = 8192;
+        let mut stack = [0u8; STACK];
+        let mut heap = Vec::new();
+        let bytes = if self.entry_bytes <= STACK {
+            &mut stack[..self.entry_bytes]
+        } else {
+            heap.resize(self.entry_bytes, 0);
+            &mut heap[..]
+        };
+        self.codec.encode(values, bytes)?;
+        self.codec.decode(bytes, values)?;
         Ok(())
     }
 

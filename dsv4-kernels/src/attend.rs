@@ -3,34 +3,47 @@
 //! joins only the denominator, and the keys summed back as values with the weights held in
 //! registers over the keys.
 
+use std::cell::RefCell;
+
 use crate::simd::{dot4_f32, dot_f32, weighted_sum};
 
-/// `out[h] = Σⱼ pₕⱼ · keys[j]` with `pₕⱼ = exp(sₕⱼ − M) / (exp(sinkₕ − M) + Σᵢ exp(sₕᵢ − M))`,
-/// `sₕⱼ = scale · q[h] · keys[j]`, for the `sinks.len()` heads of `q` (`H × d`) into `out`
-/// (`H × d`). `scores` is scratch of at least `H · keys.len()` values.
-pub fn attend_shared_kv(
+thread_local! {
+    /// Each worker's score buffer, kept between calls.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[h] = Σⱼ pₕⱼ · key(j)` with `pₕⱼ = exp(sₕⱼ − M) / (exp(sinkₕ − M) + Σᵢ exp(sₕᵢ − M))`,
+/// `sₕⱼ = scale · q[h] · key(j)`, over keys `0..keys`, for the `sinks.len()` heads of `q`
+/// (`H × d`) into `out` (`H × d`).
+pub fn attend_shared_kv<'k>(
     q: &[f32],
-    keys: &[&[f32]],
+    keys: usize,
+    key: impl Fn(usize) -> &'k [f32] + Copy,
     sinks: &[f32],
     scale: f32,
-    scores: &mut [f32],
     out: &mut [f32],
 ) {
+    // Taken out of the slot rather than borrowed, so a nested call on this thread (none is
+    // made today) could never find it borrowed.
+    let mut scores = SCORES.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let heads = sinks.len();
     let d = q.len() / heads.max(1);
-    let n = keys.len();
+    let n = keys;
+    scores.clear();
+    scores.resize(heads * n, 0.0);
     let head = |h: usize| &q[h * d..(h + 1) * d];
-    for (j, key) in keys.iter().enumerate() {
+    for j in 0..n {
+        let k = key(j);
         let mut h = 0;
         while h + 4 <= heads {
-            let four = dot4_f32(key, [head(h), head(h + 1), head(h + 2), head(h + 3)]);
+            let four = dot4_f32(k, [head(h), head(h + 1), head(h + 2), head(h + 3)]);
             for (i, s) in four.into_iter().enumerate() {
                 scores[(h + i) * n + j] = s * scale;
             }
             h += 4;
         }
         for h in h..heads {
-            scores[h * n + j] = dot_f32(head(h), key) * scale;
+            scores[h * n + j] = dot_f32(head(h), k) * scale;
         }
     }
     for (h, (o, &sink)) in out.chunks_mut(d).zip(sinks).enumerate() {
@@ -41,7 +54,8 @@ pub fn attend_shared_kv(
             *v = (*v - max).exp();
             denominator += *v;
         }
-        weighted_sum(keys, s, o);
+        weighted_sum(key, s, o);
         o.iter_mut().for_each(|v| *v /= denominator);
     }
+    SCORES.with(|s| *s.borrow_mut() = scores);
 }

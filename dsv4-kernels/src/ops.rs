@@ -46,24 +46,88 @@ pub fn softmax(x: &mut [f32]) {
 /// Indices of the `k` largest scores, largest first; ties go to the lower index and NaN ranks
 /// below everything, so the selection never depends on thread count or chunking.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let key = |i: usize| {
-        let s = scores[i];
-        if s.is_nan() {
-            f32::NEG_INFINITY
-        } else {
-            s
-        }
+    let mut order = Vec::new();
+    top_k_into(scores, k, &mut order);
+    order
+}
+
+/// [`top_k`] into `order` (its capacity reused).
+pub fn top_k_into(scores: &[f32], k: usize, order: &mut Vec<usize>) {
+    let cmp = |a: &usize, b: &usize| {
+        rank_key(scores[*b])
+            .total_cmp(&rank_key(scores[*a]))
+            .then(a.cmp(b))
     };
-    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.clear();
+    order.extend(0..scores.len());
     let k = k.min(order.len());
-    let cmp = |a: &usize, b: &usize| key(*b).total_cmp(&key(*a)).then(a.cmp(b));
     if k < order.len() && k > 0 {
         order.select_nth_unstable_by(k - 1, cmp);
         order.truncate(k);
     }
-    order.sort_by(cmp);
+    order.sort_unstable_by(cmp);
     order.truncate(k);
-    order
+}
+
+/// A score as [`top_k`] ranks it: NaN below everything.
+fn rank_key(s: f32) -> f32 {
+    if s.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        s
+    }
+}
+
+/// The best `slots.len()` of a stream of `(score, index)` offered in increasing index order,
+/// ranked as [`top_k`] ranks (so the kept set equals `top_k` of the whole stream), held in a
+/// caller's buffer: `len` slots are in use.
+pub struct RunningTopK<'a> {
+    slots: &'a mut [(f32, usize)],
+    len: &'a mut usize,
+    worst: usize,
+}
+
+impl<'a> RunningTopK<'a> {
+    /// Resumes a selection kept in `slots` (`len` of them in use).
+    pub fn new(slots: &'a mut [(f32, usize)], len: &'a mut usize) -> Self {
+        let mut top = Self {
+            slots,
+            len,
+            worst: 0,
+        };
+        top.find_worst();
+        top
+    }
+
+    /// Whether `(a, i)` ranks below `(b, j)`.
+    fn below(a: (f32, usize), b: (f32, usize)) -> bool {
+        rank_key(a.0)
+            .total_cmp(&rank_key(b.0))
+            .then(b.1.cmp(&a.1))
+            .is_lt()
+    }
+
+    fn find_worst(&mut self) {
+        let kept = &self.slots[..*self.len];
+        self.worst = (0..kept.len())
+            .reduce(|w, i| if Self::below(kept[i], kept[w]) { i } else { w })
+            .unwrap_or(0);
+    }
+
+    /// Offers `score` of `index` (larger than every index offered before).
+    pub fn offer(&mut self, score: f32, index: usize) {
+        let k = self.slots.len();
+        if *self.len < k {
+            self.slots[*self.len] = (score, index);
+            *self.len += 1;
+            if *self.len == k {
+                self.find_worst();
+            }
+        } else if k > 0 && Self::below(self.slots[self.worst], (score, index)) {
+            self.slots[self.worst] = (score, index);
+            self.find_worst();
+        }
+    }
 }
 
 /// Rotary frequencies of the `rope` trailing dims of a head: `θ^(−2i/rope)` per pair, with
@@ -145,6 +209,33 @@ mod tests {
         assert_eq!(top_k(&[0.0; 6], 3), vec![0, 1, 2]);
         assert_eq!(top_k(&[f32::NAN, 1.0, f32::NEG_INFINITY], 3), vec![1, 0, 2]);
         assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
+    }
+
+    #[test]
+    fn running_top_k_keeps_what_top_k_picks() {
+        let scores: Vec<f32> = (0..300)
+            .map(|i| match i % 17 {
+                0 => f32::NAN,
+                5 => 3.0,
+                _ => ((i * 37 % 101) as f32).sin(),
+            })
+            .collect();
+        for k in [0, 1, 8, 40, 300, 400] {
+            let mut slots = vec![(0.0, 0); k.min(scores.len())];
+            let mut len = 0;
+            // Offered in tiles, the selection resuming across them.
+            for tile in scores.chunks(64).enumerate() {
+                let mut top = RunningTopK::new(&mut slots, &mut len);
+                for (i, &s) in tile.1.iter().enumerate() {
+                    top.offer(s, tile.0 * 64 + i);
+                }
+            }
+            let mut kept: Vec<usize> = slots[..len].iter().map(|s| s.1).collect();
+            kept.sort_unstable();
+            let mut want = top_k(&scores, k);
+            want.sort_unstable();
+            assert_eq!(kept, want, "k = {k}");
+        }
     }
 
     #[test]

@@ -90,11 +90,16 @@ pub mod scalar {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
-    /// `out[i] = Σⱼ weights[j] · rows[j][offset + i]`.
-    pub fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32], offset: usize) {
+    /// `out[i] = Σⱼ weights[j] · row(j)[offset + i]`.
+    pub fn weighted_sum<'r>(
+        row: impl Fn(usize) -> &'r [f32],
+        weights: &[f32],
+        out: &mut [f32],
+        offset: usize,
+    ) {
         out.fill(0.0);
-        for (row, &w) in rows.iter().zip(weights) {
-            for (o, &v) in out.iter_mut().zip(&row[offset..]) {
+        for (j, &w) in weights.iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(&row(j)[offset..]) {
                 *o += w * v;
             }
         }
@@ -215,16 +220,20 @@ pub(crate) mod avx2 {
         out
     }
 
-    /// `out = Σⱼ weights[j] · rows[j]`, 64 outputs at a time held in registers over all rows.
+    /// `out = Σⱼ weights[j] · row(j)`, 64 outputs at a time held in registers over all rows.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32]) {
+    pub unsafe fn weighted_sum<'r>(
+        row: impl Fn(usize) -> &'r [f32],
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
         let n = out.len();
         let mut start = 0;
         while start + 64 <= n {
             let mut acc = [_mm256_setzero_ps(); 8];
-            for (row, &w) in rows.iter().zip(weights) {
+            for (j, &w) in weights.iter().enumerate() {
                 let wv = _mm256_set1_ps(w);
-                let r = row.as_ptr().add(start);
+                let r = row(j)[start..start + 64].as_ptr();
                 for (i, a) in acc.iter_mut().enumerate() {
                     *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r.add(8 * i)), *a);
                 }
@@ -234,7 +243,7 @@ pub(crate) mod avx2 {
             }
             start += 64;
         }
-        super::scalar::weighted_sum(rows, weights, &mut out[start..], start);
+        super::scalar::weighted_sum(row, weights, &mut out[start..], start);
     }
 
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
@@ -421,13 +430,13 @@ pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
     x.map(|r| scalar::dot_f32(w, r))
 }
 
-/// `out = Σⱼ weights[j] · rows[j]` (every row at least `out.len()` long): attention's weighted
-/// sum of values.
-pub fn weighted_sum(rows: &[&[f32]], weights: &[f32], out: &mut [f32]) {
+/// `out = Σⱼ weights[j] · row(j)` over `weights.len()` rows, each at least `out.len()` long:
+/// attention's weighted sum of values.
+pub fn weighted_sum<'r>(row: impl Fn(usize) -> &'r [f32], weights: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && rows.iter().all(|r| r.len() >= out.len()) {
-        // SAFETY: AVX2 and FMA were detected; every row covers `out`.
-        return unsafe { avx2::weighted_sum(rows, weights, out) };
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA were detected; rows are sliced (bounds-checked) per block.
+        return unsafe { avx2::weighted_sum(row, weights, out) };
     }
-    scalar::weighted_sum(rows, weights, out, 0)
+    scalar::weighted_sum(row, weights, out, 0)
 }

@@ -4,16 +4,19 @@
 //! rotation of the output and the grouped output projection.
 
 use dsv4_cache::{BlockPool, PagedEntries, StoreError};
+use std::cell::RefCell;
+
 use dsv4_kernels::attend::attend_shared_kv;
-use dsv4_kernels::linear::{dot, LinearView};
-use dsv4_kernels::ops::{rms_norm, top_k, RopeFrequencies};
+use dsv4_kernels::linear::dot;
+use dsv4_kernels::ops::{rms_norm, RopeFrequencies, RunningTopK};
 use rayon::prelude::*;
 
 use crate::compressor::CompressorState;
-use crate::numerics::Numerics;
+use crate::numerics::{Numerics, Product};
 use crate::profile;
 use crate::state::LayerState;
 use crate::weights::{AttentionWeights, CompressorWeights};
+use crate::workspace::zeroed;
 
 /// Indexer keys scored per tile: the indexer never holds more than this many decoded keys, and
 /// each query keeps only a running top-k, so prefill memory does not grow with chunk × entries.
@@ -65,15 +68,43 @@ pub struct AttentionStep<'s> {
     pub rope: &'s RopeFrequencies,
 }
 
-/// Runs attention for `h` (`T × D`, already normed); returns the outputs of tokens
-/// `first_output..T`, `(T − first_output) × D`.
+/// Buffers one layer's attention reuses from call to call (kept in the request's workspace),
+/// so a decode step does not allocate once they have grown to its sizes.
+#[derive(Debug, Default)]
+pub struct AttentionBuffers {
+    q_lat: Vec<f32>,
+    kv: Vec<f32>,
+    /// Value and gate projections of the main and the indexer compressor.
+    projected: [[Vec<f32>; 2]; 2],
+    index_w: Vec<f32>,
+    q: Vec<f32>,
+    index_q: Vec<f32>,
+    /// A closed compressor window's entry.
+    entry: Vec<f32>,
+    window: Vec<f32>,
+    entries: Vec<f32>,
+    /// Each query's indexer choice: `k` slots per query, `chosen_len` in use.
+    chosen: Vec<(f32, usize)>,
+    chosen_len: Vec<usize>,
+    ids: Vec<usize>,
+    slot: Vec<usize>,
+    outputs: Vec<f32>,
+    group_inputs: Vec<f32>,
+    parts: Vec<f32>,
+    z: Vec<f32>,
+}
+
+/// Runs attention for `h` (`T × D`, already normed) and writes the outputs of tokens
+/// `first_output..T` into `y` (`(T − first_output) × D`).
 pub fn attention(
     w: &AttentionWeights,
     h: &[f32],
     step: AttentionStep,
     dims: AttentionDims,
     numerics: Numerics,
-) -> Result<Vec<f32>, StoreError> {
+    buf: &mut AttentionBuffers,
+    y: &mut Vec<f32>,
+) -> Result<(), StoreError> {
     let AttentionStep {
         ratio,
         p0,
@@ -89,44 +120,65 @@ pub fn attention(
     let t_out = t_len - first_output;
     let (heads, dh, dr) = (dims.heads, dims.head_dim, dims.rope_dim);
     let dn = dh - dr;
+    let AttentionBuffers {
+        q_lat,
+        kv,
+        projected,
+        index_w,
+        q,
+        index_q,
+        entry,
+        window,
+        entries,
+        chosen,
+        chosen_len,
+        ids,
+        slot,
+        outputs,
+        group_inputs,
+        parts,
+        z,
+    } = buf;
 
     // Every product of `h` at once: the query latent, the window key, the compressors'
     // value and gate projections and the indexer's head weights.
-    let compressors = [
-        w.compressor.as_ref(),
-        w.indexer.as_ref().map(|ix| &ix.compressor),
-    ];
-    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_a, h_out), (&w.wkv, h)];
-    for cw in compressors.iter().flatten() {
-        products.extend([(&cw.wkv, h), (&cw.wgate, h)]);
+    {
+        let product = |weight, x, y| Some(Product { weight, x, y });
+        let [[main_a, main_g], [index_a, index_g]] = projected;
+        let main = w.compressor.as_ref();
+        let index = w.indexer.as_ref();
+        let mut products = [
+            product(&w.wq_a, h_out, &mut *q_lat),
+            product(&w.wkv, h, &mut *kv),
+            main.and_then(|cw| product(&cw.wkv, h, main_a)),
+            main.and_then(|cw| product(&cw.wgate, h, main_g)),
+            index.and_then(|ix| product(&ix.compressor.wkv, h, index_a)),
+            index.and_then(|ix| product(&ix.compressor.wgate, h, index_g)),
+            index.and_then(|ix| product(&ix.weights_proj, h_out, &mut *index_w)),
+        ];
+        numerics.linears(&mut products);
     }
-    if let Some(ix) = &w.indexer {
-        products.push((&ix.weights_proj, h_out));
-    }
-    let mut results = numerics.linears(&products).into_iter();
-    let mut next = || results.next().unwrap_or_default();
-    let (mut q_lat, mut kv) = (next(), next());
-    let mut projected = [None, None];
-    for (slot, cw) in projected.iter_mut().zip(compressors) {
-        if cw.is_some() {
-            *slot = Some((next(), next()));
-        }
-    }
-    let [main_projected, index_projected] = projected;
-    let mut index_w = next();
 
     // Query path: q_lat = q_norm(wq_a h); q = wq_b q_lat, per-head unweighted RMSNorm, RoPE;
     // the indexer's queries come from the same latent.
     q_lat
         .chunks_mut(w.q_norm.len())
         .for_each(|r| rms_norm(r, Some(&w.q_norm), dims.eps));
-    let mut products: Vec<(&LinearView, &[f32])> = vec![(&w.wq_b, &q_lat)];
-    if let Some(ix) = &w.indexer {
-        products.push((&ix.wq_b, &q_lat));
+    {
+        let mut products = [
+            Some(Product {
+                weight: &w.wq_b,
+                x: q_lat,
+                y: &mut *q,
+            }),
+            w.indexer.as_ref().map(|ix| Product {
+                weight: &ix.wq_b,
+                x: q_lat,
+                y: &mut *index_q,
+            }),
+        ];
+        numerics.linears(&mut products);
     }
-    let mut results = numerics.linears(&products).into_iter();
-    let mut q = results.next().unwrap_or_default();
-    let mut index_q = results.next().unwrap_or_default();
     for (t, row) in q.chunks_mut(heads * dh).enumerate() {
         for head in row.chunks_mut(dh) {
             rms_norm(head, None, dims.eps);
@@ -143,7 +195,8 @@ pub fn attention(
     }
 
     // Compressors run before attention so an entry closed by a token is visible to it.
-    if let (Some(m), Some(ix), Some((a, g))) = (ratio, &w.indexer, &index_projected) {
+    let [[main_a, main_g], [index_a, index_g]] = &*projected;
+    if let (Some(m), Some(ix)) = (ratio, &w.indexer) {
         if let (Some(tail), Some(keys)) =
             (state.index_compressor.as_mut(), state.index_keys.as_mut())
         {
@@ -154,9 +207,16 @@ pub fn attention(
                 dr,
                 eps: dims.eps,
             };
-            compress(&ix.compressor, (a, g), tail, keys, pool, &chunk, |k| {
-                numerics.index_vector(k)
-            })?;
+            let sink = EntrySink { stream: keys, pool };
+            compress(
+                &ix.compressor,
+                (index_a, index_g),
+                tail,
+                sink,
+                &chunk,
+                entry,
+                |k| numerics.index_vector(k),
+            )?;
         }
         let (hi, di) = (dims.index_heads, dims.index_dim);
         for (t, row) in index_q.chunks_mut(hi * di).enumerate() {
@@ -168,8 +228,8 @@ pub fn attention(
         let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
         index_w.iter_mut().for_each(|v| *v *= scale);
     }
-    if let (Some(m), Some(cw), Some((a, g))) = (ratio, &w.compressor, &main_projected) {
-        if let (Some(tail), Some(entries)) = (state.compressor.as_mut(), state.entries.as_mut()) {
+    if let (Some(m), Some(cw)) = (ratio, &w.compressor) {
+        if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
             let chunk = Chunk {
                 p0,
                 m,
@@ -177,7 +237,8 @@ pub fn attention(
                 dr,
                 eps: dims.eps,
             };
-            compress(cw, (a, g), tail, entries, pool, &chunk, |e| {
+            let sink = EntrySink { stream, pool };
+            compress(cw, (main_a, main_g), tail, sink, &chunk, entry, |e| {
                 numerics.kv_entry(e, dn)
             })?;
         }
@@ -185,77 +246,97 @@ pub fn attention(
 
     // The keys each query sees: the window (earlier chunks' from the ring) ...
     let first = p0.saturating_sub(dims.window - 1);
-    let mut window = vec![0.0f32; (p0 + t_len - first) * dh];
+    let window = zeroed(window, (p0 + t_len - first) * dh);
     for pos in first..p0 {
         state
             .window
             .read(pos, &mut window[(pos - first) * dh..][..dh])?;
     }
-    window[(p0 - first) * dh..].copy_from_slice(&kv);
-    // ... and the compressed entries: all visible ones (HCA) or the indexer's choice (CSA).
+    window[(p0 - first) * dh..].copy_from_slice(kv);
+    // ... and the compressed entries: all visible ones (HCA) or the indexer's choice (CSA),
+    // which `chosen` then lists as positions in `entries`.
+    let k = dims.index_topk;
     let p_last = p0 + t_len - 1;
-    let (entries, chosen) = match (ratio, &state.entries) {
+    let csa = w.indexer.is_some();
+    // HCA queries see every entry closed by their position: ⌊(p + 1)/m⌋.
+    let mut hca_ratio = None;
+    match (ratio, &state.entries) {
         (Some(m), Some(stream)) => {
             let visible_max = (p_last + 1) / m;
-            if w.indexer.is_some() {
-                let keys = state.index_keys.as_ref();
-                let chosen = indexer_top_k(keys, &index_q, &index_w, q0, m, dims)?;
-                let mut entries = Vec::new();
-                let mut ids: Vec<usize> = chosen.iter().flatten().copied().collect();
+            if csa {
+                let selection = Selection {
+                    slots: zeroed(chosen, t_out * k),
+                    len: zeroed(chosen_len, t_out),
+                };
+                indexer_top_k(
+                    state.index_keys.as_ref(),
+                    index_q,
+                    index_w,
+                    q0,
+                    m,
+                    dims,
+                    selection,
+                )?;
+                ids.clear();
+                for (list, &len) in chosen.chunks(k).zip(chosen_len.iter()) {
+                    ids.extend(list[..len].iter().map(|c| c.1));
+                }
                 ids.sort_unstable();
                 ids.dedup();
-                let mut row = vec![0.0f32; dh];
-                let mut slot = vec![usize::MAX; visible_max];
-                for (k, &e) in ids.iter().enumerate() {
-                    stream.read(e, &mut row)?;
-                    entries.extend_from_slice(&row);
-                    slot[e] = k;
+                let slot = zeroed(slot, visible_max);
+                let entries = zeroed(entries, ids.len() * dh);
+                for (n, &e) in ids.iter().enumerate() {
+                    stream.read(e, &mut entries[n * dh..(n + 1) * dh])?;
+                    slot[e] = n;
                 }
-                let chosen = chosen
-                    .into_iter()
-                    .map(|list| list.into_iter().map(|e| slot[e]).collect())
-                    .collect();
-                (entries, chosen)
+                for (list, &len) in chosen.chunks_mut(k).zip(chosen_len.iter()) {
+                    list[..len].iter_mut().for_each(|c| c.1 = slot[c.1]);
+                }
             } else {
-                let mut entries = vec![0.0f32; visible_max * dh];
-                stream.read_range(0..visible_max, &mut entries)?;
-                let chosen = (0..t_out)
-                    .map(|t| (0..(q0 + t + 1) / m).collect())
-                    .collect();
-                (entries, chosen)
+                let entries = zeroed(entries, visible_max * dh);
+                stream.read_range(0..visible_max, entries)?;
+                hca_ratio = Some(m);
             }
         }
-        _ => (Vec::new(), vec![Vec::new(); t_out]),
+        _ => {
+            zeroed(chosen_len, t_out);
+        }
+    }
+    let compressed = |t: usize| match hca_ratio {
+        Some(m) => (q0 + t + 1) / m,
+        None => chosen_len.get(t).copied().unwrap_or(0),
     };
 
     let scale = 1.0 / (dh as f32).sqrt();
-    let sparse = profile::range("sparse attention");
+    let sparse = profile::range(c"sparse attention");
     // Tasks of a few heads of one token, so a single decoded token still uses every core.
-    let mut outputs = vec![0.0f32; t_out * heads * dh];
-    outputs
+    let (window, entries, chosen) = (&*window, &*entries, &*chosen);
+    zeroed(outputs, t_out * heads * dh)
         .par_chunks_mut(heads * dh)
         .enumerate()
         .for_each(|(t, token_out)| {
             let p = q0 + t;
             let lo = (p + 1).saturating_sub(dims.window).max(first);
-            let mut keys: Vec<&[f32]> = (lo..=p)
-                .map(|pos| &window[(pos - first) * dh..][..dh])
-                .collect();
-            keys.extend(
-                chosen[t]
-                    .iter()
-                    .map(|&k: &usize| &entries[k * dh..(k + 1) * dh]),
-            );
+            let in_window = p + 1 - lo;
+            let key = |j: usize| -> &[f32] {
+                if j < in_window {
+                    &window[(lo + j - first) * dh..][..dh]
+                } else {
+                    let c = j - in_window;
+                    let e = if csa { chosen[t * k + c].1 } else { c };
+                    &entries[e * dh..(e + 1) * dh]
+                }
+            };
+            let keys = in_window + compressed(t);
             token_out
                 .par_chunks_mut(HEADS_PER_TASK * dh)
                 .enumerate()
                 .for_each(|(task, out)| {
                     let first_head = task * HEADS_PER_TASK;
                     let task_heads = out.len() / dh;
-                    let mut scores = vec![0.0f32; task_heads * keys.len()];
                     let qt = &q[(t * heads + first_head) * dh..][..task_heads * dh];
                     let sinks = &w.sink[first_head..first_head + task_heads];
-                    attend_shared_kv(qt, &keys, sinks, scale, &mut scores, out);
+                    attend_shared_kv(qt, keys, key, sinks, scale, out);
                     for o in out.chunks_mut(dh) {
                         rope.rotate(&mut o[dn..], p, true);
                     }
@@ -267,84 +348,100 @@ pub fn attention(
         state.window.write(p0 + t, row)?;
     }
 
-    // Grouped output projection: group g's heads through rows g·Ro..(g+1)·Ro of wo_a.
-    let group_in = heads * dh / dims.groups;
+    // Grouped output projection: group g's heads through rows g·Ro..(g+1)·Ro of wo_a, the
+    // groups in one parallel region.
+    let groups = dims.groups;
+    let group_in = heads * dh / groups;
     let ro = dims.group_rank;
-    // The groups run in one parallel region.
-    let parts: Vec<Vec<f32>> = (0..dims.groups)
-        .into_par_iter()
-        .map(|g| {
-            let input: Vec<f32> = outputs
-                .chunks(heads * dh)
-                .flat_map(|o| o[g * group_in..(g + 1) * group_in].iter().copied())
-                .collect();
-            let mut part = vec![0.0f32; t_out * ro];
-            w.wo_a.forward_rows(g * ro..(g + 1) * ro, &input, &mut part);
-            part
-        })
-        .collect();
-    let mut z = vec![0.0f32; t_out * dims.groups * ro];
-    for (g, part) in parts.iter().enumerate() {
-        for t in 0..t_out {
-            z[t * dims.groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
+    let group_inputs = zeroed(group_inputs, t_out * heads * dh);
+    for (g, input) in group_inputs.chunks_mut(t_out * group_in).enumerate() {
+        for (dst, o) in input.chunks_mut(group_in).zip(outputs.chunks(heads * dh)) {
+            dst.copy_from_slice(&o[g * group_in..(g + 1) * group_in]);
         }
     }
-    Ok(numerics.linear(&w.wo_b, &z))
+    zeroed(parts, groups * t_out * ro)
+        .par_chunks_mut(t_out * ro)
+        .zip(group_inputs.par_chunks(t_out * group_in))
+        .enumerate()
+        .for_each(|(g, (part, input))| {
+            w.wo_a.forward_rows(g * ro..(g + 1) * ro, input, part);
+        });
+    let z = zeroed(z, t_out * groups * ro);
+    for (g, part) in parts.chunks(t_out * ro).enumerate() {
+        for t in 0..t_out {
+            z[t * groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
+        }
+    }
+    numerics.linear_into(&w.wo_b, z, y);
+    Ok(())
+}
+
+/// Where [`indexer_top_k`] writes: `k` slots of `(score, entry)` per query, `len[t]` in use.
+struct Selection<'a> {
+    slots: &'a mut [(f32, usize)],
+    len: &'a mut [usize],
 }
 
 /// Each query's top-k compressed entries by indexer score (`Σ_h w_h · ReLU(q_h · K_w)`) among
-/// the entries visible to it, scoring keys tile by tile with a running top-k per query.
+/// the entries visible to it, scoring keys tile by tile with a running top-k per query;
+/// each query's choice ends sorted best first.
 fn indexer_top_k(
     keys: Option<&PagedEntries>,
     index_q: &[f32],
     index_w: &[f32],
-    p0: usize,
+    q0: usize,
     m: usize,
     dims: AttentionDims,
-) -> Result<Vec<Vec<usize>>, StoreError> {
-    let _range = profile::range("indexer");
+    selection: Selection,
+) -> Result<(), StoreError> {
+    let _range = profile::range(c"indexer");
     let (hi, di, k) = (dims.index_heads, dims.index_dim, dims.index_topk);
     let t_len = index_w.len() / hi;
-    let visible = |t: usize| (p0 + t + 1) / m;
-    let total = visible(t_len - 1);
-    let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::new(); t_len];
+    let visible = |t: usize| (q0 + t + 1) / m;
     let Some(keys) = keys else {
-        return Ok(vec![Vec::new(); t_len]);
+        return Ok(());
     };
-    let mut tile = vec![0.0f32; INDEX_TILE.min(total.max(1)) * di];
-    for start in (0..total).step_by(INDEX_TILE) {
-        let end = (start + INDEX_TILE).min(total);
-        keys.read_range(start..end, &mut tile[..(end - start) * di])?;
-        best.par_iter_mut().enumerate().for_each(|(t, best)| {
-            let end = end.min(visible(t));
-            if end <= start {
-                return;
-            }
-            let q = &index_q[t * hi * di..][..hi * di];
-            let weights = &index_w[t * hi..][..hi];
-            let scores: Vec<f32> = (start..end)
-                .map(|e| {
-                    let key = &tile[(e - start) * di..][..di];
-                    q.chunks(di)
-                        .zip(weights)
-                        .map(|(qh, wh)| wh * dot(qh, key).max(0.0))
-                        .sum()
-                })
-                .collect();
-            // Merge the tile into the running top-k; ties keep the lower entry.
-            let mut merged: Vec<(f32, usize)> = std::mem::take(best);
-            let picked = top_k(&scores, k);
-            merged.extend(picked.into_iter().map(|i| (scores[i], start + i)));
-            let order = top_k(&merged.iter().map(|c| c.0).collect::<Vec<_>>(), k);
-            let mut kept: Vec<(f32, usize)> = order.into_iter().map(|i| merged[i]).collect();
-            kept.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            *best = kept;
-        });
+    let total = visible(t_len - 1);
+    TILE.with(|tile| -> Result<(), StoreError> {
+        let mut tile = tile.borrow_mut();
+        zeroed(&mut tile, INDEX_TILE.min(total.max(1)) * di);
+        for start in (0..total).step_by(INDEX_TILE) {
+            let end = (start + INDEX_TILE).min(total);
+            keys.read_range(start..end, &mut tile[..(end - start) * di])?;
+            let tile = &tile[..];
+            selection
+                .slots
+                .par_chunks_mut(k)
+                .zip(selection.len.par_iter_mut())
+                .enumerate()
+                .for_each(|(t, (slots, len))| {
+                    let end = end.min(visible(t));
+                    let q = &index_q[t * hi * di..][..hi * di];
+                    let weights = &index_w[t * hi..][..hi];
+                    let mut best = RunningTopK::new(slots, len);
+                    for e in start..end {
+                        let key = &tile[(e - start) * di..][..di];
+                        let score: f32 = q
+                            .chunks(di)
+                            .zip(weights)
+                            .map(|(qh, wh)| wh * dot(qh, key).max(0.0))
+                            .sum();
+                        best.offer(score, e);
+                    }
+                });
+        }
+        Ok(())
+    })?;
+    for (slots, &len) in selection.slots.chunks_mut(k).zip(selection.len.iter()) {
+        slots[..len].sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     }
-    Ok(best
-        .into_iter()
-        .map(|list| list.into_iter().map(|(_, e)| e).collect())
-        .collect())
+    Ok(())
+}
+
+thread_local! {
+    /// The indexer's tile of decoded keys, kept between calls (filled on the calling thread,
+    /// read by the workers while it is borrowed; no other indexer call runs meanwhile).
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A chunk as a compressor sees it.
@@ -356,27 +453,33 @@ struct Chunk<'c> {
     eps: f32,
 }
 
+/// Where a compressor's entries go: a paged stream and the pool its pages come from.
+struct EntrySink<'s> {
+    stream: &'s mut PagedEntries,
+    pool: &'s mut BlockPool,
+}
+
 /// Feeds a chunk's value and gate projections (`a`, `g`: `T × c·w`) to a compressor and stores
 /// the entries it closes: normed, RoPE at `m·w` on the trailing `dr` dims, then `finish` (the
-/// reference's simulation), then encoded into `stream`.
+/// reference's simulation), then encoded into the sink's stream. `entry` is scratch.
 fn compress(
     w: &CompressorWeights,
     (a, g): (&[f32], &[f32]),
     tail: &mut CompressorState,
-    stream: &mut PagedEntries,
-    pool: &mut BlockPool,
+    sink: EntrySink,
     c: &Chunk,
+    entry: &mut Vec<f32>,
     finish: impl Fn(&mut [f32]),
 ) -> Result<(), StoreError> {
-    let _range = profile::range("compressor");
+    let _range = profile::range(c"compressor");
     let cw = w.wkv.out;
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
-        if let Some(mut e) = tail.push(c.p0 + t, a, g, w, c.eps) {
-            let width = e.vector.len();
+        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.eps, entry) {
+            let width = entry.len();
             c.rope
-                .rotate(&mut e.vector[width - c.dr..], c.m * e.index, false);
-            finish(&mut e.vector);
-            stream.push(&e.vector, pool)?;
+                .rotate(&mut entry[width - c.dr..], c.m * index, false);
+            finish(entry);
+            sink.stream.push(entry, sink.pool)?;
         }
     }
     Ok(())

@@ -25,14 +25,6 @@ pub struct CompressorState {
     entries: usize,
 }
 
-/// An entry emitted by a compressor: its index and its pooled, normed vector (RoPE not applied).
-pub struct Emitted {
-    /// Entry index w; its tokens end at position `(w + 1)·m − 1`.
-    pub index: usize,
-    /// `width` values.
-    pub vector: Vec<f32>,
-}
-
 impl CompressorState {
     /// An empty tail for entries of `width` values every `ratio` tokens.
     pub fn new(ratio: usize, width: usize, overlap: bool) -> Self {
@@ -66,15 +58,17 @@ impl CompressorState {
     }
 
     /// Feeds one token at absolute `position` with its projected value `a` and raw gate `g`
-    /// (`c·width` each); returns the entry its window closes, if any.
+    /// (`c·width` each). When the token closes a window, writes the entry's pooled, normed
+    /// vector (RoPE not applied) into `entry` and returns its index `w`, whose tokens end at
+    /// position `(w + 1)·m − 1`.
     pub fn push(
         &mut self,
         position: usize,
-        a: &[f32],
-        g: &[f32],
+        (a, g): (&[f32], &[f32]),
         w: &CompressorWeights,
         norm_eps: f32,
-    ) -> Option<Emitted> {
+        entry: &mut Vec<f32>,
+    ) -> Option<usize> {
         let cw = a.len();
         let slot = position % self.ratio;
         let ape = &w.ape[slot * cw..(slot + 1) * cw];
@@ -89,7 +83,7 @@ impl CompressorState {
         if slot + 1 < self.ratio {
             return None;
         }
-        let mut pooled = self.pool();
+        self.pool(entry);
         if self.overlap {
             // This window's A-half becomes the previous window of the next entry.
             for s in 0..self.ratio {
@@ -103,39 +97,35 @@ impl CompressorState {
         }
         let index = self.entries;
         self.entries += 1;
-        rms_norm(&mut pooled, Some(&w.norm), norm_eps);
-        Some(Emitted {
-            index,
-            vector: pooled,
-        })
+        rms_norm(entry, Some(&w.norm), norm_eps);
+        Some(index)
     }
 
-    /// Per-channel softmax over the window's slots of the gates, applied to the values.
-    fn pool(&self) -> Vec<f32> {
+    /// Per-channel softmax over the window's slots of the gates (the previous window's A-half
+    /// first under overlap), applied to the values, into `out`.
+    fn pool(&self, out: &mut Vec<f32>) {
         let (m, width) = (self.ratio, self.width);
         let cw = self.value.len() / m;
         // The current window reads its B-half under overlap (channels width..2·width).
         let offset = if self.overlap { width } else { 0 };
-        let mut out = vec![0.0; width];
-        let mut slots: Vec<(f32, f32)> = Vec::with_capacity(2 * m);
+        let prev = self.overlap && self.has_prev;
+        out.clear();
+        out.resize(width, 0.0);
         for (ch, o) in out.iter_mut().enumerate() {
-            slots.clear();
-            if self.overlap && self.has_prev {
-                for s in 0..m {
-                    slots.push((
-                        self.prev_gate[s * width + ch],
-                        self.prev_value[s * width + ch],
-                    ));
-                }
-            }
-            for s in 0..m {
+            let previous = (0..m).filter(|_| prev).map(|s| {
+                (
+                    self.prev_gate[s * width + ch],
+                    self.prev_value[s * width + ch],
+                )
+            });
+            let current = (0..m).map(|s| {
                 let i = s * cw + offset + ch;
-                slots.push((self.gate[i], self.value[i]));
-            }
-            let max = slots.iter().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = slots.iter().map(|s| (s.0 - max).exp()).sum();
-            *o = slots.iter().map(|s| (s.0 - max).exp() / sum * s.1).sum();
+                (self.gate[i], self.value[i])
+            });
+            let slots = previous.chain(current);
+            let max = slots.clone().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = slots.clone().map(|s| (s.0 - max).exp()).sum();
+            *o = slots.map(|s| (s.0 - max).exp() / sum * s.1).sum();
         }
-        out
     }
 }

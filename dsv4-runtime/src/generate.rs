@@ -133,7 +133,20 @@ impl Detokenizer<'_> {
 
 /// Generates from `request` with `model`, calling `on_text` with each piece of new text as
 /// soon as it is safe to show (never part of a stop string).
+///
+/// The loop runs on a thread of rayon's pool, so the parallel work of each step goes to that
+/// thread's own queue: with the model's reused buffers, a decode step allocates nothing.
 pub fn generate(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    request: &GenerateRequest,
+    on_text: impl FnMut(&str) + Send,
+) -> Result<Generation, GenerateError> {
+    rayon::scope(|_| generate_on_pool(model, tokenizer, request, on_text))
+}
+
+/// [`generate`] on the calling thread.
+fn generate_on_pool(
     model: &Model,
     tokenizer: Option<&Tokenizer>,
     request: &GenerateRequest,
@@ -165,9 +178,9 @@ pub fn generate(
     let start = Instant::now();
     let chunk = request.prefill_chunk.max(1);
     let mut logits = Vec::new();
-    let prefill = profile::range("prefill");
+    let prefill = profile::range(c"prefill");
     for piece in prompt.chunks(chunk) {
-        logits = model.forward(piece, &mut state, Logits::Last)?;
+        model.forward_into(piece, &mut state, Logits::Last, &mut logits)?;
     }
     drop(prefill);
     let prefill_seconds = start.elapsed().as_secs_f64();
@@ -180,7 +193,7 @@ pub fn generate(
         if generated.len() >= request.max_new_tokens {
             break FinishReason::Length;
         }
-        let sampling = profile::range("sampler");
+        let sampling = profile::range(c"sampler");
         let token = sampler.sample(&logits)?;
         drop(sampling);
         if config.eos_token_ids.contains(&(token as usize)) {
@@ -201,8 +214,8 @@ pub fn generate(
         if state.position >= max {
             break FinishReason::Context;
         }
-        let step = profile::range("decode step");
-        logits = model.forward(&[token], &mut state, Logits::Last)?;
+        let step = profile::range(c"decode step");
+        model.forward_into(&[token], &mut state, Logits::Last, &mut logits)?;
         drop(step);
         decode_steps += 1;
     };

@@ -18,6 +18,7 @@ pub mod state;
 pub mod stop;
 pub mod tokenizer;
 pub mod weights;
+pub mod workspace;
 
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
 pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};

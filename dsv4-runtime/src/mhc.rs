@@ -8,14 +8,73 @@ use dsv4_kernels::ops::{sigmoid, softmax};
 use crate::weights::HcWeights;
 
 /// How one token's streams enter and leave a sublayer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HcMix {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HcMix<'a> {
     /// Weight of each stream in the sublayer's input.
-    pub pre: Vec<f32>,
+    pub pre: &'a [f32],
     /// Weight of the sublayer's output in each new stream.
-    pub post: Vec<f32>,
+    pub post: &'a [f32],
     /// `comb[j·n + k]`: weight of old stream `j` in new stream `k`.
-    pub comb: Vec<f32>,
+    pub comb: &'a [f32],
+}
+
+/// The mixes of a chunk's tokens, stored flat, with the scratch computing and applying them
+/// needs; kept from call to call so a decode step does not allocate for them.
+#[derive(Debug, Default)]
+pub struct HcMixes {
+    streams: usize,
+    pre: Vec<f32>,
+    post: Vec<f32>,
+    comb: Vec<f32>,
+    mu: Vec<f32>,
+    old: Vec<f32>,
+}
+
+impl HcMixes {
+    /// Computes the mix of every token of `x` (`T × n·D`, stream-major per token).
+    pub fn compute(&mut self, x: &[f32], d: usize, w: &HcWeights, c: HcConfig) {
+        let n = c.streams;
+        let tokens = x.len() / (n * d);
+        self.streams = n;
+        for v in [&mut self.pre, &mut self.post] {
+            v.clear();
+            v.resize(tokens * n, 0.0);
+        }
+        self.comb.clear();
+        self.comb.resize(tokens * n * n, 0.0);
+        for (t, xt) in x.chunks(n * d).enumerate() {
+            mix_into(
+                xt,
+                w,
+                c,
+                &mut self.mu,
+                &mut self.pre[t * n..(t + 1) * n],
+                &mut self.post[t * n..(t + 1) * n],
+                &mut self.comb[t * n * n..(t + 1) * n * n],
+            );
+        }
+    }
+
+    /// Token `t`'s mix.
+    pub fn get(&self, t: usize) -> HcMix<'_> {
+        let n = self.streams;
+        HcMix {
+            pre: &self.pre[t * n..(t + 1) * n],
+            post: &self.post[t * n..(t + 1) * n],
+            comb: &self.comb[t * n * n..(t + 1) * n * n],
+        }
+    }
+
+    /// Folds a sublayer's output `y` (`T' × D`) into the streams `x` (`T' × n·D`) of tokens
+    /// `first..first + T'` of the chunk.
+    pub fn leave(&mut self, x: &mut [f32], y: &[f32], d: usize, first: usize) {
+        let n = self.streams;
+        let mut old = std::mem::take(&mut self.old);
+        for (t, (xt, yt)) in x.chunks_mut(n * d).zip(y.chunks(d)).enumerate() {
+            hc_post(xt, yt, self.get(first + t), &mut old);
+        }
+        self.old = old;
+    }
 }
 
 /// Settings shared by every hyper-connection of a model.
@@ -31,41 +90,49 @@ pub struct HcConfig {
     pub norm_eps: f32,
 }
 
-/// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for the flattened streams `x` (`n·D`), one value per row of φ.
-fn project(x: &[f32], w: &HcWeights, rows: usize, norm_eps: f32) -> Vec<f32> {
+/// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for the flattened streams `x` (`n·D`), one value per row of
+/// φ, into `mu`.
+fn project(x: &[f32], w: &HcWeights, rows: usize, norm_eps: f32, mu: &mut Vec<f32>) {
     let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (mean + norm_eps).sqrt();
-    (0..rows)
-        .map(|i| dot(&w.proj[i * x.len()..(i + 1) * x.len()], x) * r)
-        .collect()
+    mu.clear();
+    mu.extend((0..rows).map(|i| dot(&w.proj[i * x.len()..(i + 1) * x.len()], x) * r));
 }
 
-/// The mix of one token's streams `x` (`n·D`, stream-major).
-pub fn hc_mix(x: &[f32], w: &HcWeights, c: HcConfig) -> HcMix {
+/// The mix of one token's streams `x` (`n·D`, stream-major) into `pre`, `post` (`n`) and
+/// `comb` (`n × n`).
+fn mix_into(
+    x: &[f32],
+    w: &HcWeights,
+    c: HcConfig,
+    mu: &mut Vec<f32>,
+    pre: &mut [f32],
+    post: &mut [f32],
+    comb: &mut [f32],
+) {
     let n = c.streams;
-    let mu = project(x, w, (2 + n) * n, c.norm_eps);
-    let pre = (0..n)
-        .map(|i| sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps)
-        .collect();
-    let post = (0..n)
-        .map(|i| 2.0 * sigmoid(w.scale[1] * mu[n + i] + w.base[n + i]))
-        .collect();
-    let mut comb: Vec<f32> = (0..n * n)
-        .map(|i| w.scale[2] * mu[2 * n + i] + w.base[2 * n + i])
-        .collect();
+    project(x, w, (2 + n) * n, c.norm_eps, mu);
+    for (i, p) in pre.iter_mut().enumerate() {
+        *p = sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps;
+    }
+    for (i, p) in post.iter_mut().enumerate() {
+        *p = 2.0 * sigmoid(w.scale[1] * mu[n + i] + w.base[n + i]);
+    }
+    for (i, v) in comb.iter_mut().enumerate() {
+        *v = w.scale[2] * mu[2 * n + i] + w.base[2 * n + i];
+    }
     for row in comb.chunks_mut(n) {
         softmax(row);
         row.iter_mut().for_each(|v| *v += c.eps);
     }
-    normalize_columns(&mut comb, n, c.eps);
+    normalize_columns(comb, n, c.eps);
     for _ in 1..c.sinkhorn_iters {
         for row in comb.chunks_mut(n) {
             let sum: f32 = row.iter().sum::<f32>() + c.eps;
             row.iter_mut().for_each(|v| *v /= sum);
         }
-        normalize_columns(&mut comb, n, c.eps);
+        normalize_columns(comb, n, c.eps);
     }
-    HcMix { pre, post, comb }
 }
 
 fn normalize_columns(m: &mut [f32], n: usize, eps: f32) {
@@ -84,11 +151,13 @@ pub fn hc_pre(x: &[f32], pre: &[f32], out: &mut [f32]) {
     }
 }
 
-/// New streams `x'ₖ = postₖ · y + Σⱼ comb[j, k] · xⱼ` (sum over the first index), in place.
-pub fn hc_post(x: &mut [f32], y: &[f32], mix: &HcMix) {
+/// New streams `x'ₖ = postₖ · y + Σⱼ comb[j, k] · xⱼ` (sum over the first index), in place;
+/// `old` is scratch for the streams before the update.
+pub fn hc_post(x: &mut [f32], y: &[f32], mix: HcMix, old: &mut Vec<f32>) {
     let d = y.len();
     let n = mix.post.len();
-    let old = x.to_vec();
+    old.clear();
+    old.extend_from_slice(x);
     for k in 0..n {
         let out = &mut x[k * d..(k + 1) * d];
         out.iter_mut()
@@ -103,13 +172,15 @@ pub fn hc_post(x: &mut [f32], y: &[f32], mix: &HcMix) {
     }
 }
 
-/// The final collapse of the streams into one vector: `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`.
-pub fn hc_head(x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32]) {
-    let mu = project(x, w, c.streams, c.norm_eps);
-    let pre: Vec<f32> = (0..c.streams)
-        .map(|i| sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps)
-        .collect();
-    hc_pre(x, &pre, out);
+/// The final collapse of the streams into one vector: `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`;
+/// `mu` is scratch.
+pub fn hc_head(x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32], mu: &mut Vec<f32>) {
+    let n = c.streams;
+    project(x, w, n, c.norm_eps, mu);
+    for i in 0..n {
+        mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps);
+    }
+    hc_pre(x, &mu[n..2 * n], out);
 }
 
 #[cfg(test)]
@@ -135,7 +206,9 @@ mod tests {
             norm_eps: 1e-6,
         };
         let x: Vec<f32> = (0..n * d).map(|i| i as f32 - 2.5).collect();
-        let mix = hc_mix(&x, &w, c);
+        let mut mixes = HcMixes::default();
+        mixes.compute(&x, d, &w, c);
+        let mix = mixes.get(0);
         for k in 0..n {
             let col: f32 = (0..n).map(|j| mix.comb[j * n + k]).sum();
             assert!((col - 1.0).abs() < 1e-4, "column {k}: {col}");
@@ -144,12 +217,12 @@ mod tests {
         }
         // Orientation: a comb that moves stream 0 to stream 1 must put x₀ into x'₁.
         let swap = HcMix {
-            pre: vec![1.0; n],
-            post: vec![0.0; n],
-            comb: vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
+            pre: &[1.0; 3],
+            post: &[0.0; 3],
+            comb: &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
         };
         let mut streams = vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0];
-        hc_post(&mut streams, &[0.0, 0.0], &swap);
+        hc_post(&mut streams, &[0.0, 0.0], swap, &mut Vec::new());
         assert_eq!(streams, vec![3.0, 3.0, 1.0, 1.0, 2.0, 2.0]);
     }
 }

@@ -2,18 +2,21 @@
 //! hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE → hc_post, then hc_head →
 //! norm → head. One call processes a chunk of consecutive tokens of one request.
 
+use std::ffi::CString;
+
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
 use dsv4_model::{ModelConfig, RopeKind};
 
 use dsv4_cache::{BlockPool, BlockSizeError, CacheDtypes, ModelCacheSchema, StoreError};
 
 use crate::attention::{attention, AttentionDims, AttentionStep};
-use crate::mhc::{hc_head, hc_mix, hc_post, hc_pre, HcConfig};
+use crate::mhc::{hc_head, hc_pre, HcConfig, HcMixes};
 use crate::moe::{moe, MoeConfig};
 use crate::numerics::Numerics;
 use crate::profile;
 use crate::state::SeqState;
 use crate::weights::ModelWeights;
+use crate::workspace::{zeroed, Workspace};
 
 /// Why a forward call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +66,8 @@ pub struct Model<'a> {
     moe: MoeConfig,
     numerics: Numerics,
     schema: ModelCacheSchema,
+    /// NVTX range name of each layer ("layer 0", ...), made once.
+    layer_ranges: Vec<CString>,
 }
 
 impl<'a> Model<'a> {
@@ -83,7 +88,11 @@ impl<'a> Model<'a> {
             beta_fast: y.beta_fast,
             beta_slow: y.beta_slow,
         });
+        let layer_ranges = (0..weights.layers.len())
+            .map(|i| CString::new(format!("layer {i}")).unwrap_or_default())
+            .collect();
         Ok(Self {
+            layer_ranges,
             weights,
             schema,
             main_rope: RopeFrequencies::new(dr, config.rope_theta, None),
@@ -140,6 +149,21 @@ impl<'a> Model<'a> {
         state: &mut SeqState,
         which: Logits,
     ) -> Result<Vec<f32>, ForwardError> {
+        let mut logits = Vec::new();
+        self.forward_into(tokens, state, which, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Self::forward`] into `logits` (resized, its capacity reused). Every intermediate
+    /// lives in buffers `state` keeps, so a decode step allocates nothing once they have grown
+    /// (paged blocks aside: a stream takes a page when it fills one).
+    pub fn forward_into(
+        &self,
+        tokens: &[u32],
+        state: &mut SeqState,
+        which: Logits,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
         let c = &self.config;
         let (d, n, vocab) = (c.hidden_size, c.hc_mult, c.vocab_size);
         let p0 = state.position;
@@ -162,35 +186,50 @@ impl<'a> Model<'a> {
         }
         let t_len = tokens.len();
         let w = &self.weights;
+        let SeqState {
+            layers,
+            pool,
+            workspace,
+            position,
+        } = state;
+        let Workspace {
+            x,
+            h,
+            y,
+            u,
+            mu,
+            mixes,
+            attention: attention_buffers,
+            moe: moe_buffers,
+        } = workspace;
 
         // Every stream starts as the token's embedding.
-        let mut x = vec![0.0f32; t_len * n * d];
-        let mut row = vec![0.0f32; d];
-        for (t, &id) in tokens.iter().enumerate() {
-            w.embed.row(id as usize, &mut row);
-            for s in 0..n {
-                x[(t * n + s) * d..(t * n + s + 1) * d].copy_from_slice(&row);
+        let x = zeroed(x, t_len * n * d);
+        for (xt, &id) in x.chunks_mut(n * d).zip(tokens) {
+            let (first, rest) = xt.split_at_mut(d);
+            w.embed.row(id as usize, first);
+            for stream in rest.chunks_mut(d) {
+                stream.copy_from_slice(first);
             }
         }
 
-        let SeqState { layers, pool, .. } = state;
         let last_layer = w.layers.len().saturating_sub(1);
         for (i, (layer, layer_state)) in w.layers.iter().zip(layers.iter_mut()).enumerate() {
-            // Past the last layer only the logits rows matter: when that is the last token,
-            // the last layer caches every token but computes one output.
-            let first_output = match which {
-                Logits::Last if i == last_layer => t_len - 1,
-                _ => 0,
-            };
-            let streams = first_output * n * d;
-            let _layer = profile::range_fmt(format_args!("layer {i}"));
+            let _layer = profile::range(&self.layer_ranges[i]);
             let rope = match layer.spec.rope {
                 RopeKind::Main => &self.main_rope,
                 RopeKind::Compress => &self.compress_rope,
             };
+            // Past the last layer only the logits rows matter: when that is the last token,
+            // the last layer caches every token but computes one output.
+            let first_output = match which {
+                Logits::Last if i == last_layer => t_len.saturating_sub(1),
+                _ => 0,
+            };
+            let streams = first_output * n * d;
             // Attention sublayer.
-            let attention_range = profile::range("attention");
-            let (h, mixes) = self.enter(&x, &layer.hc_attn, &layer.attn_norm);
+            let attention_range = profile::range(c"attention");
+            self.enter(x, &layer.hc_attn, &layer.attn_norm, mixes, h);
             let step = AttentionStep {
                 ratio: layer.spec.attention.ratio(),
                 p0,
@@ -199,67 +238,67 @@ impl<'a> Model<'a> {
                 pool,
                 rope,
             };
-            let y = attention(&layer.attn, &h, step, self.attention, self.numerics)?;
-            Self::leave(&mut x[streams..], &y, &mixes[first_output..], n * d);
+            attention(
+                &layer.attn,
+                h,
+                step,
+                self.attention,
+                self.numerics,
+                attention_buffers,
+                y,
+            )?;
+            mixes.leave(&mut x[streams..], y, d, first_output);
             drop(attention_range);
             // MoE sublayer.
-            let _moe = profile::range("moe");
+            let _moe = profile::range(c"moe");
             let x_out = &mut x[streams..];
-            let (h, mixes) = self.enter(x_out, &layer.hc_ffn, &layer.ffn_norm);
-            let y = moe(
+            self.enter(x_out, &layer.hc_ffn, &layer.ffn_norm, mixes, h);
+            let tokens_out = &tokens[first_output..];
+            moe(
                 &layer.moe,
-                &h,
-                &tokens[first_output..],
+                h,
+                tokens_out,
                 self.moe,
                 self.numerics,
+                moe_buffers,
+                y,
             );
-            Self::leave(x_out, &y, &mixes, n * d);
+            mixes.leave(x_out, y, d, 0);
         }
-        state.position += t_len;
+        *position += t_len;
 
-        let _head = profile::range("head");
-        let rows: Vec<usize> = match which {
-            Logits::All => (0..t_len).collect(),
-            Logits::Last => t_len.checked_sub(1).into_iter().collect(),
+        let _head = profile::range(c"head");
+        let first_row = match which {
+            Logits::All => 0,
+            Logits::Last => t_len.saturating_sub(1),
         };
-        let mut u = vec![0.0f32; rows.len() * d];
-        for (i, &t) in rows.iter().enumerate() {
-            let out = &mut u[i * d..(i + 1) * d];
-            hc_head(&x[t * n * d..(t + 1) * n * d], &w.hc_head, self.hc, out);
+        let u = zeroed(u, (t_len - first_row) * d);
+        for (out, xt) in u.chunks_mut(d).zip(x.chunks(n * d).skip(first_row)) {
+            hc_head(xt, &w.hc_head, self.hc, out, mu);
             rms_norm(out, Some(&w.norm), c.rms_norm_eps as f32);
         }
-        Ok(w.head.forward_vec(&u))
+        w.head
+            .forward(u, zeroed(logits, (t_len - first_row) * vocab));
+        Ok(())
     }
 
-    /// Mixes each token's streams into a sublayer input and norms it; returns the inputs
-    /// (`T × D`) and each token's mix.
+    /// Mixes each token's streams `x` into a sublayer input `h` (`T × D`) and norms it; the
+    /// mixes stay in `mixes` for the way back.
     fn enter(
         &self,
         x: &[f32],
         hc: &crate::weights::HcWeights,
         norm: &[f32],
-    ) -> (Vec<f32>, Vec<crate::mhc::HcMix>) {
+        mixes: &mut HcMixes,
+        h: &mut Vec<f32>,
+    ) {
         let d = norm.len();
-        let streams = self.hc.streams * d;
-        let mut h = vec![0.0f32; x.len() / self.hc.streams];
-        let mixes = x
-            .chunks(streams)
-            .zip(h.chunks_mut(d))
-            .map(|(xt, ht)| {
-                let mix = hc_mix(xt, hc, self.hc);
-                hc_pre(xt, &mix.pre, ht);
-                rms_norm(ht, Some(norm), self.config.rms_norm_eps as f32);
-                mix
-            })
-            .collect();
-        (h, mixes)
-    }
-
-    /// Folds a sublayer's output back into every token's streams.
-    fn leave(x: &mut [f32], y: &[f32], mixes: &[crate::mhc::HcMix], streams: usize) {
-        let d = y.len() / mixes.len().max(1);
-        for ((xt, yt), mix) in x.chunks_mut(streams).zip(y.chunks(d)).zip(mixes) {
-            hc_post(xt, yt, mix);
+        let n = self.hc.streams;
+        mixes.compute(x, d, hc, self.hc);
+        let h = zeroed(h, x.len() / n);
+        for (t, (xt, ht)) in x.chunks(n * d).zip(h.chunks_mut(d)).enumerate() {
+            hc_pre(xt, mixes.get(t).pre, ht);
+            rms_norm(ht, Some(norm), self.config.rms_norm_eps as f32);
         }
     }
 }

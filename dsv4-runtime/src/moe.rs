@@ -2,13 +2,14 @@
 //! table (hash layers) or by top-K of score + bias (bias for selection only), weights normalised
 //! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
 
-use dsv4_kernels::ops::{silu, softplus, top_k};
+use dsv4_kernels::ops::{silu, softplus, top_k_into};
 
 use rayon::prelude::*;
 
 use crate::numerics::Numerics;
 use crate::profile;
 use crate::weights::{ExpertWeights, MoeWeights};
+use crate::workspace::zeroed;
 
 /// Router settings.
 #[derive(Debug, Clone, Copy)]
@@ -23,50 +24,71 @@ pub struct MoeConfig {
     pub swiglu_limit: f32,
 }
 
-/// `(expert, weight)` pairs for one token.
-fn route(w: &MoeWeights, h: &[f32], token: u32, c: MoeConfig) -> Vec<(usize, f32)> {
-    let scores: Vec<f32> = w
-        .gate
-        .forward_vec(h)
-        .into_iter()
-        .map(|l| softplus(l).sqrt())
-        .collect();
-    let k = c.experts_per_token;
-    let chosen: Vec<usize> = match (&w.tid2eid, &w.bias) {
-        (Some(table), _) => table[token as usize * k..(token as usize + 1) * k].to_vec(),
-        (None, Some(bias)) => {
-            let biased: Vec<f32> = scores.iter().zip(bias).map(|(s, b)| s + b).collect();
-            top_k(&biased, k)
-        }
-        (None, None) => top_k(&scores, k),
-    };
-    let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
-    chosen
-        .into_iter()
-        .map(|e| {
-            let weight = if c.normalize {
-                scores[e] / total
-            } else {
-                scores[e]
-            };
-            (e, weight * c.routed_scaling_factor)
-        })
-        .collect()
+/// Buffers the MoE reuses from call to call: the router's scores and one set per expert
+/// (index 0 the shared expert, then the routed ones by index).
+#[derive(Debug, Default)]
+pub struct MoeBuffers {
+    scores: Vec<f32>,
+    biased: Vec<f32>,
+    chosen: Vec<usize>,
+    experts: Vec<ExpertBuffers>,
 }
 
-/// One expert on rows `x` (`n × D`), each row scaled by its routing weight `gamma`.
-fn expert(
-    e: &ExpertWeights,
-    x: &[f32],
-    gamma: &[f32],
-    c: MoeConfig,
-    numerics: Numerics,
-) -> Vec<f32> {
-    let mut g = numerics.linear(&e.w1, x);
-    let v = numerics.linear(&e.w3, x);
+/// One expert's rows (token, routing weight) of a chunk and its intermediates.
+#[derive(Debug, Default)]
+struct ExpertBuffers {
+    rows: Vec<(usize, f32)>,
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    y: Vec<f32>,
+}
+
+/// Routes one token: pushes `(token, weight)` onto the rows of each chosen expert.
+fn route(w: &MoeWeights, h: &[f32], (t, token): (usize, u32), c: MoeConfig, buf: &mut MoeBuffers) {
+    let MoeBuffers {
+        scores,
+        biased,
+        chosen,
+        experts,
+    } = buf;
+    w.gate.forward(h, zeroed(scores, w.gate.out));
+    scores.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
+    let k = c.experts_per_token;
+    match (&w.tid2eid, &w.bias) {
+        (Some(table), _) => {
+            chosen.clear();
+            chosen.extend_from_slice(&table[token as usize * k..(token as usize + 1) * k]);
+        }
+        (None, Some(bias)) => {
+            biased.clear();
+            biased.extend(scores.iter().zip(bias).map(|(s, b)| s + b));
+            top_k_into(biased, k, chosen);
+        }
+        (None, None) => top_k_into(scores, k, chosen),
+    }
+    let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
+    for &e in chosen.iter() {
+        let weight = if c.normalize {
+            scores[e] / total
+        } else {
+            scores[e]
+        };
+        experts[1 + e]
+            .rows
+            .push((t, weight * c.routed_scaling_factor));
+    }
+}
+
+/// One expert on its gathered rows `b.x` (`n × D`), each row scaled by its routing weight;
+/// the result lands in `b.y`.
+fn expert(e: &ExpertWeights, b: &mut ExpertBuffers, c: MoeConfig, numerics: Numerics) {
+    numerics.linear_into(&e.w1, &b.x, &mut b.gate);
+    numerics.linear_into(&e.w3, &b.x, &mut b.up);
     let limit = c.swiglu_limit;
     let inter = e.w1.out;
-    for (row, (g, v)) in g.chunks_mut(inter).zip(v.chunks(inter)).enumerate() {
+    for (row, (g, v)) in b.gate.chunks_mut(inter).zip(b.up.chunks(inter)).enumerate() {
         for (g, &v) in g.iter_mut().zip(v) {
             let (gate, up) = if limit > 0.0 {
                 (g.min(limit), v.clamp(-limit, limit))
@@ -77,72 +99,69 @@ fn expert(
         }
         // The reference weights the intermediate before w2; transformers weights w2's output.
         if numerics == Numerics::Reference {
-            g.iter_mut().for_each(|z| *z *= gamma[row]);
+            g.iter_mut().for_each(|z| *z *= b.gamma[row]);
         }
     }
-    let mut y = numerics.linear(&e.w2, &g);
+    numerics.linear_into(&e.w2, &b.gate, &mut b.y);
     if numerics == Numerics::Exact {
         let d = e.w2.out;
-        for (row, out) in y.chunks_mut(d).enumerate() {
-            out.iter_mut().for_each(|v| *v *= gamma[row]);
+        for (row, out) in b.y.chunks_mut(d).enumerate() {
+            out.iter_mut().for_each(|v| *v *= b.gamma[row]);
         }
     }
-    y
 }
 
-/// The MoE output for `h` (`T × D`, normed) of tokens `tokens`.
+/// The MoE output for `h` (`T × D`, normed) of tokens `tokens`, into `out` (`T × D`).
 pub fn moe(
     w: &MoeWeights,
     h: &[f32],
     tokens: &[u32],
     c: MoeConfig,
     numerics: Numerics,
-) -> Vec<f32> {
+    buf: &mut MoeBuffers,
+    out: &mut Vec<f32>,
+) {
     let d = w.gate.inp;
     // Group tokens by expert so each expert's weights are read once per chunk.
-    let routing = profile::range("moe routing");
-    let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); w.experts.len()];
+    let routing = profile::range(c"moe routing");
+    buf.experts
+        .resize_with(1 + w.experts.len(), Default::default);
+    for b in buf.experts.iter_mut() {
+        b.rows.clear();
+    }
+    buf.experts[0]
+        .rows
+        .extend((0..tokens.len()).map(|t| (t, 1.0)));
     for (t, (row, &token)) in h.chunks(d).zip(tokens).enumerate() {
-        for (e, weight) in route(w, row, token, c) {
-            by_expert[e].push((t, weight));
-        }
+        route(w, row, (t, token), c, buf);
     }
     drop(routing);
-    let _experts = profile::range("experts");
+    let _experts = profile::range(c"experts");
     // The shared expert and every chosen routed expert run in one parallel region (each
     // expert's linears split further inside it), so a decode step wakes the workers once per
     // MoE rather than once per linear.
-    let shared_rows: Vec<(usize, f32)> = (0..tokens.len()).map(|t| (t, 1.0)).collect();
-    let work: Vec<(&ExpertWeights, &[(usize, f32)])> =
-        std::iter::once((&w.shared, &shared_rows[..]))
-            .chain(
-                w.experts
-                    .iter()
-                    .zip(&by_expert)
-                    .filter(|(_, rows)| !rows.is_empty())
-                    .map(|(e, rows)| (e, &rows[..])),
-            )
-            .collect();
-    let outputs: Vec<Vec<f32>> = work
-        .par_iter()
-        .map(|&(e, rows)| {
-            let x: Vec<f32> = rows
-                .iter()
-                .flat_map(|&(t, _)| h[t * d..(t + 1) * d].iter().copied())
-                .collect();
-            let gamma: Vec<f32> = rows.iter().map(|&(_, g)| g).collect();
-            expert(e, &x, &gamma, c, numerics)
-        })
-        .collect();
+    buf.experts
+        .par_iter_mut()
+        .enumerate()
+        .filter(|(_, b)| !b.rows.is_empty())
+        .for_each(|(i, b)| {
+            let weights = if i == 0 { &w.shared } else { &w.experts[i - 1] };
+            b.x.clear();
+            for &(t, _) in &b.rows {
+                b.x.extend_from_slice(&h[t * d..(t + 1) * d]);
+            }
+            b.gamma.clear();
+            b.gamma.extend(b.rows.iter().map(|&(_, g)| g));
+            expert(weights, b, c, numerics);
+        });
     // Sum in a fixed order (shared, then routed by index) whatever ran first.
-    let mut out = vec![0.0f32; h.len()];
-    for (&(_, rows), y) in work.iter().zip(&outputs) {
-        for (&(t, _), y) in rows.iter().zip(y.chunks(d)) {
+    let out = zeroed(out, h.len());
+    for b in &buf.experts {
+        for (&(t, _), y) in b.rows.iter().zip(b.y.chunks(d)) {
             out[t * d..(t + 1) * d]
                 .iter_mut()
                 .zip(y)
                 .for_each(|(o, v)| *o += v);
         }
     }
-    out
 }

@@ -2,9 +2,26 @@
 //! dequantized exactly and nothing else quantized (what transformers' float32 model computes);
 //! `reference` adds the release's quantization simulations.
 
+use std::cell::RefCell;
+
 use dsv4_kernels::linear::{LinearView, LinearWeight};
 use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
 use rayon::prelude::*;
+
+thread_local! {
+    /// Each thread's copy of an input being quantized for the reference numerics.
+    static QUANTIZED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One product of [`Numerics::linears`]: `y = W x`.
+pub struct Product<'a> {
+    /// The weight.
+    pub weight: &'a LinearView<'a>,
+    /// Input rows.
+    pub x: &'a [f32],
+    /// Output, resized to fit.
+    pub y: &'a mut Vec<f32>,
+}
 
 /// How activations are rounded between ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,27 +38,40 @@ pub enum Numerics {
 impl Numerics {
     /// `W x` for each row of `x`, quantizing the input first where the reference does.
     pub fn linear(self, w: &LinearView, x: &[f32]) -> Vec<f32> {
+        let mut y = Vec::new();
+        self.linear_into(w, x, &mut y);
+        y
+    }
+
+    /// [`Self::linear`] into `y` (resized; its capacity reused).
+    pub fn linear_into(self, w: &LinearView, x: &[f32], y: &mut Vec<f32>) {
+        y.clear();
+        y.resize(x.len() / w.inp * w.out, 0.0);
         let quantized = matches!(
             w.weight,
             LinearWeight::Fp8Block { .. } | LinearWeight::Fp4Group { .. }
         );
         if self == Self::Reference && quantized {
-            let mut xq = x.to_vec();
+            // Taken out of the slot, not borrowed: the product below runs parallel work, and a
+            // worker waiting in it may run another product on this thread.
+            let mut xq = QUANTIZED_INPUT.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            xq.clear();
+            xq.extend_from_slice(x);
             xq.chunks_mut(w.inp).for_each(act_quant_fp8);
-            w.forward_vec(&xq)
+            w.forward(&xq, y);
+            QUANTIZED_INPUT.with(|b| *b.borrow_mut() = xq);
         } else {
-            w.forward_vec(x)
+            w.forward(x, y);
         }
     }
 
-    /// [`Self::linear`] of several independent products in one parallel region (each still
-    /// split over rows inside it): a decode step wakes the workers once per group of small
-    /// linears instead of once per linear.
-    pub fn linears(self, products: &[(&LinearView, &[f32])]) -> Vec<Vec<f32>> {
-        products
-            .par_iter()
-            .map(|(w, x)| self.linear(w, x))
-            .collect()
+    /// [`Self::linear_into`] of several independent products in one parallel region (each
+    /// still split over rows inside it): a decode step wakes the workers once per group of
+    /// small linears instead of once per linear. Empty slots are skipped.
+    pub fn linears(self, products: &mut [Option<Product>]) {
+        products.par_iter_mut().flatten().for_each(|p| {
+            self.linear_into(p.weight, p.x, p.y);
+        });
     }
 
     /// A KV entry (window key or compressed entry) after norm and RoPE: FP8 simulation of its

@@ -7,6 +7,7 @@ use dsv4_cache::{
 };
 
 use crate::compressor::CompressorState;
+use crate::workspace::Workspace;
 
 /// What one layer keeps for one request.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct SeqState {
     pub position: usize,
     /// Where the paged streams take their pages.
     pub pool: BlockPool,
+    /// Buffers the forward pass reuses between steps of this request.
+    pub(crate) workspace: Workspace,
 }
 
 impl SeqState {
@@ -71,6 +74,7 @@ impl SeqState {
             layers,
             position: 0,
             pool,
+            workspace: Workspace::default(),
         }
     }
 

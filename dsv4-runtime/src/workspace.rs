@@ -1,0 +1,34 @@
+//! The buffers a forward pass reuses from call to call. A request's state keeps them, so once
+//! the first decode step has grown them to a step's sizes, later steps allocate nothing.
+
+use crate::attention::AttentionBuffers;
+use crate::mhc::HcMixes;
+use crate::moe::MoeBuffers;
+
+/// Every intermediate of a forward pass, by stage.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// Residual streams, `T × n·D`.
+    pub(crate) x: Vec<f32>,
+    /// A sublayer's input, `T × D`.
+    pub(crate) h: Vec<f32>,
+    /// A sublayer's output, `T × D`.
+    pub(crate) y: Vec<f32>,
+    /// Normed final vectors of the rows whose logits are wanted.
+    pub(crate) u: Vec<f32>,
+    /// Scratch of the final stream collapse.
+    pub(crate) mu: Vec<f32>,
+    /// Hyper-connection mixes of the current sublayer.
+    pub(crate) mixes: HcMixes,
+    /// Attention intermediates (layers run one after another and share them).
+    pub(crate) attention: AttentionBuffers,
+    /// MoE intermediates.
+    pub(crate) moe: MoeBuffers,
+}
+
+/// Resizes `v` to `len` default values (zeros), reusing its capacity.
+pub(crate) fn zeroed<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    v.clear();
+    v.resize(len, T::default());
+    v
+}
