@@ -8,27 +8,52 @@ use rayon::prelude::*;
 /// f32 elements per array: 3 × 256 MiB, far beyond any cache.
 const ELEMENTS: usize = 64 << 20;
 
-/// Best-of-`runs` triad bandwidth `a = b + s·c` in bytes per second, counting 12 bytes per
-/// element as STREAM does (no write-allocate traffic).
-pub fn triad_bandwidth(runs: usize) -> f64 {
+/// The triad `a = b + s·c` run `runs` times; each run's bandwidth in bytes per second,
+/// counting 12 bytes per element as STREAM does (no write-allocate traffic).
+pub fn triad_runs(runs: usize) -> Vec<f64> {
     let mut a = vec![0.0f32; ELEMENTS];
     let b = vec![1.0f32; ELEMENTS];
     let c = vec![2.0f32; ELEMENTS];
     let chunk = ELEMENTS / (4 * rayon::current_num_threads().max(1));
-    let mut best = f64::MAX;
-    for run in 0..runs.max(1) {
-        let s = 3.0 + run as f32;
-        let start = Instant::now();
-        a.par_chunks_mut(chunk)
-            .zip(b.par_chunks(chunk).zip(c.par_chunks(chunk)))
-            .for_each(|(a, (b, c))| {
-                for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
-                    *a = b + s * c;
-                }
-            });
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    // Keep the result observable so the loop is not optimised away.
+    let rates = (0..runs.max(1))
+        .map(|run| {
+            let s = 3.0 + run as f32;
+            let start = Instant::now();
+            a.par_chunks_mut(chunk)
+                .zip(b.par_chunks(chunk).zip(c.par_chunks(chunk)))
+                .for_each(|(a, (b, c))| {
+                    for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                        *a = b + s * c;
+                    }
+                });
+            (12 * ELEMENTS) as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    // Keep the result observable so the loops are not optimised away.
     std::hint::black_box(&a);
-    (12 * ELEMENTS) as f64 / best
+    rates
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
 }
