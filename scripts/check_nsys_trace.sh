@@ -128,7 +128,7 @@ done
 expect "attention" $((layers * forwards))
 expect "moe" $((layers * forwards))
 expect "head" "$forwards"
-for op in sampler "sparse attention" compressor indexer "shared expert" "moe routing" experts; do
+for op in sampler "sparse attention" compressor indexer "moe routing" experts; do
     expect "$op" +
 done
 

@@ -84,3 +84,40 @@ fn linears_dequantize_with_their_own_scales() {
         "experts of a token are distinct"
     );
 }
+
+/// Copies made resident read back byte for byte, keep their file names, and leave the
+/// unselected tensors where they were.
+#[test]
+fn resident_copies_equal_the_mapped_tensors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Preset::Tiny.config();
+    // Small shards, so tensors come from several files.
+    write_random_checkpoint(&config, Preset::Tiny.config_json(), dir.path(), 4, 4 << 20)
+        .expect("init");
+    let mut checkpoint = Checkpoint::open(dir.path()).expect("open");
+    let before: Vec<(String, String, Vec<u8>)> = checkpoint
+        .names()
+        .map(|n| {
+            let t = checkpoint.tensor(n).expect("tensor");
+            (n.to_string(), t.file.to_string(), t.data.to_vec())
+        })
+        .collect();
+    let files_before: Vec<String> = checkpoint.file_names().map(str::to_string).collect();
+    assert!(files_before.len() > 1, "several shards");
+    let keep = |name: &str| name != "embed.weight";
+    checkpoint.make_resident(keep).expect("copies");
+    for (name, file, data) in &before {
+        let t = checkpoint.tensor(name).expect("still there");
+        assert_eq!(&t.file, file, "{name}: file name");
+        assert!(t.data == &data[..], "{name}: bytes");
+    }
+    let copied = checkpoint.tensor("head.weight").expect("head");
+    let mapped_files: Vec<String> = checkpoint.file_names().map(str::to_string).collect();
+    assert_eq!(mapped_files, files_before, "file list unchanged");
+    assert_eq!(
+        copied.data.as_ptr() as usize % 64,
+        0,
+        "copies are 64-byte aligned"
+    );
+    assert!(check(&config, &checkpoint).is_ok());
+}

@@ -1,15 +1,17 @@
-//! Opening a checkpoint directory for inference: its config, the mapped tensors, and the check
-//! that must pass before any weight is read.
+//! Opening a checkpoint directory for inference: its config, its tensors (mapped, then the
+//! streamed ones copied into huge-page memory), and the check that must pass before any weight
+//! is read.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
+use dsv4_model::{check_with_progress, Activity, CheckReport, Checkpoint, ModelConfig};
 
 /// A checkpoint directory opened and checked; the model borrows its weights from it.
 pub struct LoadedCheckpoint {
     /// The validated config.
     pub config: ModelConfig,
-    /// The mapped tensors.
+    /// The tensors: those a token reads in full copied into memory, the rest mapped.
     pub checkpoint: Checkpoint,
     /// The check against the config (empty problems, or `open` would have failed).
     pub report: CheckReport,
@@ -39,6 +41,14 @@ pub enum LoadError {
         /// The first, rendered.
         first: String,
     },
+    /// The weights could not be copied into memory.
+    #[error("{dir}: cannot hold the weights in memory: {message}")]
+    Memory {
+        /// The directory.
+        dir: String,
+        /// The system's reason.
+        message: String,
+    },
 }
 
 impl LoadedCheckpoint {
@@ -57,7 +67,7 @@ impl LoadedCheckpoint {
             path: path.display().to_string(),
             source,
         })?;
-        let checkpoint = Checkpoint::open(dir)?;
+        let mut checkpoint = Checkpoint::open(dir)?;
         let report = check_with_progress(&config, &checkpoint, progress);
         if let Some(first) = report.problems.first() {
             return Err(LoadError::Problems {
@@ -66,6 +76,21 @@ impl LoadedCheckpoint {
                 first: first.to_string(),
             });
         }
+        // Every weight a token reads in full goes to (huge-page) memory; row lookups (the
+        // embedding, the hash table) and the MTP stages, which are not run, stay mapped.
+        let streamed: BTreeSet<&str> = report
+            .manifest
+            .tensors
+            .iter()
+            .filter(|t| t.activity != Activity::RowLookup && !t.mtp)
+            .map(|t| t.name.as_str())
+            .collect();
+        checkpoint
+            .make_resident(|name| streamed.contains(name))
+            .map_err(|e| LoadError::Memory {
+                dir: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             config,
             checkpoint,
