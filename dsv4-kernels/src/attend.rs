@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use crate::simd::{dot4_f32, dot_f32, weighted_sum};
+use crate::simd::{dot4_f32, dot_f32, weighted_sums};
 
 thread_local! {
     /// Each worker's score buffer, kept between calls.
@@ -46,7 +46,8 @@ pub fn attend_shared_kv<'k>(
             scores[h * n + j] = dot_f32(head(h), k) * scale;
         }
     }
-    for (h, (o, &sink)) in out.chunks_mut(d).zip(sinks).enumerate() {
+    // Probabilities in place (the sink joins only the denominator), then their sums of keys.
+    for (h, &sink) in sinks.iter().enumerate() {
         let s = &mut scores[h * n..(h + 1) * n];
         let max = s.iter().copied().fold(sink, f32::max);
         let mut denominator = (sink - max).exp();
@@ -54,8 +55,8 @@ pub fn attend_shared_kv<'k>(
             *v = (*v - max).exp();
             denominator += *v;
         }
-        weighted_sum(key, s, o);
-        o.iter_mut().for_each(|v| *v /= denominator);
+        s.iter_mut().for_each(|v| *v /= denominator);
     }
+    weighted_sums(key, n, &scores, out);
     SCORES.with(|s| *s.borrow_mut() = scores);
 }

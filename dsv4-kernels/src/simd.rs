@@ -246,6 +246,38 @@ pub(crate) mod avx2 {
         super::scalar::weighted_sum(row, weights, &mut out[start..], start);
     }
 
+    /// Four heads' weighted sums at once (`weights` and `out` four rows each): 16 outputs of
+    /// each head in registers, each loaded row block feeding all four heads.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_sum4<'r>(
+        row: impl Fn(usize) -> &'r [f32],
+        weights: [&[f32]; 4],
+        out: [&mut [f32]; 4],
+    ) {
+        let d = out[0].len();
+        let mut start = 0;
+        while start + 16 <= d {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for j in 0..weights[0].len() {
+                let r = row(j)[start..start + 16].as_ptr();
+                let (v0, v1) = (_mm256_loadu_ps(r), _mm256_loadu_ps(r.add(8)));
+                for (a, w) in acc.iter_mut().zip(weights) {
+                    let wv = _mm256_set1_ps(w[j]);
+                    a[0] = _mm256_fmadd_ps(wv, v0, a[0]);
+                    a[1] = _mm256_fmadd_ps(wv, v1, a[1]);
+                }
+            }
+            for (a, o) in acc.iter().zip(out.iter()) {
+                _mm256_storeu_ps(o.as_ptr().add(start) as *mut f32, a[0]);
+                _mm256_storeu_ps(o.as_ptr().add(start + 8) as *mut f32, a[1]);
+            }
+            start += 16;
+        }
+        for (w, o) in weights.into_iter().zip(out) {
+            super::scalar::weighted_sum(&row, w, &mut o[start..], start);
+        }
+    }
+
     /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
@@ -430,13 +462,46 @@ pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
     x.map(|r| scalar::dot_f32(w, r))
 }
 
-/// `out = Σⱼ weights[j] · row(j)` over `weights.len()` rows, each at least `out.len()` long:
-/// attention's weighted sum of values.
-pub fn weighted_sum<'r>(row: impl Fn(usize) -> &'r [f32], weights: &[f32], out: &mut [f32]) {
+/// `out[h] = Σⱼ weights[h][j] · row(j)` over `n` rows for each head `h`: `weights` is `H × n`,
+/// `out` is `H × d`, every row at least `d` long. Attention's weighted sum of values: four heads
+/// per pass over the rows where the CPU allows, so each row block is read once per four heads.
+pub fn weighted_sums<'r>(
+    row: impl Fn(usize) -> &'r [f32] + Copy,
+    n: usize,
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    let heads = if n == 0 { 0 } else { weights.len() / n };
+    if heads == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let d = out.len() / heads;
+    let mut outs = out.chunks_mut(d);
+    let mut ws = weights.chunks(n);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: AVX2 and FMA were detected; rows are sliced (bounds-checked) per block.
-        return unsafe { avx2::weighted_sum(row, weights, out) };
+        for _ in 0..heads / 4 {
+            let (Some(o0), Some(o1), Some(o2), Some(o3)) =
+                (outs.next(), outs.next(), outs.next(), outs.next())
+            else {
+                break;
+            };
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) =
+                (ws.next(), ws.next(), ws.next(), ws.next())
+            else {
+                break;
+            };
+            // SAFETY: AVX2 and FMA were detected; rows are sliced (bounds-checked) per block.
+            unsafe { avx2::weighted_sum4(row, [w0, w1, w2, w3], [o0, o1, o2, o3]) };
+        }
+        for (w, o) in ws.zip(outs) {
+            // SAFETY: as above.
+            unsafe { avx2::weighted_sum(row, w, o) };
+        }
+        return;
     }
-    scalar::weighted_sum(row, weights, out, 0)
+    for (w, o) in ws.zip(outs) {
+        scalar::weighted_sum(row, w, o, 0);
+    }
 }
