@@ -471,7 +471,7 @@ pub fn weighted_sums<'r>(
     weights: &[f32],
     out: &mut [f32],
 ) {
-    let heads = if n == 0 { 0 } else { weights.len() / n };
+    let heads = weights.len().checked_div(n).unwrap_or(0);
     if heads == 0 {
         out.fill(0.0);
         return;
