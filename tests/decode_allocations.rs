@@ -7,8 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dsv4_cache::{BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
-use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights, Numerics};
+use dsv4_cache::{BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
+use dsv4_runtime::{Logits, Numerics};
+use dsv4_tests::with_model;
 
 /// The system allocator, counting allocations and reallocations.
 struct Counting;
@@ -36,34 +37,25 @@ static GLOBAL: Counting = Counting;
 /// Allocations of each of `steps` decode steps after a 5-token prefill.
 fn allocations_per_step(numerics: Numerics, dtypes: CacheDtypes, steps: u32) -> Vec<usize> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
-    let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
-    let weights =
-        ModelWeights::bind(&loaded.config, &loaded.checkpoint, &loaded.report).expect("binds");
-    let model = Model::new(
-        &loaded.config,
-        weights,
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
-    let mut state = model.new_state(BlockPool::unbounded());
-    let mut logits = Vec::new();
-    // As `generate` does: the loop runs on a pool thread, so parallel work goes to its own
-    // queue rather than through the pool's injector (whose blocks are heap-allocated).
-    rayon::scope(|_| {
-        model
-            .forward_into(&[1, 2, 3, 4, 5], &mut state, Logits::Last, &mut logits)
-            .expect("prefill");
-        (0..steps)
-            .map(|step| {
-                let before = ALLOCATIONS.load(Ordering::Relaxed);
-                model
-                    .forward_into(&[7 + step % 64], &mut state, Logits::Last, &mut logits)
-                    .expect("decode");
-                ALLOCATIONS.load(Ordering::Relaxed) - before
-            })
-            .collect()
+    with_model(&dir, numerics, dtypes, |model| {
+        let mut state = model.new_state(BlockPool::unbounded());
+        let mut logits = Vec::new();
+        // As `generate` does: the loop runs on a pool thread, so parallel work goes to its own
+        // queue rather than through the pool's injector (whose blocks are heap-allocated).
+        rayon::scope(|_| {
+            model
+                .forward_into(&[1, 2, 3, 4, 5], &mut state, Logits::Last, &mut logits)
+                .expect("prefill");
+            (0..steps)
+                .map(|step| {
+                    let before = ALLOCATIONS.load(Ordering::Relaxed);
+                    model
+                        .forward_into(&[7 + step % 64], &mut state, Logits::Last, &mut logits)
+                        .expect("decode");
+                    ALLOCATIONS.load(Ordering::Relaxed) - before
+                })
+                .collect()
+        })
     })
 }
 

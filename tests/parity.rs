@@ -5,14 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use dsv4_cache::{
-    BlockBudget, BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE,
-};
+use dsv4_cache::{BlockBudget, BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
 use dsv4_runtime::sampler::SamplingParams;
-use dsv4_runtime::{
-    generate, FinishReason, GenerateRequest, LoadedCheckpoint, Logits, Model, ModelWeights,
-    Numerics,
-};
+use dsv4_runtime::{generate, FinishReason, GenerateRequest, Logits, Numerics};
+use dsv4_tests::with_model;
 use serde_json::Value;
 
 const EXACT_CACHE: CacheDtypes = CacheDtypes {
@@ -76,24 +72,15 @@ fn score_rows(
     dtypes: CacheDtypes,
     which: Logits,
 ) -> (Vec<f32>, u64, u64) {
-    let loaded = LoadedCheckpoint::open(&f.dir).expect("fixture loads");
-    let weights =
-        ModelWeights::bind(&loaded.config, &loaded.checkpoint, &loaded.report).expect("binds");
-    let model = Model::new(
-        &loaded.config,
-        weights,
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
-    let mut state = model.new_state(BlockPool::unbounded());
-    let mut out = Vec::new();
-    for piece in f.ids.chunks(chunk) {
-        out.extend(model.forward(piece, &mut state, which).expect("forward"));
-    }
-    let planned = BlockBudget::new(model.cache_schema(), f.ids.len(), 1, 0).total_bytes;
-    (out, state.cache_bytes(), planned)
+    with_model(&f.dir, numerics, dtypes, |model| {
+        let mut state = model.new_state(BlockPool::unbounded());
+        let mut out = Vec::new();
+        for piece in f.ids.chunks(chunk) {
+            out.extend(model.forward(piece, &mut state, which).expect("forward"));
+        }
+        let planned = BlockBudget::new(model.cache_schema(), f.ids.len(), 1, 0).total_bytes;
+        (out, state.cache_bytes(), planned)
+    })
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -181,17 +168,6 @@ fn greedy_run_reproduces_transformers_continuation() {
                 .map(|v| v.as_u64().expect("id") as u32)
                 .collect()
         };
-        let loaded = LoadedCheckpoint::open(&f.dir).expect("loads");
-        let weights =
-            ModelWeights::bind(&loaded.config, &loaded.checkpoint, &loaded.report).expect("binds");
-        let model = Model::new(
-            &loaded.config,
-            weights,
-            Numerics::Exact,
-            EXACT_CACHE,
-            DEFAULT_BLOCK_SIZE,
-        )
-        .expect("model");
         let expected = ids("generated_ids");
         let request = GenerateRequest {
             prompt_ids: ids("prompt_ids"),
@@ -200,7 +176,9 @@ fn greedy_run_reproduces_transformers_continuation() {
             stops: Vec::new(),
             prefill_chunk: 7,
         };
-        let generation = generate(&model, None, &request, |_| {}).expect("generates");
+        let generation = with_model(&f.dir, Numerics::Exact, EXACT_CACHE, |model| {
+            generate(model, None, &request, |_| {}).expect("generates")
+        });
         assert_eq!(generation.generated_ids, expected, "{name}");
         assert_eq!(generation.finish_reason, FinishReason::Length);
     }

@@ -209,66 +209,45 @@ fn fused_rows_equal_dequantize_then_sum() {
 #[test]
 fn fused_rows_decode_every_code_exactly() {
     let inp = 256;
-    let one_hot = |j: usize| -> Vec<f32> { (0..inp).map(|i| f32::from(i == j)).collect() };
-
-    let q = e4m3_bytes(inp, 11);
-    let grid = [121u8, 126];
-    let view = LinearView {
-        out: 1,
-        inp,
-        weight: LinearWeight::Fp8Block {
-            q: &q,
-            scales: Scales::E8M0(&grid),
-        },
-    };
-    let mut seen = std::collections::HashSet::new();
-    for j in 0..inp {
-        let scale = e8m0_to_f32(grid[j / 128]).expect("finite");
-        let want = dsv4_kernels::formats::e4m3_to_f32(q[j]) * scale;
-        assert_eq!(
-            view.row_dot(0, &one_hot(j)),
-            want,
-            "fp8 byte {:#04x} at {j}",
-            q[j]
-        );
-        seen.insert(q[j]);
-    }
-    for b in 0..=255u8 {
-        if b & 0x7F == 0x7F || seen.contains(&b) {
-            continue;
-        }
-        let row: Vec<u8> = (0..inp).map(|i| if i == 200 { b } else { 0 }).collect();
+    // Row 0 against each one-hot input must give `want(j)` exactly.
+    let check = |weight: LinearWeight, want: &dyn Fn(usize) -> f32, label: &str| {
         let view = LinearView {
             out: 1,
             inp,
-            weight: LinearWeight::Fp8Block {
-                q: &row,
-                scales: Scales::E8M0(&grid),
-            },
+            weight,
         };
-        let want = dsv4_kernels::formats::e4m3_to_f32(b) * e8m0_to_f32(126).expect("finite");
-        assert_eq!(view.row_dot(0, &one_hot(200)), want, "fp8 byte {b:#04x}");
-    }
+        for j in 0..inp {
+            let one_hot: Vec<f32> = (0..inp).map(|i| f32::from(i == j)).collect();
+            assert_eq!(view.row_dot(0, &one_hot), want(j), "{label} at {j}");
+        }
+    };
+
+    // Byte b at position b: every finite byte once, in both scale blocks (NaN bytes become 0).
+    let q: Vec<u8> = (0..=255u8)
+        .map(|b| if b & 0x7F == 0x7F { 0 } else { b })
+        .collect();
+    let grid = [121u8, 126];
+    let fp8 = LinearWeight::Fp8Block {
+        q: &q,
+        scales: Scales::E8M0(&grid),
+    };
+    let fp8_value = |j: usize| {
+        dsv4_kernels::formats::e4m3_to_f32(q[j]) * e8m0_to_f32(grid[j / 128]).expect("finite")
+    };
+    check(fp8, &fp8_value, "fp8");
 
     // 8 groups (4 pairs); the codes cycle so each position meets several of the 16.
     let packed: Vec<u8> = (0..inp / 2).map(|k| (k * 7 + k / 16) as u8).collect();
     let groups: Vec<u8> = (0..inp / 32).map(|g| 120 + g as u8).collect();
-    let view = LinearView {
-        out: 1,
-        inp,
-        weight: LinearWeight::Fp4Group {
-            packed: &packed,
-            scales: Scales::E8M0(&groups),
-        },
+    let fp4 = LinearWeight::Fp4Group {
+        packed: &packed,
+        scales: Scales::E8M0(&groups),
     };
-    for j in 0..inp {
-        let code = if j % 2 == 0 {
-            packed[j / 2] & 0xF
-        } else {
-            packed[j / 2] >> 4
-        };
-        let scale = e8m0_to_f32(groups[j / 32]).expect("finite");
-        let want = dsv4_kernels::formats::E2M1_VALUES[usize::from(code)] * scale;
-        assert_eq!(view.row_dot(0, &one_hot(j)), want, "fp4 code {code} at {j}");
-    }
+    let fp4_value = |j: usize| {
+        let byte = packed[j / 2];
+        let code = if j % 2 == 0 { byte & 0xF } else { byte >> 4 };
+        dsv4_kernels::formats::E2M1_VALUES[usize::from(code)]
+            * e8m0_to_f32(groups[j / 32]).expect("finite")
+    };
+    check(fp4, &fp4_value, "fp4");
 }
