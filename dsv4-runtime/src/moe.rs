@@ -28,6 +28,7 @@ pub struct MoeConfig {
 /// (index 0 the shared expert, then the routed ones by index).
 #[derive(Debug, Default)]
 pub struct MoeBuffers {
+    /// Router scores, `T × E`.
     scores: Vec<f32>,
     biased: Vec<f32>,
     chosen: Vec<usize>,
@@ -45,16 +46,21 @@ struct ExpertBuffers {
     y: Vec<f32>,
 }
 
-/// Routes one token: pushes `(token, weight)` onto the rows of each chosen expert.
-fn route(w: &MoeWeights, h: &[f32], (t, token): (usize, u32), c: MoeConfig, buf: &mut MoeBuffers) {
+/// Routes token `t` by its router scores: pushes `(t, weight)` onto the rows of each chosen
+/// expert.
+fn route(
+    w: &MoeWeights,
+    scores: &[f32],
+    (t, token): (usize, u32),
+    c: MoeConfig,
+    buf: &mut MoeBuffers,
+) {
     let MoeBuffers {
-        scores,
         biased,
         chosen,
         experts,
+        ..
     } = buf;
-    w.gate.forward(h, zeroed(scores, w.gate.out));
-    scores.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
     let k = c.experts_per_token;
     match (&w.tid2eid, &w.bias) {
         (Some(table), _) => {
@@ -132,9 +138,15 @@ pub fn moe(
     buf.experts[0]
         .rows
         .extend((0..tokens.len()).map(|t| (t, 1.0)));
-    for (t, (row, &token)) in h.chunks(d).zip(tokens).enumerate() {
+    // Every token's router scores in one product, then each token's choice.
+    let mut scores = std::mem::take(&mut buf.scores);
+    w.gate
+        .forward(h, zeroed(&mut scores, tokens.len() * w.gate.out));
+    scores.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
+    for (t, (row, &token)) in scores.chunks(w.gate.out).zip(tokens).enumerate() {
         route(w, row, (t, token), c, buf);
     }
+    buf.scores = scores;
     drop(routing);
     let _experts = profile::range(c"experts");
     // The shared expert and every chosen routed expert run in one parallel region (each
