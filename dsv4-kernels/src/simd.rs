@@ -66,10 +66,18 @@ pub fn fp4_input_order(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Whether the AVX2+FMA versions can run here (checked once).
+/// Set (to anything) to run the portable versions even where AVX2 exists: how the fallback is
+/// tested end to end on an AVX2 machine.
+pub const NO_SIMD_ENV: &str = "DSV4_NO_SIMD";
+
+/// Whether the AVX2+FMA versions can run here and are not switched off by [`NO_SIMD_ENV`]
+/// (checked once).
 pub fn has_avx2() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
+        if std::env::var_os(NO_SIMD_ENV).is_some() {
+            return false;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

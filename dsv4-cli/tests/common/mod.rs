@@ -4,8 +4,14 @@ use std::process::{Command, Output};
 
 /// Runs the `dsv4` binary under test.
 pub fn dsv4(args: &[&str]) -> Output {
+    dsv4_with_env(args, &[])
+}
+
+/// Runs the `dsv4` binary under test with extra environment variables.
+pub fn dsv4_with_env(args: &[&str], vars: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dsv4"))
         .args(args)
+        .envs(vars.iter().copied())
         .output()
         .expect("dsv4 runs")
 }
