@@ -196,24 +196,24 @@ pub fn attention(
 
     // Compressors run before attention so an entry closed by a token is visible to it.
     let [[main_a, main_g], [index_a, index_g]] = &*projected;
-    if let (Some(m), Some(ix)) = (ratio, &w.indexer) {
+    let chunk = ratio.map(|m| Chunk {
+        p0,
+        m,
+        rope,
+        dr,
+        eps: dims.eps,
+    });
+    if let (Some(chunk), Some(ix)) = (&chunk, &w.indexer) {
         if let (Some(tail), Some(keys)) =
             (state.index_compressor.as_mut(), state.index_keys.as_mut())
         {
-            let chunk = Chunk {
-                p0,
-                m,
-                rope,
-                dr,
-                eps: dims.eps,
-            };
             let sink = EntrySink { stream: keys, pool };
             compress(
                 &ix.compressor,
                 (index_a, index_g),
                 tail,
                 sink,
-                &chunk,
+                chunk,
                 entry,
                 |k| numerics.index_vector(k),
             )?;
@@ -228,17 +228,10 @@ pub fn attention(
         let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
         index_w.iter_mut().for_each(|v| *v *= scale);
     }
-    if let (Some(m), Some(cw)) = (ratio, &w.compressor) {
+    if let (Some(chunk), Some(cw)) = (&chunk, &w.compressor) {
         if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
-            let chunk = Chunk {
-                p0,
-                m,
-                rope,
-                dr,
-                eps: dims.eps,
-            };
             let sink = EntrySink { stream, pool };
-            compress(cw, (main_a, main_g), tail, sink, &chunk, entry, |e| {
+            compress(cw, (main_a, main_g), tail, sink, chunk, entry, |e| {
                 numerics.kv_entry(e, dn)
             })?;
         }

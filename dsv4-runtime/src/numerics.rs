@@ -36,14 +36,8 @@ pub enum Numerics {
 }
 
 impl Numerics {
-    /// `W x` for each row of `x`, quantizing the input first where the reference does.
-    pub fn linear(self, w: &LinearView, x: &[f32]) -> Vec<f32> {
-        let mut y = Vec::new();
-        self.linear_into(w, x, &mut y);
-        y
-    }
-
-    /// [`Self::linear`] into `y` (resized; its capacity reused).
+    /// `W x` for each row of `x` into `y` (resized; its capacity reused), quantizing the input
+    /// first where the reference does.
     pub fn linear_into(self, w: &LinearView, x: &[f32], y: &mut Vec<f32>) {
         y.clear();
         y.resize(x.len() / w.inp * w.out, 0.0);
