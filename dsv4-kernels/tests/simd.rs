@@ -92,21 +92,30 @@ fn simd_dots_match_scalar_dots() {
 fn fused_rows_equal_dequantize_then_sum() {
     let (out, inp) = (130, 384);
     let x = floats(inp, 7);
-    let plain = |w: &[f32], o: usize| -> f32 {
-        w[o * inp..(o + 1) * inp]
+    // Fused row products against the plain sum over the dequantized rows; the dequantization
+    // itself must be what `view` gives.
+    let check = |view: &LinearView, dense: &[f32], rows: &[usize], label: &str| {
+        for &o in rows {
+            let want: f32 = dense[o * inp..(o + 1) * inp]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| a * b)
+                .sum();
+            let got = view.row_dot(o, &x);
+            assert!(close(got, want, want.abs() + 1.0), "{label} row {o}");
+        }
+        assert_eq!(view.dequantize(), dense, "{label} dequantized");
+    };
+    let multipliers = |bytes: &[u8]| -> Vec<f32> {
+        bytes
             .iter()
-            .zip(&x)
-            .map(|(a, b)| a * b)
-            .sum()
+            .map(|&b| e8m0_to_f32(b).expect("finite"))
+            .collect()
     };
 
     // FP8 with a 2 × 3 grid of scales spread over several binades.
     let q = e4m3_bytes(out * inp, 8);
     let grid: Vec<u8> = (0..6).map(|i| 118 + 2 * i as u8).collect();
-    let scales: Vec<f32> = grid
-        .iter()
-        .map(|&b| e8m0_to_f32(b).expect("finite"))
-        .collect();
     let view = LinearView {
         out,
         inp,
@@ -115,25 +124,14 @@ fn fused_rows_equal_dequantize_then_sum() {
             scales: Scales::E8M0(&grid),
         },
     };
-    let dense = dequant_fp8_block(&q, &scales, out, inp);
-    for o in [0, 64, 127, 128, 129] {
-        let want = plain(&dense, o);
-        assert!(
-            close(view.row_dot(o, &x), want, want.abs() + 1.0),
-            "fp8 row {o}"
-        );
-    }
-    assert_eq!(view.dequantize(), dense);
+    let dense = dequant_fp8_block(&q, &multipliers(&grid), out, inp);
+    check(&view, &dense, &[0, 64, 127, 128, 129], "fp8");
 
     // FP4 with one scale per 32 inputs.
     let packed = bytes(out * inp / 2, 9);
     let group: Vec<u8> = bytes(out * inp / 32, 10)
         .iter()
         .map(|b| 120 + b % 5)
-        .collect();
-    let scales: Vec<f32> = group
-        .iter()
-        .map(|&b| e8m0_to_f32(b).expect("finite"))
         .collect();
     let view = LinearView {
         out,
@@ -143,14 +141,8 @@ fn fused_rows_equal_dequantize_then_sum() {
             scales: Scales::E8M0(&group),
         },
     };
-    let dense = dequant_fp4_group(&packed, &scales, out, inp);
-    for o in [0, 1, 77, 129] {
-        let want = plain(&dense, o);
-        assert!(
-            close(view.row_dot(o, &x), want, want.abs() + 1.0),
-            "fp4 row {o}"
-        );
-    }
+    let dense = dequant_fp4_group(&packed, &multipliers(&group), out, inp);
+    check(&view, &dense, &[0, 1, 77, 129], "fp4");
 
     // F32 rows (transformers-saved checkpoints) longer than one decode buffer.
     let wide = 600;
