@@ -75,6 +75,18 @@ impl HcMixes {
         }
         self.old = old;
     }
+
+    /// The final collapse of one token's streams `x` into `out`:
+    /// `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`.
+    pub fn collapse(&mut self, x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32]) {
+        let n = c.streams;
+        let mu = &mut self.mu;
+        project(x, w, n, c.norm_eps, mu);
+        for i in 0..n {
+            mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps);
+        }
+        hc_pre(x, &mu[n..2 * n], out);
+    }
 }
 
 /// Settings shared by every hyper-connection of a model.
@@ -170,17 +182,6 @@ pub fn hc_post(x: &mut [f32], y: &[f32], mix: HcMix, old: &mut Vec<f32>) {
                 .for_each(|(o, v)| *o += c * v);
         }
     }
-}
-
-/// The final collapse of the streams into one vector: `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`;
-/// `mu` is scratch.
-pub fn hc_head(x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32], mu: &mut Vec<f32>) {
-    let n = c.streams;
-    project(x, w, n, c.norm_eps, mu);
-    for i in 0..n {
-        mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps);
-    }
-    hc_pre(x, &mu[n..2 * n], out);
 }
 
 #[cfg(test)]

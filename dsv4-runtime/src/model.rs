@@ -10,7 +10,7 @@ use dsv4_model::{ModelConfig, RopeKind};
 use dsv4_cache::{BlockPool, BlockSizeError, CacheDtypes, ModelCacheSchema, StoreError};
 
 use crate::attention::{attention, AttentionDims, AttentionStep};
-use crate::mhc::{hc_head, hc_pre, HcConfig, HcMixes};
+use crate::mhc::{hc_pre, HcConfig, HcMixes};
 use crate::moe::{moe, MoeConfig};
 use crate::numerics::Numerics;
 use crate::profile;
@@ -197,7 +197,6 @@ impl<'a> Model<'a> {
             h,
             y,
             u,
-            mu,
             mixes,
             attention: attention_buffers,
             moe: moe_buffers,
@@ -274,7 +273,7 @@ impl<'a> Model<'a> {
         };
         let u = zeroed(u, (t_len - first_row) * d);
         for (out, xt) in u.chunks_mut(d).zip(x.chunks(n * d).skip(first_row)) {
-            hc_head(xt, &w.hc_head, self.hc, out, mu);
+            mixes.collapse(xt, &w.hc_head, self.hc, out);
             rms_norm(out, Some(&w.norm), c.rms_norm_eps as f32);
         }
         w.head

@@ -16,9 +16,7 @@ pub struct Workspace {
     pub(crate) y: Vec<f32>,
     /// Normed final vectors of the rows whose logits are wanted.
     pub(crate) u: Vec<f32>,
-    /// Scratch of the final stream collapse.
-    pub(crate) mu: Vec<f32>,
-    /// Hyper-connection mixes of the current sublayer.
+    /// Hyper-connection mixes of the current sublayer (and the final collapse's scratch).
     pub(crate) mixes: HcMixes,
     /// Attention intermediates (layers run one after another and share them).
     pub(crate) attention: AttentionBuffers,
