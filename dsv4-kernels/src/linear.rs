@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
-    dot_bf16, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, e8m0_multiplier, fp4_input_order,
+    dot_bf16_row, dot_f32, dot_fp4_row, dot_fp8_row, e4m3_shifted, e8m0_multiplier, InputOrder,
     E4M3_RESCALE,
 };
 
@@ -135,6 +135,18 @@ const ROWS_PER_TASK: usize = 128;
 /// Longest input rearranged on the stack (32 KiB); covers every V4 width.
 const STACK_INPUT: usize = 8192;
 
+/// Inputs up to this long are rearranged in an 8 KiB buffer: every decode input of the small
+/// shapes, and most of the release ones.
+const SMALL_INPUT: usize = 2048;
+
+/// `f` on `x` arranged into `order` in an `N`-value stack buffer (`x.len() <= N`).
+fn arranged<const N: usize, R>(order: InputOrder, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
+    let mut buf = [0.0f32; N];
+    let buf = &mut buf[..x.len()];
+    order.arrange(x, buf);
+    f(buf)
+}
+
 impl LinearView<'_> {
     /// `W` as f32, exactly. A copy: for tests and exports, not for the forward pass.
     pub fn dequantize(&self) -> Vec<f32> {
@@ -192,26 +204,42 @@ impl LinearView<'_> {
     }
 
     /// Row `o` of `W` times `x`, reading the stored row directly (no decoded copy). For one-off
-    /// rows: it rearranges `x` for FP4 on every call, where [`Self::forward`] does so once.
+    /// rows: it rearranges `x` for the row kernel on every call, where [`Self::forward`] does
+    /// so once.
     pub fn row_dot(&self, o: usize, x: &[f32]) -> f32 {
         self.with_kernel_input(x, |x| self.row_dot_in_kernel_order(o, x))
     }
 
-    /// Runs `f` on `x` laid out the way this weight's row kernel reads it: FP4 rows read
-    /// [`fp4_input_order`], the others natural order. The copy lives on the stack up to
-    /// [`STACK_INPUT`] values, so the decode step does not allocate for it.
+    /// The input layout this weight's row kernel reads.
+    fn input_order(&self) -> InputOrder {
+        match self.weight {
+            LinearWeight::Float {
+                dtype: FloatDtype::Bf16,
+                ..
+            } => InputOrder::Bf16,
+            LinearWeight::Float { .. } => InputOrder::Natural,
+            LinearWeight::Fp8Block { .. } => InputOrder::Fp8,
+            LinearWeight::Fp4Group { .. } => InputOrder::Fp4,
+        }
+    }
+
+    /// Runs `f` on `x` laid out the way this weight's row kernel reads it
+    /// ([`Self::input_order`]). The copy lives on the stack up to [`STACK_INPUT`] values (in a
+    /// small buffer for the common widths, so short inputs do not clear 32 KiB), so the decode
+    /// step does not allocate for it.
     fn with_kernel_input<R>(&self, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-        if !matches!(self.weight, LinearWeight::Fp4Group { .. }) {
+        let order = self.input_order();
+        if order == InputOrder::Natural {
             return f(x);
         }
-        if x.len() <= STACK_INPUT {
-            let mut buf = [0.0f32; STACK_INPUT];
-            fp4_input_order(x, &mut buf[..x.len()]);
-            f(&buf[..x.len()])
-        } else {
-            let mut buf = vec![0.0f32; x.len()];
-            fp4_input_order(x, &mut buf);
-            f(&buf)
+        match x.len() {
+            n if n <= SMALL_INPUT => arranged::<SMALL_INPUT, R>(order, x, f),
+            n if n <= STACK_INPUT => arranged::<STACK_INPUT, R>(order, x, f),
+            _ => {
+                let mut buf = vec![0.0f32; x.len()];
+                order.arrange(x, &mut buf);
+                f(&buf)
+            }
         }
     }
 
@@ -223,7 +251,7 @@ impl LinearView<'_> {
                 let size = dtype.size();
                 let bytes = &data[o * inp * size..(o + 1) * inp * size];
                 match dtype {
-                    FloatDtype::Bf16 => dot_bf16(bytes, x),
+                    FloatDtype::Bf16 => dot_bf16_row(bytes, x),
                     FloatDtype::F32 | FloatDtype::F16 => {
                         // Decode through a stack buffer: no allocation per row on the hot path.
                         let mut buf = [0.0f32; 256];

@@ -35,34 +35,117 @@ const E2M1_BF16_LOW: [u8; 16] = e2m1_bf16_bytes(16);
 /// High bytes of the E2M1 values as BF16.
 const E2M1_BF16_HIGH: [u8; 16] = e2m1_bf16_bytes(24);
 
-/// Inputs in one block of FP4 input order: two 32-groups, decoded together (one per 128-bit
-/// lane) by the SIMD kernel.
-const FP4_PAIR: usize = 64;
-
-/// Where input `i` of a row of `len` inputs sits in FP4 input order. Within each whole pair of
-/// groups, the order is the one the SIMD decode produces (even elements, then odd, 4 per lane);
-/// a trailing unpaired group keeps its natural order.
-#[inline]
-pub fn fp4_input_position(i: usize, len: usize) -> usize {
-    let block = i / FP4_PAIR * FP4_PAIR;
-    if block + FP4_PAIR > len {
-        return i;
-    }
-    let r = i % FP4_PAIR;
-    let (lane, k) = (r / 32, r % 32);
-    let (parity, byte) = (k % 2, k / 2);
-    // Bytes 0..8 of a lane widen to eight BF16 values, four 32-bit pairs: the even ones of
-    // the pairs become one vector, the odd ones the next; bytes 8..16 likewise.
-    let (half, within) = (byte / 8, byte % 8);
-    let vector = 4 * parity + 2 * half + within % 2;
-    block + 8 * vector + 4 * lane + within / 2
+/// How a row kernel wants its input vector laid out. Each SIMD decode produces weights in an
+/// order of its own (whatever needs the fewest shuffles); rather than undo that per row, the
+/// input is rearranged to match once per product, and every row of the matrix then reads it
+/// in place. The scalar twins read the same layout, so both compute the same sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputOrder {
+    /// Element `i` at `i` (f32 and F16 rows).
+    Natural,
+    /// BF16 rows: in each whole 16-value block, the even elements then the odd ones (the two
+    /// halves of each 32-bit pair widen to f32 with one shift or one mask).
+    Bf16,
+    /// FP8 rows: in each whole 128-block, each 32-value chunk holds bytes `4k`, `4k+2`,
+    /// `4k+1`, `4k+3` for `k = 0..8` (what 16-bit shifts of 32 loaded bytes yield); a trailing
+    /// partial block stays natural.
+    Fp8,
+    /// FP4 rows: in each whole pair of 32-groups (one group per 128-bit lane), the order the
+    /// BF16 byte-table decode produces; a trailing unpaired group stays natural.
+    Fp4,
 }
 
-/// `x` rearranged into FP4 input order (`out` as long as `x`): done once per input vector, so
-/// every FP4 row reads it without shuffling.
-pub fn fp4_input_order(x: &[f32], out: &mut [f32]) {
-    for (i, &v) in x.iter().enumerate() {
-        out[fp4_input_position(i, x.len())] = v;
+/// A block permutation: inputs are rearranged in blocks of `source.len()` inside the first
+/// `len / span · span` values (the rest stay in place); slot `j` of a block takes the block's
+/// element `source[j]`.
+struct Permutation {
+    span: usize,
+    source: &'static [u8],
+}
+
+/// Source element of each slot of a BF16 block: evens, then odds.
+const BF16_SOURCE: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut k = 0;
+    while k < 8 {
+        t[k] = 2 * k as u8;
+        t[8 + k] = 2 * k as u8 + 1;
+        k += 1;
+    }
+    t
+};
+
+/// Source byte of each slot of an FP8 chunk: vectors take byte `4k + [0, 2, 1, 3][v]`.
+const FP8_SOURCE: [u8; 32] = {
+    let mut t = [0u8; 32];
+    let byte_of_vector = [0u8, 2, 1, 3];
+    let mut j = 0;
+    while j < 32 {
+        t[j] = 4 * (j % 8) as u8 + byte_of_vector[j / 8];
+        j += 1;
+    }
+    t
+};
+
+/// Source element of each slot of an FP4 pair of groups. Element `r` lies in lane `r / 32`;
+/// within it, byte `r % 32 / 2` and nibble `r % 2`. Looking up the even nibbles, then the odd
+/// ones, and widening bytes 0..8 then 8..16 of each lane gives four 32-bit pairs per step: the
+/// even halves of the pairs become one vector, the odd ones the next.
+const FP4_SOURCE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut r = 0;
+    while r < 64 {
+        let (lane, k) = (r / 32, r % 32);
+        let (parity, byte) = (k % 2, k / 2);
+        let (half, within) = (byte / 8, byte % 8);
+        let vector = 4 * parity + 2 * half + within % 2;
+        t[8 * vector + 4 * lane + within / 2] = r as u8;
+        r += 1;
+    }
+    t
+};
+
+impl InputOrder {
+    fn permutation(self) -> Option<Permutation> {
+        let (span, source): (usize, &'static [u8]) = match self {
+            Self::Natural => return None,
+            Self::Bf16 => (BF16_SOURCE.len(), &BF16_SOURCE),
+            Self::Fp8 => (128, &FP8_SOURCE),
+            Self::Fp4 => (FP4_SOURCE.len(), &FP4_SOURCE),
+        };
+        Some(Permutation { span, source })
+    }
+
+    /// Where the element at slot `j` of a row of `len` inputs comes from: `out[j] =
+    /// x[order.source(j, len)]`.
+    #[inline]
+    pub fn source(self, j: usize, len: usize) -> usize {
+        match self.permutation() {
+            Some(p) if j < len / p.span * p.span => {
+                let block = p.source.len();
+                j / block * block + usize::from(p.source[j % block])
+            }
+            _ => j,
+        }
+    }
+
+    /// `x` rearranged into this order (`out` as long as `x`): done once per input vector.
+    pub fn arrange(self, x: &[f32], out: &mut [f32]) {
+        let Some(p) = self.permutation() else {
+            out.copy_from_slice(x);
+            return;
+        };
+        let whole = x.len() / p.span * p.span;
+        let block = p.source.len();
+        for (xs, os) in x[..whole]
+            .chunks_exact(block)
+            .zip(out.chunks_exact_mut(block))
+        {
+            for (o, &s) in os.iter_mut().zip(p.source) {
+                *o = xs[usize::from(s)];
+            }
+        }
+        out[whole..].copy_from_slice(&x[whole..]);
     }
 }
 
@@ -91,7 +174,7 @@ pub fn has_avx2() -> bool {
 
 /// Scalar versions, the reference the SIMD versions are tested against.
 pub mod scalar {
-    use super::{e4m3_shifted, fp4_input_position, E2M1_VALUES, E4M3_RESCALE};
+    use super::{e4m3_shifted, InputOrder, E2M1_VALUES, E4M3_RESCALE};
 
     /// Σ a·b.
     pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -113,21 +196,52 @@ pub mod scalar {
         }
     }
 
-    /// Σ bf16(w)·x over little-endian BF16 bytes.
+    /// Σ bf16(w)·x over little-endian BF16 bytes, `x` in natural order.
     pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
-        w.chunks_exact(2)
-            .zip(x)
-            .map(|(c, x)| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16) * x)
+        w.chunks_exact(2).zip(x).map(|(c, x)| bf16(c) * x).sum()
+    }
+
+    /// A little-endian BF16 value.
+    fn bf16(c: &[u8]) -> f32 {
+        f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)
+    }
+
+    /// Σ bf16(w)·x for one row, `x` in [`InputOrder::Bf16`].
+    pub fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        x.iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = InputOrder::Bf16.source(j, n);
+                bf16(&w[2 * i..2 * i + 2]) * v
+            })
             .sum()
     }
 
-    /// Σ e4m3(q)·x.
+    /// Σ e4m3(q)·x, `x` in natural order.
     pub fn dot_e4m3(q: &[u8], x: &[f32]) -> f32 {
         q.iter()
             .zip(x)
             .map(|(&b, x)| e4m3_shifted(b) * x)
             .sum::<f32>()
             * E4M3_RESCALE
+    }
+
+    /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x`, `x` in [`InputOrder::Fp8`] (which
+    /// keeps every element in its block).
+    pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+        let n = x.len();
+        x.chunks(128)
+            .enumerate()
+            .map(|(b, xs)| {
+                let sum: f32 = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| e4m3_shifted(q[InputOrder::Fp8.source(128 * b + k, n)]) * v)
+                    .sum();
+                sum * E4M3_RESCALE * scale(b)
+            })
+            .sum()
     }
 
     /// Σ e2m1(code)·x over packed bytes (low nibble = even element), `x` in natural order.
@@ -142,25 +256,27 @@ pub mod scalar {
             .sum()
     }
 
-    /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x`, `x` in FP4 input order.
+    /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x`, `x` in [`InputOrder::Fp4`] (which
+    /// keeps every element in its pair of groups).
     pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
         let n = x.len();
-        packed
-            .chunks(16)
-            .enumerate()
-            .map(|(g, bytes)| {
-                let sum: f32 = bytes
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &b)| {
-                        let i = 32 * g + 2 * k;
-                        E2M1_VALUES[usize::from(b & 0xF)] * x[fp4_input_position(i, n)]
-                            + E2M1_VALUES[usize::from(b >> 4)] * x[fp4_input_position(i + 1, n)]
-                    })
-                    .sum();
-                sum * scale(g)
-            })
-            .sum()
+        let code = |i: usize| {
+            let byte = packed[i / 2];
+            E2M1_VALUES[usize::from(if i % 2 == 0 { byte & 0xF } else { byte >> 4 })]
+        };
+        let mut total = 0.0;
+        for (pair, xs) in x.chunks(64).enumerate() {
+            let mut sums = [0.0f32; 2];
+            for (k, v) in xs.iter().enumerate() {
+                let i = InputOrder::Fp4.source(64 * pair + k, n);
+                sums[i / 32 - 2 * pair] += code(i) * v;
+            }
+            total += sums[0] * scale(2 * pair);
+            if xs.len() > 32 {
+                total += sums[1] * scale(2 * pair + 1);
+            }
+        }
+        total
     }
 }
 
@@ -286,24 +402,35 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// Σ bf16(w)·x; `w` holds `x.len()` BF16 values.
+    /// BF16 row, `x` in [`InputOrder::Bf16`]: each 32-bit pair of BF16 values widens to two
+    /// f32 with one shift (the lower) and one mask (the upper); no shuffles.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    pub unsafe fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let upper = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let block = |i: usize, [even, odd]: [__m256; 2]| {
+            let raw = _mm256_loadu_si256(w.as_ptr().add(2 * i).cast());
+            let lower = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+            let higher = _mm256_castsi256_ps(_mm256_and_si256(raw, upper));
+            [
+                _mm256_fmadd_ps(lower, _mm256_loadu_ps(x.as_ptr().add(i)), even),
+                _mm256_fmadd_ps(higher, _mm256_loadu_ps(x.as_ptr().add(i + 8)), odd),
+            ]
+        };
         let mut i = 0;
-        while i + 16 <= n {
-            let r0 = _mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i);
-            let r1 = _mm_loadu_si128(w.as_ptr().add(2 * i + 16) as *const __m128i);
-            let f0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r0), 16));
-            let f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r1), 16));
-            acc0 = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
+        // Two blocks per step into four accumulators, so the FMA chains overlap.
+        while i + 32 <= n {
+            [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
+            [acc[2], acc[3]] = block(i + 16, [acc[2], acc[3]]);
+            i += 32;
+        }
+        if i + 16 <= n {
+            [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
             i += 16;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
-        sum += super::scalar::dot_bf16(&w[2 * i..2 * n], &x[i..]);
-        sum
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        hsum(sum) + super::scalar::dot_bf16(&w[2 * i..], &x[i..])
     }
 
     /// 8 E4M3 bytes at `p` as 8 f32 (times 2^-120): each byte sign-extended to 32 bits and
@@ -317,10 +444,16 @@ pub(crate) mod avx2 {
         _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(wide, 20), fields))
     }
 
-    /// FP8 row: per 128-block FMA into four block accumulators, then scaled into the total.
+    /// FP8 row, `x` in [`InputOrder::Fp8`]: per 128-block, 32 bytes at a time become four
+    /// vectors by 16-bit shifts alone. An arithmetic shift right by 4 puts a 16-bit lane's
+    /// upper byte's exponent and mantissa into BF16's fields with its sign smeared above them;
+    /// the lower byte gets the same after a shift left by 8. A 32-bit lane's upper BF16 is then
+    /// an f32 once masked, its lower one after a shift by 16. The values come out times
+    /// 2^-120, as from [`e4m3x8`].
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
         let n = x.len();
+        let fields = _mm256_set1_epi32(0x87F0_0000u32 as i32);
         let mut total = _mm256_setzero_ps();
         let mut tail = 0.0;
         for (b, start) in (0..n).step_by(128).enumerate() {
@@ -330,13 +463,21 @@ pub(crate) mod avx2 {
                 continue;
             }
             let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = start;
-            while i < end {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let w = e4m3x8(q.as_ptr().add(i + 8 * j));
+            for i in (start..end).step_by(32) {
+                let raw = _mm256_loadu_si256(q.as_ptr().add(i).cast());
+                let upper = _mm256_srai_epi16(raw, 4);
+                let lower = _mm256_srai_epi16(_mm256_slli_epi16(raw, 8), 4);
+                // Bytes 4k, 4k+2, 4k+1, 4k+3 of the 32.
+                let w = [
+                    _mm256_slli_epi32(lower, 16),
+                    lower,
+                    _mm256_slli_epi32(upper, 16),
+                    upper,
+                ];
+                for (j, (a, w)) in acc.iter_mut().zip(w).enumerate() {
+                    let w = _mm256_castsi256_ps(_mm256_and_si256(w, fields));
                     *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(i + 8 * j)), *a);
                 }
-                i += 32;
             }
             let block = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
             total = _mm256_fmadd_ps(block, _mm256_set1_ps(scale(b) * E4M3_RESCALE), total);
@@ -344,7 +485,7 @@ pub(crate) mod avx2 {
         hsum(total) + tail
     }
 
-    /// FP4 row, `x` in FP4 input order: two groups per step, one per 128-bit lane. Each code
+    /// FP4 row, `x` in [`InputOrder::Fp4`]: two groups per step, one per 128-bit lane. Each code
     /// is looked up as the two bytes of its BF16 value, and unpacking the byte pairs against
     /// zero yields f32 directly; the lane sums are scaled by their group's multiplier.
     #[target_feature(enable = "avx2,fma")]
@@ -415,22 +556,19 @@ pub fn e8m0_multiplier(b: u8) -> f32 {
     }
 }
 
-/// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row.
+/// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row, `x` in
+/// [`InputOrder::Fp8`].
 pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && q.len() == x.len() {
         // SAFETY: AVX2 and FMA were detected; one byte per value.
         return unsafe { avx2::dot_fp8_row(q, x, scale) };
     }
-    q.chunks(128)
-        .zip(x.chunks(128))
-        .enumerate()
-        .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
-        .sum()
+    scalar::dot_fp8_row(q, x, scale)
 }
 
-/// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row, `x` in FP4 input
-/// order ([`fp4_input_order`]).
+/// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row, `x` in
+/// [`InputOrder::Fp4`].
 pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && x.len() % 32 == 0 && packed.len() == x.len() / 2 {
@@ -438,6 +576,17 @@ pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f3
         return unsafe { avx2::dot_fp4_row(packed, x, scale) };
     }
     scalar::dot_fp4_row(packed, x, scale)
+}
+
+/// Σ bf16(w)·x for one BF16 row (`x.len()` little-endian values), `x` in
+/// [`InputOrder::Bf16`].
+pub fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && w.len() == 2 * x.len() {
+        // SAFETY: AVX2 and FMA were detected; `w` has two bytes per value of `x`.
+        return unsafe { avx2::dot_bf16_row(w, x) };
+    }
+    scalar::dot_bf16_row(w, x)
 }
 
 /// Σ a·b.
@@ -448,16 +597,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot_f32(a, b) };
     }
     scalar::dot_f32(a, b)
-}
-
-/// Σ bf16(w)·x; `w` holds `x.len()` little-endian BF16 values.
-pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && w.len() == 2 * x.len() {
-        // SAFETY: AVX2 and FMA were detected; `w` has two bytes per value of `x`.
-        return unsafe { avx2::dot_bf16(w, x) };
-    }
-    scalar::dot_bf16(w, x)
 }
 
 /// `w · xᵣ` for four vectors of at least `w.len()` values.

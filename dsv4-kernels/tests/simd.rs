@@ -7,7 +7,7 @@ use common::bytes;
 
 use dsv4_kernels::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32};
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
-use dsv4_kernels::simd::{self, scalar};
+use dsv4_kernels::simd::{self, scalar, InputOrder};
 
 fn floats(n: usize, seed: u64) -> Vec<f32> {
     bytes(n, seed)
@@ -41,14 +41,14 @@ fn simd_dots_match_scalar_dots() {
         );
         let w = bytes(2 * n, 3);
         let bf: Vec<u8> = w.chunks(2).flat_map(|c| [c[0], c[1] & 0x3F]).collect();
-        assert!(
-            close(
-                simd::dot_bf16(&bf, &x),
-                scalar::dot_bf16(&bf, &x),
-                magnitude * 4.0
-            ),
-            "bf16 {n}"
-        );
+        let want = scalar::dot_bf16(&bf, &x);
+        let ordered = arranged(InputOrder::Bf16, &x);
+        for (got, label) in [
+            (simd::dot_bf16_row(&bf, &ordered), "simd"),
+            (scalar::dot_bf16_row(&bf, &ordered), "scalar"),
+        ] {
+            assert!(close(got, want, magnitude * 4.0), "{label} bf16 row {n}");
+        }
     }
     // The fused rows against block-by-block scalar sums with the same scales.
     for n in [32, 96, 128, 384, 1024] {
@@ -61,11 +61,16 @@ fn simd_dots_match_scalar_dots() {
             .enumerate()
             .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
             .sum();
-        let got = simd::dot_fp8_row(&q, &x, scale);
-        assert!(
-            close(got, want, 448.0 * n as f32),
-            "fp8 row {n}: {got} vs {want}"
-        );
+        let ordered = arranged(InputOrder::Fp8, &x);
+        for (got, label) in [
+            (simd::dot_fp8_row(&q, &ordered, scale), "simd"),
+            (scalar::dot_fp8_row(&q, &ordered, scale), "scalar"),
+        ] {
+            assert!(
+                close(got, want, 448.0 * n as f32),
+                "{label} fp8 row {n}: {got} vs {want}"
+            );
+        }
         let p = bytes(n / 2, 6);
         let want: f32 = p
             .chunks(16)
@@ -73,18 +78,52 @@ fn simd_dots_match_scalar_dots() {
             .enumerate()
             .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
             .sum();
-        let mut ordered = vec![0.0; n];
-        simd::fp4_input_order(&x, &mut ordered);
-        assert_eq!(
-            scalar::dot_fp4_row(&p, &ordered, scale),
-            want,
-            "scalar fp4 row {n}"
-        );
-        let got = simd::dot_fp4_row(&p, &ordered, scale);
-        assert!(
-            close(got, want, 6.0 * n as f32 * 32.0),
-            "fp4 row {n}: {got} vs {want}"
-        );
+        let ordered = arranged(InputOrder::Fp4, &x);
+        for (got, label) in [
+            (simd::dot_fp4_row(&p, &ordered, scale), "simd"),
+            (scalar::dot_fp4_row(&p, &ordered, scale), "scalar"),
+        ] {
+            assert!(
+                close(got, want, 6.0 * n as f32 * 32.0),
+                "{label} fp4 row {n}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+fn arranged(order: InputOrder, x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    order.arrange(x, &mut out);
+    out
+}
+
+/// Every input order is a permutation that `arrange` applies as `source` describes, and moves
+/// nothing past the whole blocks its kernel decodes (the kernels read those in natural order).
+#[test]
+fn input_orders_are_permutations() {
+    let orders = [
+        (InputOrder::Natural, 1),
+        (InputOrder::Bf16, 16),
+        (InputOrder::Fp8, 128),
+        (InputOrder::Fp4, 64),
+    ];
+    for (order, span) in orders {
+        for len in [
+            0, 1, 15, 16, 31, 32, 63, 64, 96, 127, 128, 200, 256, 300, 1024,
+        ] {
+            let mut seen = vec![false; len];
+            for j in 0..len {
+                let i = order.source(j, len);
+                assert!(i < len && !seen[i], "{order:?} {len}: slot {j} repeats {i}");
+                seen[i] = true;
+                if j >= len / span * span {
+                    assert_eq!(i, j, "{order:?} {len}: tail slot {j} moved");
+                }
+            }
+            let x: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let want: Vec<f32> = (0..len).map(|j| order.source(j, len) as f32).collect();
+            assert_eq!(arranged(order, &x), want, "{order:?} {len}");
+        }
     }
 }
 
@@ -195,14 +234,15 @@ fn fused_rows_equal_dequantize_then_sum() {
     }
 }
 
-/// Every finite E4M3 byte and every E2M1 code, alone against a one-hot input at each position
-/// of a row, comes out of the fused row product as exactly its value (from `formats`, tested
-/// against ml_dtypes) times its block's or group's scale: no lane, sign or order mix-ups.
+/// Every finite E4M3 byte and every E2M1 code (and a spread of BF16 values), alone against a
+/// one-hot input at each position of a row, comes out of the fused row product as exactly its
+/// value (from `formats`, tested against ml_dtypes) times its block's or group's scale: no lane,
+/// sign or order mix-ups.
 #[test]
 fn fused_rows_decode_every_code_exactly() {
     let inp = 256;
     // Row 0 against each one-hot input must give `want(j)` exactly.
-    let check = |weight: LinearWeight, want: &dyn Fn(usize) -> f32, label: &str| {
+    let check = |inp: usize, weight: LinearWeight, want: &dyn Fn(usize) -> f32, label: &str| {
         let view = LinearView {
             out: 1,
             inp,
@@ -226,7 +266,33 @@ fn fused_rows_decode_every_code_exactly() {
     let fp8_value = |j: usize| {
         dsv4_kernels::formats::e4m3_to_f32(q[j]) * e8m0_to_f32(grid[j / 128]).expect("finite")
     };
-    check(fp8, &fp8_value, "fp8");
+    check(inp, fp8, &fp8_value, "fp8");
+    // A row with a trailing partial block (read in natural order) after the whole ones.
+    let long: Vec<u8> = q.iter().chain(&q[..40]).copied().collect();
+    let grid3 = [121u8, 126, 118];
+    let fp8 = LinearWeight::Fp8Block {
+        q: &long,
+        scales: Scales::E8M0(&grid3),
+    };
+    let fp8_value = |j: usize| {
+        dsv4_kernels::formats::e4m3_to_f32(long[j]) * e8m0_to_f32(grid3[j / 128]).expect("finite")
+    };
+    check(long.len(), fp8, &fp8_value, "fp8 partial block");
+
+    // BF16: both signs, exponents up to 0x7E (no Inf or NaN), varied mantissas, plus a tail
+    // past the last whole 16-value block.
+    let n = inp + 9;
+    let raw: Vec<u8> = (0..n)
+        .flat_map(|k| [(k * 37) as u8, (k * 11) as u8 & 0xBF])
+        .collect();
+    let bf16 = LinearWeight::Float {
+        dtype: FloatDtype::Bf16,
+        data: &raw,
+    };
+    let bf16_value = |j: usize| {
+        f32::from_bits(u32::from(u16::from_le_bytes([raw[2 * j], raw[2 * j + 1]])) << 16)
+    };
+    check(n, bf16, &bf16_value, "bf16");
 
     // 8 groups (4 pairs); the codes cycle so each position meets several of the 16.
     let packed: Vec<u8> = (0..inp / 2).map(|k| (k * 7 + k / 16) as u8).collect();
@@ -241,5 +307,5 @@ fn fused_rows_decode_every_code_exactly() {
         dsv4_kernels::formats::E2M1_VALUES[usize::from(code)]
             * e8m0_to_f32(groups[j / 32]).expect("finite")
     };
-    check(fp4, &fp4_value, "fp4");
+    check(inp, fp4, &fp4_value, "fp4");
 }
