@@ -129,8 +129,11 @@ pub struct LinearView<'a> {
     pub weight: LinearWeight<'a>,
 }
 
-/// Output rows handed to one parallel task.
+/// Most output rows handed to one parallel task.
 const ROWS_PER_TASK: usize = 128;
+
+/// Tasks per worker a matrix-vector product is split into at least (when it has the rows).
+const TASKS_PER_WORKER: usize = 4;
 
 /// Longest input rearranged on the stack (32 KiB); covers every V4 width.
 const STACK_INPUT: usize = 8192;
@@ -315,13 +318,18 @@ impl LinearView<'_> {
         let width = rows.len();
         let start = rows.start;
         if n == 1 {
+            // Short outputs (a few long rows, like the hyper-connection projections) still
+            // give every worker several tasks.
+            let per_task = ROWS_PER_TASK
+                .min(width.div_ceil(TASKS_PER_WORKER * rayon::current_num_threads()))
+                .max(1);
             self.with_kernel_input(x, |x| {
                 y[..width]
-                    .par_chunks_mut(ROWS_PER_TASK)
+                    .par_chunks_mut(per_task)
                     .enumerate()
                     .for_each(|(task, out)| {
                         for (k, v) in out.iter_mut().enumerate() {
-                            let o = start + task * ROWS_PER_TASK + k;
+                            let o = start + task * per_task + k;
                             *v = self.row_dot_in_kernel_order(o, x);
                         }
                     })

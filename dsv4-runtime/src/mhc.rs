@@ -42,12 +42,12 @@ impl HcMixes {
         }
         self.comb.clear();
         self.comb.resize(tokens * n * n, 0.0);
-        for (t, xt) in x.chunks(n * d).enumerate() {
+        project(x, w, c.norm_eps, &mut self.mu);
+        for (t, mu) in self.mu.chunks(w.proj.out).enumerate() {
             mix_into(
-                xt,
+                mu,
                 w,
                 c,
-                &mut self.mu,
                 &mut self.pre[t * n..(t + 1) * n],
                 &mut self.post[t * n..(t + 1) * n],
                 &mut self.comb[t * n * n..(t + 1) * n * n],
@@ -81,7 +81,7 @@ impl HcMixes {
     pub fn collapse(&mut self, x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32]) {
         let n = c.streams;
         let mu = &mut self.mu;
-        project(x, w, n, c.norm_eps, mu);
+        project(x, w, c.norm_eps, mu);
         for i in 0..n {
             mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps);
         }
@@ -102,28 +102,30 @@ pub struct HcConfig {
     pub norm_eps: f32,
 }
 
-/// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for the flattened streams `x` (`n·D`), one value per row of
-/// φ, into `mu`.
-fn project(x: &[f32], w: &HcWeights, rows: usize, norm_eps: f32, mu: &mut Vec<f32>) {
-    let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let r = 1.0 / (mean + norm_eps).sqrt();
+/// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for each token's flattened streams `x̄` (`x` is
+/// `T × n·D`), one value per row of φ, into `mu` (`T × rows`).
+fn project(x: &[f32], w: &HcWeights, norm_eps: f32, mu: &mut Vec<f32>) {
+    let (width, rows) = (w.proj.inp, w.proj.out);
     mu.clear();
-    mu.extend((0..rows).map(|i| dot(&w.proj[i * x.len()..(i + 1) * x.len()], x) * r));
+    mu.resize(x.len() / width * rows, 0.0);
+    w.proj.forward(x, mu);
+    for (xt, mt) in x.chunks(width).zip(mu.chunks_mut(rows)) {
+        let r = 1.0 / (dot(xt, xt) / width as f32 + norm_eps).sqrt();
+        mt.iter_mut().for_each(|v| *v *= r);
+    }
 }
 
-/// The mix of one token's streams `x` (`n·D`, stream-major) into `pre`, `post` (`n`) and
+/// The mix of one token from its projections `mu` (`(2 + n)·n`) into `pre`, `post` (`n`) and
 /// `comb` (`n × n`).
 fn mix_into(
-    x: &[f32],
+    mu: &[f32],
     w: &HcWeights,
     c: HcConfig,
-    mu: &mut Vec<f32>,
     pre: &mut [f32],
     post: &mut [f32],
     comb: &mut [f32],
 ) {
     let n = c.streams;
-    project(x, w, (2 + n) * n, c.norm_eps, mu);
     for (i, p) in pre.iter_mut().enumerate() {
         *p = sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps;
     }
@@ -187,16 +189,25 @@ pub fn hc_post(x: &mut [f32], y: &[f32], mix: HcMix, old: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
 
     #[test]
     fn sinkhorn_makes_comb_nearly_doubly_stochastic_and_keeps_orientation() {
         let n = 3;
         let d = 2;
         let rows = (2 + n) * n;
+        let proj: Vec<u8> = (0..rows * n * d)
+            .flat_map(|i| (((i * 7 % 11) as f32 - 5.0) * 0.1).to_le_bytes())
+            .collect();
         let w = HcWeights {
-            proj: (0..rows * n * d)
-                .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
-                .collect(),
+            proj: LinearView {
+                out: rows,
+                inp: n * d,
+                weight: LinearWeight::Float {
+                    dtype: FloatDtype::F32,
+                    data: &proj,
+                },
+            },
             base: (0..rows).map(|i| (i as f32) * 0.05).collect(),
             scale: vec![1.0, 1.0, 1.0],
         };

@@ -224,20 +224,17 @@ impl Sampler {
 
 /// Index of the largest logit, lowest id on ties, NaN treated as −∞.
 fn argmax(logits: &[f32]) -> Result<u32, SamplerError> {
-    let mut best: Option<(usize, f32)> = None;
-    for (id, &logit) in logits.iter().enumerate() {
-        if logit.is_nan() || logit == f32::NEG_INFINITY {
-            continue;
-        }
-        match best {
-            Some((_, b)) if logit <= b => {}
-            _ => best = Some((id, logit)),
-        }
-    }
-    best.map(|(id, _)| id as u32)
-        .ok_or(SamplerError::NoCandidate {
+    // Two branch-free passes (the first vectorizes): the largest value, NaN never winning a
+    // comparison, then its first position. Ties go to the lowest id.
+    let best = logits
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    if best == f32::NEG_INFINITY {
+        return Err(SamplerError::NoCandidate {
             vocab: logits.len(),
-        })
+        });
+    }
+    Ok(logits.iter().position(|&v| v == best).unwrap_or(0) as u32)
 }
 
 /// Sorts the head of `scratch` by [`rank`] far enough to hold the nucleus, and returns its

@@ -31,9 +31,10 @@ pub enum WeightsError {
 
 /// Mixing parameters of one hyper-connection (`hc_*_fn`, `_base`, `_scale`).
 #[derive(Debug, Clone)]
-pub struct HcWeights {
-    /// `[rows, n·D]` projection of the flattened streams.
-    pub proj: Vec<f32>,
+pub struct HcWeights<'a> {
+    /// `[rows, n·D]` projection of the flattened streams (a linear, so one token's rows split
+    /// over the workers and a chunk's tokens go through the blocked product).
+    pub proj: LinearView<'a>,
     /// Bias per row.
     pub base: Vec<f32>,
     /// Scales of the pre, post and comb parts (the head has only the first).
@@ -119,9 +120,9 @@ pub struct LayerWeights<'a> {
     /// Pre-MoE RMSNorm.
     pub ffn_norm: Vec<f32>,
     /// Hyper-connection around attention.
-    pub hc_attn: HcWeights,
+    pub hc_attn: HcWeights<'a>,
     /// Hyper-connection around the MoE.
-    pub hc_ffn: HcWeights,
+    pub hc_ffn: HcWeights<'a>,
     /// Attention.
     pub attn: AttentionWeights<'a>,
     /// MoE.
@@ -137,7 +138,7 @@ pub struct ModelWeights<'a> {
     /// Final RMSNorm.
     pub norm: Vec<f32>,
     /// Final stream collapse.
-    pub hc_head: HcWeights,
+    pub hc_head: HcWeights<'a>,
     /// Decoder blocks.
     pub layers: Vec<LayerWeights<'a>>,
 }
@@ -183,9 +184,9 @@ impl<'a> Binder<'a, '_> {
             .ok_or_else(|| Self::missing(name))
     }
 
-    fn hc(&self, prefix: &str) -> Result<HcWeights, WeightsError> {
+    fn hc(&self, prefix: &str) -> Result<HcWeights<'a>, WeightsError> {
         Ok(HcWeights {
-            proj: self.floats(&format!("{prefix}_fn"))?,
+            proj: self.float_linear(&format!("{prefix}_fn"))?,
             base: self.floats(&format!("{prefix}_base"))?,
             scale: self.floats(&format!("{prefix}_scale"))?,
         })
