@@ -129,9 +129,9 @@ mod avx2 {
 
     use super::PANEL;
     use crate::formats::E2M1_VALUES;
-    use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+    use crate::linear::{FloatDtype, LinearView, LinearWeight};
     use crate::simd::avx2::e4m3x8;
-    use crate::simd::{e8m0_multiplier, E4M3_RESCALE};
+    use crate::simd::E4M3_RESCALE;
 
     /// Packs the panel eight rows × eight inputs at a time: each row's eight values are decoded
     /// straight from storage into a register, the 8 × 8 block is transposed in registers and
@@ -162,10 +162,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn decode8(w: &LinearView, o: usize, kk: usize) -> __m256 {
         let k = w.inp;
-        let scale = |scales: &Scales, index: usize| match scales {
-            Scales::E8M0(bytes) => e8m0_multiplier(bytes[index]),
-            Scales::F32(_) => scales.get(index),
-        };
         match w.weight {
             LinearWeight::Float { dtype, data } => {
                 let at = o * k + kk;
@@ -182,11 +178,11 @@ mod avx2 {
             }
             LinearWeight::Fp8Block { q, scales } => {
                 let block = (o / 128) * k.div_ceil(128) + kk / 128;
-                let s = scale(&scales, block) * E4M3_RESCALE;
+                let s = scales.multiplier(block) * E4M3_RESCALE;
                 _mm256_mul_ps(e4m3x8(q.as_ptr().add(o * k + kk)), _mm256_set1_ps(s))
             }
             LinearWeight::Fp4Group { packed, scales } => {
-                let s = scale(&scales, (o * k + kk) / 32);
+                let s = scales.multiplier((o * k + kk) / 32);
                 let at = (o * k + kk) / 2;
                 let word = u32::from_le_bytes([
                     packed[at],

@@ -82,6 +82,24 @@ impl Scales<'_> {
         }
     }
 
+    /// The multiplier at `index` on the hot path: UE8M0 bytes decode without a check for the
+    /// NaN byte (checked checkpoints hold none).
+    #[inline]
+    pub fn multiplier(&self, index: usize) -> f32 {
+        match self {
+            Self::E8M0(bytes) => e8m0_multiplier(bytes[index]),
+            Self::F32(_) => self.get(index),
+        }
+    }
+
+    /// The `len` scales from `start` (one row's groups or one block row's columns).
+    pub fn range(&self, start: usize, len: usize) -> Self {
+        match self {
+            Self::E8M0(bytes) => Self::E8M0(&bytes[start..start + len]),
+            Self::F32(bytes) => Self::F32(&bytes[4 * start..4 * (start + len)]),
+        }
+    }
+
     /// Every multiplier, in storage order.
     pub fn to_vec(&self) -> Vec<f32> {
         let n = match self {
@@ -270,28 +288,13 @@ impl LinearView<'_> {
             }
             LinearWeight::Fp8Block { q, scales } => {
                 let cols = inp.div_ceil(FP8_BLOCK);
-                let first = (o / FP8_BLOCK) * cols;
                 let row = &q[o * inp..(o + 1) * inp];
-                match scales {
-                    // The common case decodes scale bytes inline, with no call per block.
-                    Scales::E8M0(bytes) => {
-                        let bytes = &bytes[first..first + cols];
-                        dot_fp8_row(row, x, |b| e8m0_multiplier(bytes[b]))
-                    }
-                    Scales::F32(_) => dot_fp8_row(row, x, |b| scales.get(first + b)),
-                }
+                dot_fp8_row(row, x, scales.range((o / FP8_BLOCK) * cols, cols))
             }
             LinearWeight::Fp4Group { packed, scales } => {
                 let groups = inp / FP4_GROUP;
-                let first = o * groups;
                 let row = &packed[o * inp / 2..(o + 1) * inp / 2];
-                match scales {
-                    Scales::E8M0(bytes) => {
-                        let bytes = &bytes[first..first + groups];
-                        dot_fp4_row(row, x, |g| e8m0_multiplier(bytes[g]))
-                    }
-                    Scales::F32(_) => dot_fp4_row(row, x, |g| scales.get(first + g)),
-                }
+                dot_fp4_row(row, x, scales.range(o * groups, groups))
             }
         }
     }

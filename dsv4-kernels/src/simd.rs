@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use crate::formats::E2M1_VALUES;
+use crate::linear::Scales;
 
 /// E4M3 byte → f32 by moving its exponent and mantissa into f32's fields: the result is the
 /// true value times 2^-120 (subnormals included, since f32 keeps them), so dots multiply by
@@ -175,6 +176,7 @@ pub fn has_avx2() -> bool {
 /// Scalar versions, the reference the SIMD versions are tested against.
 pub mod scalar {
     use super::{e4m3_shifted, InputOrder, E2M1_VALUES, E4M3_RESCALE};
+    use crate::linear::Scales;
 
     /// Σ a·b.
     pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -229,7 +231,7 @@ pub mod scalar {
 
     /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x`, `x` in [`InputOrder::Fp8`] (which
     /// keeps every element in its block).
-    pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+    pub fn dot_fp8_row(q: &[u8], x: &[f32], scales: Scales) -> f32 {
         let n = x.len();
         x.chunks(128)
             .enumerate()
@@ -239,7 +241,7 @@ pub mod scalar {
                     .enumerate()
                     .map(|(k, v)| e4m3_shifted(q[InputOrder::Fp8.source(128 * b + k, n)]) * v)
                     .sum();
-                sum * E4M3_RESCALE * scale(b)
+                sum * E4M3_RESCALE * scales.multiplier(b)
             })
             .sum()
     }
@@ -258,7 +260,7 @@ pub mod scalar {
 
     /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x`, `x` in [`InputOrder::Fp4`] (which
     /// keeps every element in its pair of groups).
-    pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+    pub fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
         let n = x.len();
         let code = |i: usize| {
             let byte = packed[i / 2];
@@ -271,9 +273,9 @@ pub mod scalar {
                 let i = InputOrder::Fp4.source(64 * pair + k, n);
                 sums[i / 32 - 2 * pair] += code(i) * v;
             }
-            total += sums[0] * scale(2 * pair);
+            total += sums[0] * scales.multiplier(2 * pair);
             if xs.len() > 32 {
-                total += sums[1] * scale(2 * pair + 1);
+                total += sums[1] * scales.multiplier(2 * pair + 1);
             }
         }
         total
@@ -285,6 +287,7 @@ pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
+    use crate::linear::Scales;
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -451,7 +454,7 @@ pub(crate) mod avx2 {
     /// an f32 once masked, its lower one after a shift by 16. The values come out times
     /// 2^-120, as from [`e4m3x8`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+    pub unsafe fn dot_fp8_row(q: &[u8], x: &[f32], scales: Scales) -> f32 {
         let n = x.len();
         let fields = _mm256_set1_epi32(0x87F0_0000u32 as i32);
         let mut total = _mm256_setzero_ps();
@@ -459,7 +462,8 @@ pub(crate) mod avx2 {
         for (b, start) in (0..n).step_by(128).enumerate() {
             let end = (start + 128).min(n);
             if end - start < 128 {
-                tail += super::scalar::dot_e4m3(&q[start..end], &x[start..end]) * scale(b);
+                tail +=
+                    super::scalar::dot_e4m3(&q[start..end], &x[start..end]) * scales.multiplier(b);
                 continue;
             }
             let mut acc = [_mm256_setzero_ps(); 4];
@@ -480,68 +484,97 @@ pub(crate) mod avx2 {
                 }
             }
             let block = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            total = _mm256_fmadd_ps(block, _mm256_set1_ps(scale(b) * E4M3_RESCALE), total);
+            let multiplier = scales.multiplier(b) * E4M3_RESCALE;
+            total = _mm256_fmadd_ps(block, _mm256_set1_ps(multiplier), total);
         }
         hsum(total) + tail
     }
 
     /// FP4 row, `x` in [`InputOrder::Fp4`]: two groups per step, one per 128-bit lane. Each code
     /// is looked up as the two bytes of its BF16 value, and unpacking the byte pairs against
-    /// zero yields f32 directly; the lane sums are scaled by their group's multiplier.
+    /// zero yields f32 directly. Eight groups' multipliers are decoded at once, and each step's
+    /// two lane sums are scaled into the total by one FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+    pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
         let groups = x.len() / 32;
         let low = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_LOW.as_ptr().cast()));
         let high = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_HIGH.as_ptr().cast()));
         let nibble = _mm256_set1_epi8(0x0F);
         let upper = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
+        // The lane sums of groups g and g + 1 (unscaled).
         let pair = |g: usize| {
             let bytes = _mm256_loadu_si256(packed.as_ptr().add(16 * g).cast());
             let even = _mm256_and_si256(bytes, nibble);
             let odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
             let xs = x.as_ptr().add(32 * g);
-            // Four short product chains, so consecutive steps overlap.
-            let mut sums = [_mm256_setzero_ps(); 4];
+            let mut w = [_mm256_setzero_ps(); 8];
             for (parity, codes) in [even, odd].into_iter().enumerate() {
                 let lo = _mm256_shuffle_epi8(low, codes);
                 let hi = _mm256_shuffle_epi8(high, codes);
                 let halves = [_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)];
                 for (half, bf16) in halves.into_iter().enumerate() {
                     let j = 4 * parity + 2 * half;
-                    let w0 = _mm256_castsi256_ps(_mm256_slli_epi32(bf16, 16));
-                    let w1 = _mm256_castsi256_ps(_mm256_and_si256(bf16, upper));
-                    let s = _mm256_mul_ps(w0, _mm256_loadu_ps(xs.add(8 * j)));
-                    sums[j / 2] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs.add(8 * j + 8)), s);
+                    w[j] = _mm256_castsi256_ps(_mm256_slli_epi32(bf16, 16));
+                    w[j + 1] = _mm256_castsi256_ps(_mm256_and_si256(bf16, upper));
                 }
             }
-            let sum = _mm256_add_ps(
-                _mm256_add_ps(sums[0], sums[1]),
-                _mm256_add_ps(sums[2], sums[3]),
-            );
-            _mm256_mul_ps(
-                sum,
-                _mm256_setr_m128(_mm_set1_ps(scale(g)), _mm_set1_ps(scale(g + 1))),
-            )
+            // Two product chains of four.
+            let mut a = _mm256_mul_ps(w[0], _mm256_loadu_ps(xs));
+            let mut b = _mm256_mul_ps(w[1], _mm256_loadu_ps(xs.add(8)));
+            for j in (2..8).step_by(2) {
+                a = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(xs.add(8 * j)), a);
+                b = _mm256_fmadd_ps(w[j + 1], _mm256_loadu_ps(xs.add(8 * j + 8)), b);
+            }
+            _mm256_add_ps(a, b)
         };
-        // Two running totals, so the additions of consecutive pairs do not wait on each other.
+        // Lanes 0–3 take the first group's multiplier, lanes 4–7 the second's.
+        let spread = |m: __m256, p: i32| {
+            let index = _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1);
+            _mm256_permutevar8x32_ps(m, index)
+        };
+        // Two running totals, so the FMAs of consecutive pairs do not wait on each other.
         let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut g = 0;
-        while g + 4 <= groups {
-            t0 = _mm256_add_ps(t0, pair(g));
-            t1 = _mm256_add_ps(t1, pair(g + 2));
-            g += 4;
+        while g + 8 <= groups {
+            let m = multipliers8(scales, g);
+            t0 = _mm256_fmadd_ps(pair(g), spread(m, 0), t0);
+            t1 = _mm256_fmadd_ps(pair(g + 2), spread(m, 2), t1);
+            t0 = _mm256_fmadd_ps(pair(g + 4), spread(m, 4), t0);
+            t1 = _mm256_fmadd_ps(pair(g + 6), spread(m, 6), t1);
+            g += 8;
         }
-        if g + 2 <= groups {
-            t0 = _mm256_add_ps(t0, pair(g));
+        while g + 2 <= groups {
+            let m = _mm256_setr_m128(
+                _mm_set1_ps(scales.multiplier(g)),
+                _mm_set1_ps(scales.multiplier(g + 1)),
+            );
+            t0 = _mm256_fmadd_ps(pair(g), m, t0);
             g += 2;
         }
-        let total = _mm256_add_ps(t0, t1);
-        let mut sum = hsum(total);
+        let mut sum = hsum(_mm256_add_ps(t0, t1));
         if g < groups {
             let (p, xs) = (&packed[16 * g..16 * g + 16], &x[32 * g..32 * g + 32]);
-            sum += super::scalar::dot_e2m1(p, xs) * scale(g);
+            sum += super::scalar::dot_e2m1(p, xs) * scales.multiplier(g);
         }
         sum
+    }
+
+    /// The multipliers of scales `g..g + 8` (which must exist). UE8M0 bytes widen and shift
+    /// into f32's exponent field; byte 0 (2^-127, a subnormal) comes out of the maximum with
+    /// its bit pattern.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn multipliers8(scales: Scales, g: usize) -> __m256 {
+        match scales {
+            Scales::E8M0(bytes) => {
+                let b = &bytes[g..g + 8];
+                let wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.as_ptr().cast()));
+                let bits =
+                    _mm256_max_epu32(_mm256_slli_epi32(wide, 23), _mm256_set1_epi32(0x0040_0000));
+                _mm256_castsi256_ps(bits)
+            }
+            Scales::F32(bytes) => _mm256_loadu_ps(bytes[4 * g..4 * (g + 8)].as_ptr().cast()),
+        }
     }
 }
 
@@ -558,24 +591,24 @@ pub fn e8m0_multiplier(b: u8) -> f32 {
 
 /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row, `x` in
 /// [`InputOrder::Fp8`].
-pub fn dot_fp8_row(q: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+pub fn dot_fp8_row(q: &[u8], x: &[f32], scales: Scales) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && q.len() == x.len() {
         // SAFETY: AVX2 and FMA were detected; one byte per value.
-        return unsafe { avx2::dot_fp8_row(q, x, scale) };
+        return unsafe { avx2::dot_fp8_row(q, x, scales) };
     }
-    scalar::dot_fp8_row(q, x, scale)
+    scalar::dot_fp8_row(q, x, scales)
 }
 
 /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row, `x` in
 /// [`InputOrder::Fp4`].
-pub fn dot_fp4_row(packed: &[u8], x: &[f32], scale: impl Fn(usize) -> f32) -> f32 {
+pub fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && x.len() % 32 == 0 && packed.len() == x.len() / 2 {
         // SAFETY: AVX2 and FMA were detected; one byte per pair, whole groups.
-        return unsafe { avx2::dot_fp4_row(packed, x, scale) };
+        return unsafe { avx2::dot_fp4_row(packed, x, scales) };
     }
-    scalar::dot_fp4_row(packed, x, scale)
+    scalar::dot_fp4_row(packed, x, scales)
 }
 
 /// Σ bf16(w)·x for one BF16 row (`x.len()` little-endian values), `x` in

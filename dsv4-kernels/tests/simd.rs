@@ -50,43 +50,51 @@ fn simd_dots_match_scalar_dots() {
             assert!(close(got, want, magnitude * 4.0), "{label} bf16 row {n}");
         }
     }
-    // The fused rows against block-by-block scalar sums with the same scales.
+    // The fused rows against block-by-block scalar sums with the same scales, stored as f32
+    // and as UE8M0 bytes.
     for n in [32, 96, 128, 384, 1024] {
         let x = floats(n, 5);
-        let scale = |b: usize| 0.5 + b as f32;
-        let q = e4m3_bytes(n, 4);
-        let want: f32 = q
-            .chunks(128)
-            .zip(x.chunks(128))
-            .enumerate()
-            .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
-            .sum();
-        let ordered = arranged(InputOrder::Fp8, &x);
-        for (got, label) in [
-            (simd::dot_fp8_row(&q, &ordered, scale), "simd"),
-            (scalar::dot_fp8_row(&q, &ordered, scale), "scalar"),
-        ] {
-            assert!(
-                close(got, want, 448.0 * n as f32),
-                "{label} fp8 row {n}: {got} vs {want}"
-            );
-        }
-        let p = bytes(n / 2, 6);
-        let want: f32 = p
-            .chunks(16)
-            .zip(x.chunks(32))
-            .enumerate()
-            .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
-            .sum();
-        let ordered = arranged(InputOrder::Fp4, &x);
-        for (got, label) in [
-            (simd::dot_fp4_row(&p, &ordered, scale), "simd"),
-            (scalar::dot_fp4_row(&p, &ordered, scale), "scalar"),
-        ] {
-            assert!(
-                close(got, want, 6.0 * n as f32 * 32.0),
-                "{label} fp4 row {n}: {got} vs {want}"
-            );
+        let e8m0: Vec<u8> = (0..n).map(|i| 120 + (i % 9) as u8).collect();
+        let f32s: Vec<u8> = (0..n)
+            .flat_map(|b| (0.5 + b as f32).to_le_bytes())
+            .collect();
+        for scales in [Scales::E8M0(&e8m0), Scales::F32(&f32s)] {
+            let scale = |i: usize| scales.get(i);
+            let top = (0..n).map(scale).fold(0.0, f32::max);
+            let q = e4m3_bytes(n, 4);
+            let want: f32 = q
+                .chunks(128)
+                .zip(x.chunks(128))
+                .enumerate()
+                .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
+                .sum();
+            let ordered = arranged(InputOrder::Fp8, &x);
+            for (got, label) in [
+                (simd::dot_fp8_row(&q, &ordered, scales), "simd"),
+                (scalar::dot_fp8_row(&q, &ordered, scales), "scalar"),
+            ] {
+                assert!(
+                    close(got, want, 448.0 * n as f32 * top),
+                    "{label} fp8 row {n} {scales:?}: {got} vs {want}"
+                );
+            }
+            let p = bytes(n / 2, 6);
+            let want: f32 = p
+                .chunks(16)
+                .zip(x.chunks(32))
+                .enumerate()
+                .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
+                .sum();
+            let ordered = arranged(InputOrder::Fp4, &x);
+            for (got, label) in [
+                (simd::dot_fp4_row(&p, &ordered, scales), "simd"),
+                (scalar::dot_fp4_row(&p, &ordered, scales), "scalar"),
+            ] {
+                assert!(
+                    close(got, want, 6.0 * n as f32 * top),
+                    "{label} fp4 row {n} {scales:?}: {got} vs {want}"
+                );
+            }
         }
     }
 }
@@ -296,7 +304,10 @@ fn fused_rows_decode_every_code_exactly() {
 
     // 8 groups (4 pairs); the codes cycle so each position meets several of the 16.
     let packed: Vec<u8> = (0..inp / 2).map(|k| (k * 7 + k / 16) as u8).collect();
-    let groups: Vec<u8> = (0..inp / 32).map(|g| 120 + g as u8).collect();
+    // Scale byte 0 (2^-127, subnormal) included.
+    let groups: Vec<u8> = (0..inp / 32)
+        .map(|g| if g == 0 { 0 } else { 120 + g as u8 })
+        .collect();
     let fp4 = LinearWeight::Fp4Group {
         packed: &packed,
         scales: Scales::E8M0(&groups),
