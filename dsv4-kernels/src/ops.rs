@@ -78,24 +78,23 @@ fn rank_key(s: f32) -> f32 {
     }
 }
 
-/// The best `slots.len()` of a stream of `(score, index)` offered in increasing index order,
+/// The best `slots.len()` of a stream of `(score, index)` (distinct indices, in any order),
 /// ranked as [`top_k`] ranks (so the kept set equals `top_k` of the whole stream), held in a
-/// caller's buffer: `len` slots are in use.
+/// caller's buffer: `len` slots are in use, kept as a binary heap with the worst kept entry at
+/// the root, so an offer costs O(log k). Since the ranking is a total order, selections of
+/// parts of a stream merge by offering what each kept.
 pub struct RunningTopK<'a> {
     slots: &'a mut [(f32, usize)],
     len: &'a mut usize,
-    worst: usize,
 }
 
 impl<'a> RunningTopK<'a> {
-    /// Resumes a selection kept in `slots` (`len` of them in use).
+    /// Resumes a selection kept in `slots` (`len` of them in use, in any order).
     pub fn new(slots: &'a mut [(f32, usize)], len: &'a mut usize) -> Self {
-        let mut top = Self {
-            slots,
-            len,
-            worst: 0,
-        };
-        top.find_worst();
+        let top = Self { slots, len };
+        for i in (0..*top.len / 2).rev() {
+            Self::sift_down(&mut top.slots[..*top.len], i);
+        }
         top
     }
 
@@ -107,25 +106,41 @@ impl<'a> RunningTopK<'a> {
             .is_lt()
     }
 
-    fn find_worst(&mut self) {
-        let kept = &self.slots[..*self.len];
-        self.worst = (0..kept.len())
-            .reduce(|w, i| if Self::below(kept[i], kept[w]) { i } else { w })
-            .unwrap_or(0);
+    /// Moves `heap[i]` down until no child ranks below it.
+    fn sift_down(heap: &mut [(f32, usize)], mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut worst = i;
+            if l < heap.len() && Self::below(heap[l], heap[worst]) {
+                worst = l;
+            }
+            if r < heap.len() && Self::below(heap[r], heap[worst]) {
+                worst = r;
+            }
+            if worst == i {
+                return;
+            }
+            heap.swap(i, worst);
+            i = worst;
+        }
     }
 
-    /// Offers `score` of `index` (larger than every index offered before).
+    /// Offers `score` of `index` (not offered before).
     pub fn offer(&mut self, score: f32, index: usize) {
-        let k = self.slots.len();
-        if *self.len < k {
-            self.slots[*self.len] = (score, index);
-            *self.len += 1;
-            if *self.len == k {
-                self.find_worst();
+        let entry = (score, index);
+        let n = *self.len;
+        if n < self.slots.len() {
+            // Sift up: the new entry rises while it ranks below its parent.
+            let mut i = n;
+            self.slots[i] = entry;
+            while i > 0 && Self::below(self.slots[i], self.slots[(i - 1) / 2]) {
+                self.slots.swap(i, (i - 1) / 2);
+                i = (i - 1) / 2;
             }
-        } else if k > 0 && Self::below(self.slots[self.worst], (score, index)) {
-            self.slots[self.worst] = (score, index);
-            self.find_worst();
+            *self.len = n + 1;
+        } else if n > 0 && Self::below(self.slots[0], entry) {
+            self.slots[0] = entry;
+            Self::sift_down(&mut self.slots[..n], 0);
         }
     }
 }
@@ -235,6 +250,23 @@ mod tests {
             let mut want = top_k(&scores, k);
             want.sort_unstable();
             assert_eq!(kept, want, "k = {k}");
+
+            // Pieces selected on their own, last piece first, then merged.
+            let mut merged = vec![(0.0, 0); k.min(scores.len())];
+            let mut merged_len = 0;
+            for (p, piece) in scores.chunks(70).enumerate().rev() {
+                let mut own = vec![(0.0, 0); merged.len()];
+                let mut own_len = 0;
+                let mut top = RunningTopK::new(&mut own, &mut own_len);
+                for (i, &s) in piece.iter().enumerate().rev() {
+                    top.offer(s, p * 70 + i);
+                }
+                let mut all = RunningTopK::new(&mut merged, &mut merged_len);
+                own[..own_len].iter().for_each(|&(s, i)| all.offer(s, i));
+            }
+            let mut kept: Vec<usize> = merged[..merged_len].iter().map(|s| s.1).collect();
+            kept.sort_unstable();
+            assert_eq!(kept, want, "merged pieces, k = {k}");
         }
     }
 

@@ -7,7 +7,7 @@ use dsv4_cache::{BlockPool, PagedEntries, StoreError};
 use std::cell::RefCell;
 
 use dsv4_kernels::attend::attend_shared_kv;
-use dsv4_kernels::linear::dot;
+use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, RunningTopK};
 use rayon::prelude::*;
 
@@ -21,6 +21,12 @@ use crate::workspace::zeroed;
 /// Indexer keys scored per tile: the indexer never holds more than this many decoded keys, and
 /// each query keeps only a running top-k, so prefill memory does not grow with chunk × entries.
 const INDEX_TILE: usize = 4096;
+
+/// Indexer tasks per worker a tile is split into at least (when it has the entries).
+const INDEX_TASKS_PER_WORKER: usize = 4;
+
+/// Fewest entries one indexer task scores.
+const INDEX_MIN_PIECE: usize = 64;
 
 /// Heads of one token attended by one parallel task.
 const HEADS_PER_TASK: usize = 4;
@@ -86,6 +92,7 @@ pub struct AttentionBuffers {
     /// Each query's indexer choice: `k` slots per query, `chosen_len` in use.
     chosen: Vec<(f32, usize)>,
     chosen_len: Vec<usize>,
+    indexer: IndexerScratch,
     ids: Vec<usize>,
     slot: Vec<usize>,
     outputs: Vec<f32>,
@@ -132,6 +139,7 @@ pub fn attention(
         entries,
         chosen,
         chosen_len,
+        indexer,
         ids,
         slot,
         outputs,
@@ -263,12 +271,11 @@ pub fn attention(
                 };
                 indexer_top_k(
                     state.index_keys.as_ref(),
-                    index_q,
-                    index_w,
-                    q0,
-                    m,
+                    (index_q, index_w),
+                    (q0, m),
                     dims,
                     selection,
+                    indexer,
                 )?;
                 ids.clear();
                 for (list, &len) in chosen.chunks(k).zip(chosen_len.iter()) {
@@ -375,17 +382,30 @@ struct Selection<'a> {
     len: &'a mut [usize],
 }
 
+/// The indexer's scratch, kept between calls: a tile of decoded keys, and each piece's own
+/// top-k when one query's entries are split over the workers.
+#[derive(Debug, Default)]
+struct IndexerScratch {
+    /// The queries' heads as little-endian bytes, so each query is a linear over the keys.
+    q_bytes: Vec<u8>,
+    tile: Vec<f32>,
+    piece_slots: Vec<(f32, usize)>,
+    piece_len: Vec<usize>,
+}
+
 /// Each query's top-k compressed entries by indexer score (`Σ_h w_h · ReLU(q_h · K_w)`) among
 /// the entries visible to it, scoring keys tile by tile with a running top-k per query;
-/// each query's choice ends sorted best first.
+/// each query's choice ends sorted best first. A tile's entries are split into pieces so that
+/// a few queries (a decode step has one) still use every worker; each piece keeps its own
+/// top-k, merged into the query's afterwards (the ranking is a total order, so the merge
+/// keeps exactly what one pass would).
 fn indexer_top_k(
     keys: Option<&PagedEntries>,
-    index_q: &[f32],
-    index_w: &[f32],
-    q0: usize,
-    m: usize,
+    (index_q, index_w): (&[f32], &[f32]),
+    (q0, m): (usize, usize),
     dims: AttentionDims,
     selection: Selection,
+    scratch: &mut IndexerScratch,
 ) -> Result<(), StoreError> {
     let _range = profile::range(c"indexer");
     let (hi, di, k) = (dims.index_heads, dims.index_dim, dims.index_topk);
@@ -395,36 +415,84 @@ fn indexer_top_k(
         return Ok(());
     };
     let total = visible(t_len - 1);
-    TILE.with(|tile| -> Result<(), StoreError> {
-        let mut tile = tile.borrow_mut();
-        zeroed(&mut tile, INDEX_TILE.min(total.max(1)) * di);
-        for start in (0..total).step_by(INDEX_TILE) {
-            let end = (start + INDEX_TILE).min(total);
-            keys.read_range(start..end, &mut tile[..(end - start) * di])?;
-            let tile = &tile[..];
-            selection
-                .slots
-                .par_chunks_mut(k)
-                .zip(selection.len.par_iter_mut())
-                .enumerate()
-                .for_each(|(t, (slots, len))| {
-                    let end = end.min(visible(t));
-                    let q = &index_q[t * hi * di..][..hi * di];
-                    let weights = &index_w[t * hi..][..hi];
-                    let mut best = RunningTopK::new(slots, len);
-                    for e in start..end {
-                        let key = &tile[(e - start) * di..][..di];
-                        let score: f32 = q
-                            .chunks(di)
-                            .zip(weights)
-                            .map(|(qh, wh)| wh * dot(qh, key).max(0.0))
-                            .sum();
-                        best.offer(score, e);
-                    }
-                });
-        }
-        Ok(())
-    })?;
+    let q_bytes = &mut scratch.q_bytes;
+    q_bytes.clear();
+    q_bytes.extend(index_q.iter().flat_map(|v| v.to_le_bytes()));
+    let q_bytes = &q_bytes[..];
+    // Every value of the tile's used part is decoded before it is read, so it only grows.
+    let tile_len = INDEX_TILE.min(total.max(1)) * di;
+    if scratch.tile.len() < tile_len {
+        scratch.tile.resize(tile_len, 0.0);
+    }
+    let tile = &mut scratch.tile[..tile_len];
+    for start in (0..total).step_by(INDEX_TILE) {
+        let end = (start + INDEX_TILE).min(total);
+        // Keys are decoded in parallel pieces too.
+        tile[..(end - start) * di]
+            .par_chunks_mut(INDEX_MIN_PIECE * di)
+            .enumerate()
+            .try_for_each(|(c, keys_out)| {
+                let first = start + c * INDEX_MIN_PIECE;
+                keys.read_range(first..first + keys_out.len() / di, keys_out)
+            })?;
+        let tile = &tile[..];
+        let pieces = (INDEX_TASKS_PER_WORKER * rayon::current_num_threads())
+            .div_ceil(t_len)
+            .min((end - start).div_ceil(INDEX_MIN_PIECE))
+            .max(1);
+        let piece = (end - start).div_ceil(pieces);
+        let piece_slots = zeroed(&mut scratch.piece_slots, t_len * pieces * k);
+        let piece_len = zeroed(&mut scratch.piece_len, t_len * pieces);
+        piece_slots
+            .par_chunks_mut(k)
+            .zip(piece_len.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, (slots, len))| {
+                let (t, p) = (i / pieces, i % pieces);
+                let first = start + p * piece;
+                let last = (first + piece).min(end).min(visible(t));
+                if first >= last {
+                    return;
+                }
+                // The query's heads as a linear over the piece's keys: one blocked product
+                // gives every head's dot with every key.
+                let heads = LinearView {
+                    out: hi,
+                    inp: di,
+                    weight: LinearWeight::Float {
+                        dtype: FloatDtype::F32,
+                        data: &q_bytes[4 * t * hi * di..][..4 * hi * di],
+                    },
+                };
+                let weights = &index_w[t * hi..][..hi];
+                let mut dots = HEAD_DOTS.with(|d| std::mem::take(&mut *d.borrow_mut()));
+                heads.forward(
+                    &tile[(first - start) * di..(last - start) * di],
+                    zeroed(&mut dots, (last - first) * hi),
+                );
+                let mut best = RunningTopK::new(slots, len);
+                for (e, d) in (first..last).zip(dots.chunks(hi)) {
+                    let score: f32 = d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
+                    best.offer(score, e);
+                }
+                HEAD_DOTS.with(|d| *d.borrow_mut() = dots);
+            });
+        let (piece_slots, piece_len) = (&*piece_slots, &*piece_len);
+        selection
+            .slots
+            .par_chunks_mut(k)
+            .zip(selection.len.par_iter_mut())
+            .enumerate()
+            .for_each(|(t, (slots, len))| {
+                let mut best = RunningTopK::new(slots, len);
+                let lens = &piece_len[t * pieces..(t + 1) * pieces];
+                for (found, &n) in piece_slots[t * pieces * k..].chunks(k).zip(lens) {
+                    found[..n]
+                        .iter()
+                        .for_each(|&(score, e)| best.offer(score, e));
+                }
+            });
+    }
     for (slots, &len) in selection.slots.chunks_mut(k).zip(selection.len.iter()) {
         slots[..len].sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     }
@@ -432,9 +500,9 @@ fn indexer_top_k(
 }
 
 thread_local! {
-    /// The indexer's tile of decoded keys, kept between calls (filled on the calling thread,
-    /// read by the workers while it is borrowed; no other indexer call runs meanwhile).
-    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's head-by-key dots of one indexer piece, kept between calls (taken out of
+    /// the slot while in use, since the product runs parallel work).
+    static HEAD_DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A chunk as a compressor sees it.
@@ -476,4 +544,84 @@ fn compress(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsv4_cache::{BlockPool, EntryCodec, PagedEntries};
+    use dsv4_kernels::cache_codec::IndexerFormat;
+    use dsv4_kernels::ops::top_k;
+
+    /// The indexer's choice, with one query's entries split into pieces over the workers and
+    /// with several queries, equals the top-k of every visible entry's score computed directly.
+    #[test]
+    fn split_indexer_keeps_the_top_k_of_every_visible_entry() {
+        let (hi, di, k, m) = (6, 16, 24, 4);
+        let dims = AttentionDims {
+            heads: 1,
+            head_dim: 1,
+            rope_dim: 0,
+            groups: 1,
+            group_rank: 1,
+            window: 1,
+            index_heads: hi,
+            index_dim: di,
+            index_topk: k,
+            eps: 1e-6,
+        };
+        let value = |i: usize| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 0.5;
+        let entries = 1100;
+        let mut keys = PagedEntries::new(EntryCodec::Index(IndexerFormat::F32), di, 64);
+        let mut pool = BlockPool::unbounded();
+        for e in 0..entries {
+            let key: Vec<f32> = (0..di).map(|j| value(e * di + j)).collect();
+            keys.push(&key, &mut pool).expect("room");
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        for t_len in [1, 2, 5] {
+            // Queries at the last positions that see every entry, or nearly.
+            let q0 = entries * m - t_len;
+            let index_q: Vec<f32> = (0..t_len * hi * di).map(|i| value(i + 17)).collect();
+            let index_w: Vec<f32> = (0..t_len * hi).map(|i| value(i + 5) + 0.6).collect();
+            let mut slots = vec![(0.0, 0); t_len * k];
+            let mut len = vec![0; t_len];
+            let mut scratch = IndexerScratch::default();
+            pool.install(|| {
+                let selection = Selection {
+                    slots: &mut slots,
+                    len: &mut len,
+                };
+                indexer_top_k(
+                    Some(&keys),
+                    (&index_q, &index_w),
+                    (q0, m),
+                    dims,
+                    selection,
+                    &mut scratch,
+                )
+            })
+            .expect("indexer");
+            for t in 0..t_len {
+                let visible = (q0 + t + 1) / m;
+                let scores: Vec<f32> = (0..visible)
+                    .map(|e| {
+                        let key: Vec<f32> = (0..di).map(|j| value(e * di + j)).collect();
+                        (0..hi)
+                            .map(|h| {
+                                let q = &index_q[(t * hi + h) * di..][..di];
+                                let dot: f32 = q.iter().zip(&key).map(|(a, b)| a * b).sum();
+                                index_w[t * hi + h] * dot.max(0.0)
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let got: Vec<usize> = slots[t * k..t * k + len[t]].iter().map(|s| s.1).collect();
+                assert_eq!(got, top_k(&scores, k), "{t_len} queries, query {t}");
+            }
+        }
+    }
 }
