@@ -173,6 +173,16 @@ fn fused_rows_equal_dequantize_then_sum() {
     };
     let dense = dequant_fp8_block(&q, &multipliers(&grid), out, inp);
     check(&view, &dense, &[0, 64, 127, 128, 129], "fp8");
+    // The matrix-vector product takes rows in pairs through the two-row kernel, which must
+    // give each row exactly what the one-row kernel gives.
+    let pairs = view.forward_vec(&x);
+    for (o, got) in pairs.iter().enumerate() {
+        assert_eq!(
+            got.to_bits(),
+            view.row_dot(o, &x).to_bits(),
+            "fp8 row {o} in a pair"
+        );
+    }
 
     // FP4 with one scale per 32 inputs.
     let packed = bytes(out * inp / 2, 9);
