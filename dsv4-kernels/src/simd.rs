@@ -379,7 +379,7 @@ pub(crate) mod avx2 {
     pub unsafe fn weighted_sum4<'r>(
         row: impl Fn(usize) -> &'r [f32],
         weights: [&[f32]; 4],
-        out: [&mut [f32]; 4],
+        mut out: [&mut [f32]; 4],
     ) {
         let d = out[0].len();
         let mut start = 0;
@@ -394,9 +394,10 @@ pub(crate) mod avx2 {
                     a[1] = _mm256_fmadd_ps(wv, v1, a[1]);
                 }
             }
-            for (a, o) in acc.iter().zip(out.iter()) {
-                _mm256_storeu_ps(o.as_ptr().add(start) as *mut f32, a[0]);
-                _mm256_storeu_ps(o.as_ptr().add(start + 8) as *mut f32, a[1]);
+            for (a, o) in acc.iter().zip(out.iter_mut()) {
+                // Bounds: start + 16 <= d, every output `d` long.
+                _mm256_storeu_ps(o[start..start + 16].as_mut_ptr(), a[0]);
+                _mm256_storeu_ps(o[start + 8..start + 16].as_mut_ptr(), a[1]);
             }
             start += 16;
         }
