@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use crate::simd::{dot4_f32, dot_f32, weighted_sums};
+use crate::simd::{dot_f32, dots4, weighted_sums};
 
 thread_local! {
     /// Each worker's score buffer, kept between calls.
@@ -32,19 +32,32 @@ pub fn attend_shared_kv<'k>(
     scores.clear();
     scores.resize(heads * n, 0.0);
     let head = |h: usize| &q[h * d..(h + 1) * d];
-    for j in 0..n {
-        let k = key(j);
+    // Two keys against four heads at a time (a last odd key alone).
+    let mut j = 0;
+    while j < n {
+        let count = (n - j).min(2);
         let mut h = 0;
         while h + 4 <= heads {
-            let four = dot4_f32(k, [head(h), head(h + 1), head(h + 2), head(h + 3)]);
-            for (i, s) in four.into_iter().enumerate() {
-                scores[(h + i) * n + j] = s * scale;
+            let four = [head(h), head(h + 1), head(h + 2), head(h + 3)];
+            let rows = if count == 2 {
+                dots4([key(j), key(j + 1)], four)
+            } else {
+                let [row] = dots4([key(j)], four);
+                [row, [0.0; 4]]
+            };
+            for (k, row) in rows.iter().take(count).enumerate() {
+                for (i, s) in row.iter().enumerate() {
+                    scores[(h + i) * n + j + k] = s * scale;
+                }
             }
             h += 4;
         }
         for h in h..heads {
-            scores[h * n + j] = dot_f32(head(h), k) * scale;
+            for k in j..j + count {
+                scores[h * n + k] = dot_f32(head(h), key(k)) * scale;
+            }
         }
+        j += count;
     }
     // Probabilities in place (the sink joins only the denominator), then their sums of keys.
     for (h, &sink) in sinks.iter().enumerate() {

@@ -326,23 +326,32 @@ pub(crate) mod avx2 {
         sum
     }
 
-    /// `w · xᵣ` for four vectors at once: `w` is loaded once per 8 values and the four
-    /// accumulators are independent.
+    /// `wₖ · xᵣ` for `K` rows against four vectors at once: each load feeds several FMAs, and
+    /// the `4K` accumulators are independent chains (with one row, four chains cannot cover the
+    /// FMA latency; with two, eight can).
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
-        let n = w.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
+    pub unsafe fn dots4<const K: usize>(w: [&[f32]; K], x: [&[f32]; 4]) -> [[f32; 4]; K] {
+        let n = w.first().map_or(0, |r| r.len());
+        let mut acc = [[_mm256_setzero_ps(); 4]; K];
         let mut i = 0;
         while i + 8 <= n {
-            let wv = _mm256_loadu_ps(w.as_ptr().add(i));
-            for (a, xr) in acc.iter_mut().zip(x) {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr.as_ptr().add(i)), *a);
+            let xs = x.map(|r| _mm256_loadu_ps(r.as_ptr().add(i)));
+            for (a, row) in acc.iter_mut().zip(w) {
+                let wv = _mm256_loadu_ps(row.as_ptr().add(i));
+                for (a, xv) in a.iter_mut().zip(xs) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
             }
             i += 8;
         }
-        let mut out = [0.0f32; 4];
-        for ((o, a), xr) in out.iter_mut().zip(acc).zip(x) {
-            *o = hsum(a) + super::scalar::dot_f32(&w[i..], &xr[i..n]);
+        // Plain loops rather than closures over `acc`, which kept it in memory inside the
+        // loop above.
+        let mut out = [[0.0f32; 4]; K];
+        for ((o, a), row) in out.iter_mut().zip(acc).zip(w) {
+            for ((o, a), xr) in o.iter_mut().zip(a).zip(x) {
+                *o = hsum(a) + super::scalar::dot_f32(&row[i..], &xr[i..n]);
+            }
         }
         out
     }
@@ -660,14 +669,15 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     scalar::dot_f32(a, b)
 }
 
-/// `w · xᵣ` for four vectors of at least `w.len()` values.
-pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+/// `wₖ · xᵣ` for `K` rows of equal length against four vectors of at least that length.
+pub fn dots4<const K: usize>(w: [&[f32]; K], x: [&[f32]; 4]) -> [[f32; 4]; K] {
+    let n = w.first().map_or(0, |r| r.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && x.iter().all(|r| r.len() >= w.len()) {
-        // SAFETY: AVX2 and FMA were detected; every vector is at least as long as `w`.
-        return unsafe { avx2::dot4_f32(w, x) };
+    if has_avx2() && w.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() >= n) {
+        // SAFETY: AVX2 and FMA were detected; the rows share a length every vector reaches.
+        return unsafe { avx2::dots4(w, x) };
     }
-    x.map(|r| scalar::dot_f32(w, r))
+    w.map(|row| x.map(|r| scalar::dot_f32(row, r)))
 }
 
 /// `out[h] = Σⱼ weights[h][j] · row(j)` over `n` rows for each head `h`: `weights` is `H × n`,

@@ -39,6 +39,22 @@ fn simd_dots_match_scalar_dots() {
             close(simd::dot_f32(&a, &x), scalar::dot_f32(&a, &x), magnitude),
             "f32 {n}"
         );
+        // Two rows against four vectors, and one.
+        let rows = [floats(n, 20), floats(n, 21)];
+        let vectors = [floats(n, 22), floats(n, 23), floats(n, 24), floats(n, 25)];
+        let four = [0, 1, 2, 3].map(|r| &vectors[r][..]);
+        let got = simd::dots4([&rows[0][..], &rows[1][..]], four);
+        let [alone] = simd::dots4([&rows[1][..]], four);
+        for (k, row) in rows.iter().enumerate() {
+            for (r, v) in vectors.iter().enumerate() {
+                let want = scalar::dot_f32(row, v);
+                assert!(
+                    close(got[k][r], want, magnitude),
+                    "dots4 {n}: row {k} vector {r}"
+                );
+            }
+        }
+        assert_eq!(alone, got[1], "dots4 {n}: one row as in a pair");
         let w = bytes(2 * n, 3);
         let bf: Vec<u8> = w.chunks(2).flat_map(|c| [c[0], c[1] & 0x3F]).collect();
         let want = scalar::dot_bf16(&bf, &x);
