@@ -184,12 +184,9 @@ mod avx2 {
             LinearWeight::Fp4Group { packed, scales } => {
                 let s = scales.multiplier((o * k + kk) / 32);
                 let at = (o * k + kk) / 2;
-                let word = u32::from_le_bytes([
-                    packed[at],
-                    packed[at + 1],
-                    packed[at + 2],
-                    packed[at + 3],
-                ]);
+                // One bounds check, so the four bytes come in one 32-bit load.
+                let b = &packed[at..at + 4];
+                let word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 // Each byte twice, shifted so lane i holds code i in its low four bits.
                 let bytes = _mm_cvtsi32_si128(word as i32);
                 let wide = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
