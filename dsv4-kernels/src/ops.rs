@@ -1,5 +1,7 @@
 //! Elementwise and small reduction ops of the V4 forward pass, in f32, named as in the paper.
 
+use std::cmp::Ordering;
+
 /// `x · rsqrt(mean(x²) + eps)`, times `weight` when given (weighted RMSNorm), in place.
 pub fn rms_norm(x: &mut [f32], weight: Option<&[f32]>, eps: f32) {
     let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
@@ -53,11 +55,7 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
 
 /// [`top_k`] into `order` (its capacity reused).
 pub fn top_k_into(scores: &[f32], k: usize, order: &mut Vec<usize>) {
-    let cmp = |a: &usize, b: &usize| {
-        rank_key(scores[*b])
-            .total_cmp(&rank_key(scores[*a]))
-            .then(a.cmp(b))
-    };
+    let cmp = |a: &usize, b: &usize| best_first((scores[*a], *a), (scores[*b], *b));
     order.clear();
     order.extend(0..scores.len());
     let k = k.min(order.len());
@@ -76,6 +74,12 @@ fn rank_key(s: f32) -> f32 {
     } else {
         s
     }
+}
+
+/// The ranking of [`top_k`] and [`RunningTopK`] on `(score, index)` pairs, best first: the
+/// larger score (NaN below everything), then the lower index.
+pub fn best_first(a: (f32, usize), b: (f32, usize)) -> Ordering {
+    rank_key(b.0).total_cmp(&rank_key(a.0)).then(a.1.cmp(&b.1))
 }
 
 /// The best `slots.len()` of a stream of `(score, index)` (distinct indices, in any order),
@@ -100,10 +104,7 @@ impl<'a> RunningTopK<'a> {
 
     /// Whether `(a, i)` ranks below `(b, j)`.
     fn below(a: (f32, usize), b: (f32, usize)) -> bool {
-        rank_key(a.0)
-            .total_cmp(&rank_key(b.0))
-            .then(b.1.cmp(&a.1))
-            .is_lt()
+        best_first(a, b).is_gt()
     }
 
     /// Moves `heap[i]` down until no child ranks below it.
@@ -224,6 +225,13 @@ mod tests {
         assert_eq!(top_k(&[0.0; 6], 3), vec![0, 1, 2]);
         assert_eq!(top_k(&[f32::NAN, 1.0, f32::NEG_INFINITY], 3), vec![1, 0, 2]);
         assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
+        // Pairs sorted by `best_first` come out in `top_k`'s order, NaN included.
+        let scores = [f32::NAN, 3.0, f32::NEG_INFINITY, 3.0, -1.0];
+        let mut pairs: Vec<(f32, usize)> = scores.iter().copied().zip(0..).collect();
+        pairs.sort_by(|a, b| best_first(*a, *b));
+        let order: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        assert_eq!(order, top_k(&scores, scores.len()));
+        assert_eq!(order, vec![1, 3, 4, 0, 2]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use dsv4_kernels::attend::attend_shared_kv;
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
-use dsv4_kernels::ops::{rms_norm, RopeFrequencies, RunningTopK};
+use dsv4_kernels::ops::{best_first, rms_norm, RopeFrequencies, RunningTopK};
 use rayon::prelude::*;
 
 use crate::compressor::CompressorState;
@@ -494,7 +494,7 @@ fn indexer_top_k(
             });
     }
     for (slots, &len) in selection.slots.chunks_mut(k).zip(selection.len.iter()) {
-        slots[..len].sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        slots[..len].sort_unstable_by(|a, b| best_first(*a, *b));
     }
     Ok(())
 }
