@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 
+use crate::scratch::with_buffer;
 use crate::simd::{dot_f32, dots4, weighted_sums};
 
 thread_local! {
@@ -23,53 +24,51 @@ pub fn attend_shared_kv<'k>(
     scale: f32,
     out: &mut [f32],
 ) {
-    // Taken out of the slot rather than borrowed, so a nested call on this thread (none is
-    // made today) could never find it borrowed.
-    let mut scores = SCORES.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let heads = sinks.len();
-    let d = q.len() / heads.max(1);
-    let n = keys;
-    scores.clear();
-    scores.resize(heads * n, 0.0);
-    let head = |h: usize| &q[h * d..(h + 1) * d];
-    // Two keys against four heads at a time (a last odd key alone).
-    let mut j = 0;
-    while j < n {
-        let count = (n - j).min(2);
-        let mut h = 0;
-        while h + 4 <= heads {
-            let four = [head(h), head(h + 1), head(h + 2), head(h + 3)];
-            let rows = if count == 2 {
-                dots4([key(j), key(j + 1)], four)
-            } else {
-                let [row] = dots4([key(j)], four);
-                [row, [0.0; 4]]
-            };
-            for (k, row) in rows.iter().take(count).enumerate() {
-                for (i, s) in row.iter().enumerate() {
-                    scores[(h + i) * n + j + k] = s * scale;
+    with_buffer(&SCORES, |scores| {
+        let heads = sinks.len();
+        let d = q.len() / heads.max(1);
+        let n = keys;
+        scores.clear();
+        scores.resize(heads * n, 0.0);
+        let head = |h: usize| &q[h * d..(h + 1) * d];
+        // Two keys against four heads at a time (a last odd key alone).
+        let mut j = 0;
+        while j < n {
+            let count = (n - j).min(2);
+            let mut h = 0;
+            while h + 4 <= heads {
+                let four = [head(h), head(h + 1), head(h + 2), head(h + 3)];
+                let rows = if count == 2 {
+                    dots4([key(j), key(j + 1)], four)
+                } else {
+                    let [row] = dots4([key(j)], four);
+                    [row, [0.0; 4]]
+                };
+                for (k, row) in rows.iter().take(count).enumerate() {
+                    for (i, s) in row.iter().enumerate() {
+                        scores[(h + i) * n + j + k] = s * scale;
+                    }
+                }
+                h += 4;
+            }
+            for h in h..heads {
+                for k in j..j + count {
+                    scores[h * n + k] = dot_f32(head(h), key(k)) * scale;
                 }
             }
-            h += 4;
+            j += count;
         }
-        for h in h..heads {
-            for k in j..j + count {
-                scores[h * n + k] = dot_f32(head(h), key(k)) * scale;
+        // Probabilities in place (the sink joins only the denominator), then their sums of keys.
+        for (h, &sink) in sinks.iter().enumerate() {
+            let s = &mut scores[h * n..(h + 1) * n];
+            let max = s.iter().copied().fold(sink, f32::max);
+            let mut denominator = (sink - max).exp();
+            for v in s.iter_mut() {
+                *v = (*v - max).exp();
+                denominator += *v;
             }
+            s.iter_mut().for_each(|v| *v /= denominator);
         }
-        j += count;
-    }
-    // Probabilities in place (the sink joins only the denominator), then their sums of keys.
-    for (h, &sink) in sinks.iter().enumerate() {
-        let s = &mut scores[h * n..(h + 1) * n];
-        let max = s.iter().copied().fold(sink, f32::max);
-        let mut denominator = (sink - max).exp();
-        for v in s.iter_mut() {
-            *v = (*v - max).exp();
-            denominator += *v;
-        }
-        s.iter_mut().for_each(|v| *v /= denominator);
-    }
-    weighted_sums(key, n, &scores, out);
-    SCORES.with(|s| *s.borrow_mut() = scores);
+        weighted_sums(key, n, scores, out);
+    });
 }

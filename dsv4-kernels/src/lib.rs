@@ -9,4 +9,5 @@ mod gemm;
 pub mod linear;
 pub mod ops;
 pub mod quant;
+pub mod scratch;
 pub mod simd;

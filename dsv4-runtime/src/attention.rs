@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use dsv4_kernels::attend::attend_shared_kv;
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
 use dsv4_kernels::ops::{best_first, rms_norm, RopeFrequencies, RunningTopK};
+use dsv4_kernels::scratch::with_buffer;
 use rayon::prelude::*;
 
 use crate::compressor::CompressorState;
@@ -465,17 +466,17 @@ fn indexer_top_k(
                     },
                 };
                 let weights = &index_w[t * hi..][..hi];
-                let mut dots = HEAD_DOTS.with(|d| std::mem::take(&mut *d.borrow_mut()));
-                heads.forward(
-                    &tile[(first - start) * di..(last - start) * di],
-                    zeroed(&mut dots, (last - first) * hi),
-                );
-                let mut best = RunningTopK::new(slots, len);
-                for (e, d) in (first..last).zip(dots.chunks(hi)) {
-                    let score: f32 = d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
-                    best.offer(score, e);
-                }
-                HEAD_DOTS.with(|d| *d.borrow_mut() = dots);
+                with_buffer(&HEAD_DOTS, |dots| {
+                    heads.forward(
+                        &tile[(first - start) * di..(last - start) * di],
+                        zeroed(dots, (last - first) * hi),
+                    );
+                    let mut best = RunningTopK::new(slots, len);
+                    for (e, d) in (first..last).zip(dots.chunks(hi)) {
+                        let score: f32 = d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
+                        best.offer(score, e);
+                    }
+                });
             });
         let (piece_slots, piece_len) = (&*piece_slots, &*piece_len);
         selection
@@ -500,8 +501,7 @@ fn indexer_top_k(
 }
 
 thread_local! {
-    /// Each worker's head-by-key dots of one indexer piece, kept between calls (taken out of
-    /// the slot while in use, since the product runs parallel work).
+    /// Each worker's head-by-key dots of one indexer piece, kept between calls.
     static HEAD_DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 
 use dsv4_kernels::linear::{LinearView, LinearWeight};
 use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
+use dsv4_kernels::scratch::with_buffer;
 use rayon::prelude::*;
 
 thread_local! {
@@ -46,14 +47,12 @@ impl Numerics {
             LinearWeight::Fp8Block { .. } | LinearWeight::Fp4Group { .. }
         );
         if self == Self::Reference && quantized {
-            // Taken out of the slot, not borrowed: the product below runs parallel work, and a
-            // worker waiting in it may run another product on this thread.
-            let mut xq = QUANTIZED_INPUT.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            xq.clear();
-            xq.extend_from_slice(x);
-            xq.chunks_mut(w.inp).for_each(act_quant_fp8);
-            w.forward(&xq, y);
-            QUANTIZED_INPUT.with(|b| *b.borrow_mut() = xq);
+            with_buffer(&QUANTIZED_INPUT, |xq| {
+                xq.clear();
+                xq.extend_from_slice(x);
+                xq.chunks_mut(w.inp).for_each(act_quant_fp8);
+                w.forward(xq, y);
+            });
         } else {
             w.forward(x, y);
         }
