@@ -57,14 +57,15 @@ fn simd_dots_match_scalar_dots() {
         assert_eq!(alone, got[1], "dots4 {n}: one row as in a pair");
         let w = bytes(2 * n, 3);
         let bf: Vec<u8> = w.chunks(2).flat_map(|c| [c[0], c[1] & 0x3F]).collect();
-        let want = scalar::dot_bf16(&bf, &x);
-        let ordered = arranged(InputOrder::Bf16, &x);
-        for (got, label) in [
-            (simd::dot_bf16_row(&bf, &ordered), "simd"),
-            (scalar::dot_bf16_row(&bf, &ordered), "scalar"),
-        ] {
-            assert!(close(got, want, magnitude * 4.0), "{label} bf16 row {n}");
-        }
+        check_row_twins(
+            InputOrder::Bf16,
+            &x,
+            [&|x| simd::dot_bf16_row(&bf, x), &|x| {
+                scalar::dot_bf16_row(&bf, x)
+            }],
+            (scalar::dot_bf16(&bf, &x), magnitude * 4.0),
+            &format!("bf16 row {n}"),
+        );
     }
     // The fused rows against block-by-block scalar sums with the same scales, stored as f32
     // and as UE8M0 bytes.
@@ -84,16 +85,15 @@ fn simd_dots_match_scalar_dots() {
                 .enumerate()
                 .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
                 .sum();
-            let ordered = arranged(InputOrder::Fp8, &x);
-            for (got, label) in [
-                (simd::dot_fp8_row(&q, &ordered, scales), "simd"),
-                (scalar::dot_fp8_row(&q, &ordered, scales), "scalar"),
-            ] {
-                assert!(
-                    close(got, want, 448.0 * n as f32 * top),
-                    "{label} fp8 row {n} {scales:?}: {got} vs {want}"
-                );
-            }
+            check_row_twins(
+                InputOrder::Fp8,
+                &x,
+                [&|x| simd::dot_fp8_row(&q, x, scales), &|x| {
+                    scalar::dot_fp8_row(&q, x, scales)
+                }],
+                (want, 448.0 * n as f32 * top),
+                &format!("fp8 row {n} {scales:?}"),
+            );
             let p = bytes(n / 2, 6);
             let want: f32 = p
                 .chunks(16)
@@ -101,17 +101,35 @@ fn simd_dots_match_scalar_dots() {
                 .enumerate()
                 .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
                 .sum();
-            let ordered = arranged(InputOrder::Fp4, &x);
-            for (got, label) in [
-                (simd::dot_fp4_row(&p, &ordered, scales), "simd"),
-                (scalar::dot_fp4_row(&p, &ordered, scales), "scalar"),
-            ] {
-                assert!(
-                    close(got, want, 6.0 * n as f32 * top),
-                    "{label} fp4 row {n} {scales:?}: {got} vs {want}"
-                );
-            }
+            check_row_twins(
+                InputOrder::Fp4,
+                &x,
+                [&|x| simd::dot_fp4_row(&p, x, scales), &|x| {
+                    scalar::dot_fp4_row(&p, x, scales)
+                }],
+                (want, 6.0 * n as f32 * top),
+                &format!("fp4 row {n} {scales:?}"),
+            );
         }
+    }
+}
+
+/// One twin of a row kernel, taking its input in kernel order.
+type RowKernel<'a> = &'a dyn Fn(&[f32]) -> f32;
+
+/// A row kernel's SIMD and scalar twins, both fed `x` arranged into `order`, each within
+/// `close` of `want` (the same sum taken in natural order) at `scale`.
+fn check_row_twins(
+    order: InputOrder,
+    x: &[f32],
+    twins: [RowKernel; 2],
+    (want, scale): (f32, f32),
+    label: &str,
+) {
+    let ordered = arranged(order, x);
+    for (twin, name) in twins.into_iter().zip(["simd", "scalar"]) {
+        let got = twin(&ordered);
+        assert!(close(got, want, scale), "{name} {label}: {got} vs {want}");
     }
 }
 
