@@ -160,10 +160,17 @@ const STACK_INPUT: usize = 8192;
 /// shapes, and most of the release ones.
 const SMALL_INPUT: usize = 2048;
 
-/// `f` on `x` arranged into `order` in an `N`-value stack buffer (`x.len() <= N`).
+/// An `N`-value buffer on whole cache lines of its own.
+#[repr(align(64))]
+struct CacheLines<const N: usize>([f32; N]);
+
+/// `f` on `x` arranged into `order` in an `N`-value stack buffer (`x.len() <= N`). The buffer
+/// owns its cache lines: every worker reads it for every row, and a line shared with the
+/// calling thread's busy stack slots (when a worker calls) would be taken away from the
+/// readers on each of that thread's writes (a head product measured 10.1 ms against 8.5 ms).
 fn arranged<const N: usize, R>(order: InputOrder, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-    let mut buf = [0.0f32; N];
-    let buf = &mut buf[..x.len()];
+    let mut buf = CacheLines([0.0f32; N]);
+    let buf = &mut buf.0[..x.len()];
     order.arrange(x, buf);
     f(buf)
 }

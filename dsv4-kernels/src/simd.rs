@@ -461,44 +461,74 @@ pub(crate) mod avx2 {
     /// row at a time become four vectors by 16-bit shifts alone ([`e4m3x32`]). The rows share
     /// each load of `x` and the loop around them, so two rows run well over twice as fast as
     /// one (the single-row loop is bound by its own overhead, not by memory).
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp8_rows<const R: usize>(
         q: [&[u8]; R],
         x: &[f32],
         scales: [Scales; R],
     ) -> [f32; R] {
+        let blocks = x.len().div_ceil(128);
+        // UE8M0 scales (every checkpoint's) decode inline; the type is settled once, outside
+        // the loop, so the loop has no branch between its loads.
+        let bytes = scales.map(|s| match s {
+            Scales::E8M0(bytes) if bytes.len() >= blocks => Some(bytes),
+            _ => None,
+        });
+        if bytes.iter().all(Option::is_some) {
+            let bytes = bytes.map(Option::unwrap_or_default);
+            fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
+        } else {
+            fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
+        }
+    }
+
+    /// [`dot_fp8_rows`] with block `b` of row `r` scaled by `multiplier(r, b)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fp8_blocks<const R: usize>(
+        q: [&[u8]; R],
+        x: &[f32],
+        multiplier: impl Fn(usize, usize) -> f32,
+    ) -> [f32; R] {
         let n = x.len();
+        let whole = n / 128;
         let fields = _mm256_set1_epi32(0x87F0_0000u32 as i32);
         let mut total = [_mm256_setzero_ps(); R];
-        let mut tail = [0.0f32; R];
-        for (b, start) in (0..n).step_by(128).enumerate() {
-            let end = (start + 128).min(n);
-            if end - start < 128 {
-                for r in 0..R {
-                    let part = super::scalar::dot_e4m3(&q[r][start..end], &x[start..end]);
-                    tail[r] += part * scales[r].multiplier(b);
-                }
-                continue;
-            }
+        // Whole blocks: four steps of 32 values each, no bounds in the loop.
+        for b in 0..whole {
+            let start = 128 * b;
             let mut acc = [[_mm256_setzero_ps(); 4]; R];
-            for i in (start..end).step_by(32) {
-                let xs = [0, 1, 2, 3].map(|j| _mm256_loadu_ps(x.as_ptr().add(i + 8 * j)));
-                for (row, acc) in q.iter().zip(acc.iter_mut()) {
-                    let w = e4m3x32(row.as_ptr().add(i), fields);
-                    for j in 0..4 {
-                        acc[j] = _mm256_fmadd_ps(w[j], xs[j], acc[j]);
+            for step in (start..start + 128).step_by(32) {
+                let mut w = [[_mm256_setzero_ps(); 4]; R];
+                for (w, row) in w.iter_mut().zip(&q) {
+                    *w = e4m3x32(row.as_ptr().add(step), fields);
+                }
+                for j in 0..4 {
+                    let xs = _mm256_loadu_ps(x.as_ptr().add(step + 8 * j));
+                    for r in 0..R {
+                        acc[r][j] = _mm256_fmadd_ps(w[r][j], xs, acc[r][j]);
                     }
                 }
             }
             for r in 0..R {
                 let a = acc[r];
                 let block = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
-                let multiplier = _mm256_set1_ps(scales[r].multiplier(b) * E4M3_RESCALE);
-                total[r] = _mm256_fmadd_ps(block, multiplier, total[r]);
+                let m = _mm256_set1_ps(multiplier(r, b) * E4M3_RESCALE);
+                total[r] = _mm256_fmadd_ps(block, m, total[r]);
             }
         }
-        std::array::from_fn(|r| hsum(total[r]) + tail[r])
+        // A last partial block (widths that are not a multiple of 128).
+        let start = 128 * whole;
+        let mut sums = [0.0f32; R];
+        for r in 0..R {
+            sums[r] = hsum(total[r]);
+            if start < n {
+                let part = super::scalar::dot_e4m3(&q[r][start..], &x[start..]);
+                sums[r] += part * multiplier(r, whole);
+            }
+        }
+        sums
     }
 
     /// 32 E4M3 bytes at `p` as four f32 vectors (times 2^-120, as from [`e4m3x8`]) holding
@@ -609,15 +639,13 @@ pub(crate) mod avx2 {
     }
 }
 
-/// A UE8M0 scale byte's multiplier without branches on the common path (checked checkpoints
-/// hold no 0xFF).
+/// A UE8M0 scale byte's multiplier, branch-free for the row kernels' loops (checked
+/// checkpoints hold no 0xFF, the NaN byte, so it is not looked for).
 #[inline(always)]
 pub fn e8m0_multiplier(b: u8) -> f32 {
-    if b == 0 {
-        f32::from_bits(0x0040_0000)
-    } else {
-        f32::from_bits(u32::from(b) << 23)
-    }
+    // Byte 0 is 2^-127, the subnormal 0x0040_0000; every other byte is a normal power of two
+    // (at least 0x0080_0000), so one maximum covers both without a branch.
+    f32::from_bits((u32::from(b) << 23).max(0x0040_0000))
 }
 
 /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row, `x` in

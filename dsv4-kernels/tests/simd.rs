@@ -142,6 +142,20 @@ fn arranged(order: InputOrder, x: &[f32]) -> Vec<f32> {
 /// Every input order is a permutation that `arrange` applies as `source` describes, and moves
 /// nothing past the whole blocks its kernel decodes (the kernels read those in natural order).
 #[test]
+fn hot_path_scale_multipliers_equal_the_checked_decode() {
+    // Every UE8M0 byte but 0xFF (NaN, which checked checkpoints never hold), including 0
+    // (2^-127, a subnormal) that the branch-free multiplier reaches by its maximum.
+    for b in 0..=254u8 {
+        let want = e8m0_to_f32(b).expect("not NaN");
+        assert_eq!(
+            simd::e8m0_multiplier(b).to_bits(),
+            want.to_bits(),
+            "byte {b}"
+        );
+    }
+}
+
+#[test]
 fn input_orders_are_permutations() {
     let orders = [
         (InputOrder::Natural, 1),
