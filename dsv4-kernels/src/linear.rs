@@ -235,7 +235,9 @@ impl LinearView<'_> {
     /// rows: it rearranges `x` for the row kernel on every call, where [`Self::forward`] does
     /// so once.
     pub fn row_dot(&self, o: usize, x: &[f32]) -> f32 {
-        self.with_kernel_input(x, |x| self.row_dot_in_kernel_order(o, x))
+        let mut y = [0.0];
+        self.with_kernel_input(x, |x| self.rows_in_kernel_order(o, &mut y, x));
+        y[0]
     }
 
     /// The input layout this weight's row kernel reads.
@@ -271,55 +273,57 @@ impl LinearView<'_> {
         }
     }
 
-    /// Rows `o[0]` and `o[1]` times `x` (already in kernel order), together where the format
-    /// has a two-row kernel.
-    fn row_pair_in_kernel_order(&self, o: [usize; 2], x: &[f32]) -> [f32; 2] {
+    /// Rows `first..first + y.len()` times `x` (already in kernel order) into `y`. The format
+    /// is matched once and its row kernel runs over every row, in pairs ([`in_row_pairs`]).
+    fn rows_in_kernel_order(&self, first: usize, y: &mut [f32], x: &[f32]) {
         let inp = self.inp;
         match self.weight {
-            LinearWeight::Fp8Block { q, scales } => {
-                let cols = inp.div_ceil(FP8_BLOCK);
-                let rows = o.map(|o| &q[o * inp..(o + 1) * inp]);
-                dot_fp8_rows(
-                    rows,
-                    x,
-                    o.map(|o| scales.range((o / FP8_BLOCK) * cols, cols)),
-                )
+            LinearWeight::Float {
+                dtype: FloatDtype::Bf16,
+                data,
+            } => {
+                let row = |o: usize| dot_bf16_row(&data[2 * o * inp..2 * (o + 1) * inp], x);
+                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
             }
-            _ => o.map(|o| self.row_dot_in_kernel_order(o, x)),
-        }
-    }
-
-    /// [`Self::row_dot`] with `x` already in kernel order.
-    fn row_dot_in_kernel_order(&self, o: usize, x: &[f32]) -> f32 {
-        let inp = self.inp;
-        match self.weight {
             LinearWeight::Float { dtype, data } => {
                 let size = dtype.size();
-                let bytes = &data[o * inp * size..(o + 1) * inp * size];
-                match dtype {
-                    FloatDtype::Bf16 => dot_bf16_row(bytes, x),
-                    FloatDtype::F32 | FloatDtype::F16 => {
-                        // Decode through a stack buffer: no allocation per row on the hot path.
-                        let mut buf = [0.0f32; 256];
-                        let mut sum = 0.0;
-                        for (chunk, xs) in bytes.chunks(256 * size).zip(x.chunks(256)) {
-                            let part = &mut buf[..xs.len()];
-                            dtype.decode(chunk, part);
-                            sum += dot_f32(part, xs);
-                        }
-                        sum
+                let row = |o: usize| {
+                    // Decode through a stack buffer: no allocation per row on the hot path.
+                    let bytes = &data[o * inp * size..(o + 1) * inp * size];
+                    let mut buf = [0.0f32; 256];
+                    let mut sum = 0.0;
+                    for (chunk, xs) in bytes.chunks(256 * size).zip(x.chunks(256)) {
+                        let part = &mut buf[..xs.len()];
+                        dtype.decode(chunk, part);
+                        sum += dot_f32(part, xs);
                     }
-                }
+                    sum
+                };
+                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
             }
             LinearWeight::Fp8Block { q, scales } => {
                 let cols = inp.div_ceil(FP8_BLOCK);
-                let row = &q[o * inp..(o + 1) * inp];
-                dot_fp8_row(row, x, scales.range((o / FP8_BLOCK) * cols, cols))
+                let stored = |o: usize| {
+                    let block_row = scales.range((o / FP8_BLOCK) * cols, cols);
+                    (&q[o * inp..(o + 1) * inp], block_row)
+                };
+                let pair = |[a, b]: [usize; 2]| {
+                    let ((r0, s0), (r1, s1)) = (stored(a), stored(b));
+                    dot_fp8_rows([r0, r1], x, [s0, s1])
+                };
+                let row = |o: usize| {
+                    let (r, s) = stored(o);
+                    dot_fp8_row(r, x, s)
+                };
+                in_row_pairs(first, y, pair, row);
             }
             LinearWeight::Fp4Group { packed, scales } => {
                 let groups = inp / FP4_GROUP;
-                let row = &packed[o * inp / 2..(o + 1) * inp / 2];
-                dot_fp4_row(row, x, scales.range(o * groups, groups))
+                let row = |o: usize| {
+                    let bytes = &packed[o * inp / 2..(o + 1) * inp / 2];
+                    dot_fp4_row(bytes, x, scales.range(o * groups, groups))
+                };
+                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
             }
         }
     }
@@ -356,26 +360,31 @@ impl LinearView<'_> {
                     .par_chunks_mut(per_task)
                     .enumerate()
                     .for_each(|(task, out)| {
-                        // The task's two halves in pairs of rows: two sequential streams per
-                        // worker keep more reads in flight than one, and FP8 rows share the
-                        // work of a pair.
-                        let first = start + task * per_task;
-                        let half = out.len().div_ceil(2);
-                        let (front, back) = out.split_at_mut(half);
-                        for (k, v) in front.iter_mut().enumerate() {
-                            match back.get_mut(k) {
-                                Some(w) => {
-                                    let pair = [first + k, first + half + k];
-                                    [*v, *w] = self.row_pair_in_kernel_order(pair, x);
-                                }
-                                None => *v = self.row_dot_in_kernel_order(first + k, x),
-                            }
-                        }
+                        self.rows_in_kernel_order(start + task * per_task, out, x)
                     })
             });
             return;
         }
         crate::gemm::matmul(self, rows, x, y);
+    }
+}
+
+/// `y[k] = row(first + k)` for every `k`, walking `y`'s two halves side by side: rows `k` and
+/// `half + k` go to `pair` together. Two sequential streams per worker keep more reads in
+/// flight than one, and formats with a two-row kernel share the work of a pair.
+fn in_row_pairs(
+    first: usize,
+    y: &mut [f32],
+    pair: impl Fn([usize; 2]) -> [f32; 2],
+    row: impl Fn(usize) -> f32,
+) {
+    let half = y.len().div_ceil(2);
+    let (front, back) = y.split_at_mut(half);
+    for (k, v) in front.iter_mut().enumerate() {
+        match back.get_mut(k) {
+            Some(w) => [*v, *w] = pair([first + k, first + half + k]),
+            None => *v = row(first + k),
+        }
     }
 }
 

@@ -471,12 +471,16 @@ pub(crate) mod avx2 {
         let blocks = x.len().div_ceil(128);
         // UE8M0 scales (every checkpoint's) decode inline; the type is settled once, outside
         // the loop, so the loop has no branch between its loads.
-        let bytes = scales.map(|s| match s {
-            Scales::E8M0(bytes) if bytes.len() >= blocks => Some(bytes),
-            _ => None,
-        });
-        if bytes.iter().all(Option::is_some) {
-            let bytes = bytes.map(Option::unwrap_or_default);
+        // (Plain loops: a closure through `array::map` here was left uninlined.)
+        let mut bytes: [&[u8]; R] = [&[]; R];
+        let mut all_e8m0 = true;
+        for (row_bytes, scales) in bytes.iter_mut().zip(scales) {
+            match scales {
+                Scales::E8M0(b) if b.len() >= blocks => *row_bytes = b,
+                _ => all_e8m0 = false,
+            }
+        }
+        if all_e8m0 {
             fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
         } else {
             fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
