@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32, E2M1_VALUES};
 use crate::formats::{fp4_unpack, FP4_GROUP, FP8_BLOCK};
 use crate::simd::{
-    dot_bf16_row, dot_f32, dot_fp4_row, dot_fp8_row, dot_fp8_rows, e4m3_shifted, e8m0_multiplier,
-    InputOrder, E4M3_RESCALE,
+    dot_bf16_row, dot_f32, dot_f32_le, dot_fp4_row, dot_fp8_row, dot_fp8_rows, e4m3_shifted,
+    e8m0_multiplier, InputOrder, E4M3_RESCALE,
 };
 
 /// Element type of a plain float weight.
@@ -283,6 +283,13 @@ impl LinearView<'_> {
                 data,
             } => {
                 let row = |o: usize| dot_bf16_row(&data[2 * o * inp..2 * (o + 1) * inp], x);
+                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
+            }
+            LinearWeight::Float {
+                dtype: FloatDtype::F32,
+                data,
+            } => {
+                let row = |o: usize| dot_f32_le(&data[4 * o * inp..4 * (o + 1) * inp], x);
                 in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
             }
             LinearWeight::Float { dtype, data } => {

@@ -183,6 +183,14 @@ pub mod scalar {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// Σ w·x over little-endian F32 bytes `w`.
+    pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
+        w.chunks_exact(4)
+            .zip(x)
+            .map(|(c, x)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * x)
+            .sum()
+    }
+
     /// `out[i] = Σⱼ weights[j] · row(j)[offset + i]`.
     pub fn weighted_sum<'r>(
         row: impl Fn(usize) -> &'r [f32],
@@ -302,17 +310,31 @@ pub(crate) mod avx2 {
     /// Σ a·b; lengths are equal.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
+        dot_f32_at(a.as_ptr(), b)
+    }
+
+    /// Σ w·x over little-endian F32 bytes (`w` holds four per value of `x`), read in place
+    /// whatever their alignment.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
+        dot_f32_at(w.as_ptr().cast(), x)
+    }
+
+    /// Σ a·b for `b.len()` values of `a` from `a`, which need not be aligned.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_f32_at(a: *const f32, b: &[f32]) -> f32 {
+        let n = b.len();
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + 16 <= n {
             acc0 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(a.add(i)),
                 _mm256_loadu_ps(b.as_ptr().add(i)),
                 acc0,
             );
             acc1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                _mm256_loadu_ps(a.add(i + 8)),
                 _mm256_loadu_ps(b.as_ptr().add(i + 8)),
                 acc1,
             );
@@ -320,7 +342,7 @@ pub(crate) mod avx2 {
         }
         let mut sum = hsum(_mm256_add_ps(acc0, acc1));
         while i < n {
-            sum += a[i] * b[i];
+            sum += a.add(i).read_unaligned() * b[i];
             i += 1;
         }
         sum
@@ -699,6 +721,17 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot_f32(a, b) };
     }
     scalar::dot_f32(a, b)
+}
+
+/// Σ w·x over little-endian F32 bytes `w` (four per value of `x`), read in place: F32 weights
+/// (hyper-connection projections) need no decoded copy.
+pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && w.len() == 4 * x.len() {
+        // SAFETY: AVX2 and FMA were detected; `w` has four bytes per value of `x`.
+        return unsafe { avx2::dot_f32_le(w, x) };
+    }
+    scalar::dot_f32_le(w, x)
 }
 
 /// `wₖ · xᵣ` for `K` rows of equal length against four vectors of at least that length.

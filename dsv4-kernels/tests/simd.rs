@@ -39,6 +39,22 @@ fn simd_dots_match_scalar_dots() {
             close(simd::dot_f32(&a, &x), scalar::dot_f32(&a, &x), magnitude),
             "f32 {n}"
         );
+        let le: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            scalar::dot_f32_le(&le, &x),
+            scalar::dot_f32(&a, &x),
+            "f32 bytes {n}"
+        );
+        // Read in place at every alignment, not only where the allocator put the bytes.
+        let mut shifted = vec![0u8; le.len() + 3];
+        for offset in 0..4 {
+            shifted[offset..offset + le.len()].copy_from_slice(&le);
+            let got = simd::dot_f32_le(&shifted[offset..offset + le.len()], &x);
+            assert!(
+                close(got, scalar::dot_f32(&a, &x), magnitude),
+                "f32 bytes {n} at offset {offset}"
+            );
+        }
         // Two rows against four vectors, and one.
         let rows = [floats(n, 20), floats(n, 21)];
         let vectors = [floats(n, 22), floats(n, 23), floats(n, 24), floats(n, 25)];
