@@ -183,6 +183,12 @@ pub mod scalar {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// The largest value of `x`, NaN never winning a comparison; −∞ when there is none.
+    pub fn max_f32(x: &[f32]) -> f32 {
+        x.iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+    }
+
     /// Σ w·x over little-endian F32 bytes `w`.
     pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
         w.chunks_exact(4)
@@ -305,6 +311,30 @@ pub(crate) mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
+    }
+
+    /// [`super::scalar::max_f32`] in four running maxima of eight lanes. `max(v, m)` returns
+    /// `m` unless `v > m`, so NaN never wins here either.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn max_f32(x: &[f32]) -> f32 {
+        let mut m = [_mm256_set1_ps(f32::NEG_INFINITY); 4];
+        let mut i = 0;
+        while i + 32 <= x.len() {
+            for (k, m) in m.iter_mut().enumerate() {
+                *m = _mm256_max_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8 * k)), *m);
+            }
+            i += 32;
+        }
+        let v = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        let lanes = super::scalar::max_f32(&lanes);
+        let rest = super::scalar::max_f32(&x[i..]);
+        if rest > lanes {
+            rest
+        } else {
+            lanes
+        }
     }
 
     /// Σ a·b; lengths are equal.
@@ -723,6 +753,17 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot_f32(a, b) };
     }
     scalar::dot_f32(a, b)
+}
+
+/// The largest value of `x`, NaN never winning a comparison; −∞ when there is none (greedy
+/// sampling scans the whole vocabulary every step).
+pub fn max_f32(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected.
+        return unsafe { avx2::max_f32(x) };
+    }
+    scalar::max_f32(x)
 }
 
 /// Σ w·x over little-endian F32 bytes `w` (four per value of `x`), read in place: F32 weights

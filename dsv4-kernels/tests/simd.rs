@@ -158,6 +158,35 @@ fn arranged(order: InputOrder, x: &[f32]) -> Vec<f32> {
 /// Every input order is a permutation that `arrange` applies as `source` describes, and moves
 /// nothing past the whole blocks its kernel decodes (the kernels read those in natural order).
 #[test]
+fn simd_maximum_matches_the_scalar_one_with_nans_and_infinities() {
+    for n in [0, 1, 7, 31, 32, 33, 100, 1000, 1027] {
+        let base = floats(n, 9);
+        let mut cases = vec![base.clone()];
+        // NaN in every lane position, including before and at the maximum.
+        let mut with_nan = base.clone();
+        for v in with_nan.iter_mut().step_by(3) {
+            *v = f32::NAN;
+        }
+        cases.push(with_nan);
+        cases.push(vec![f32::NAN; n]);
+        cases.push(vec![f32::NEG_INFINITY; n]);
+        let mut with_inf = base.clone();
+        if n > 0 {
+            with_inf[n / 2] = f32::INFINITY;
+        }
+        cases.push(with_inf);
+        for (c, x) in cases.iter().enumerate() {
+            let (got, want) = (simd::max_f32(x), scalar::max_f32(x));
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "length {n} case {c}: {got} against {want}"
+            );
+            assert!(!got.is_nan(), "length {n} case {c}: NaN won");
+        }
+    }
+}
+
+#[test]
 fn hot_path_scale_multipliers_equal_the_checked_decode() {
     // Every UE8M0 byte but 0xFF (NaN, which checked checkpoints never hold), including 0
     // (2^-127, a subnormal) that the branch-free multiplier reaches by its maximum.

@@ -224,17 +224,23 @@ impl Sampler {
 
 /// Index of the largest logit, lowest id on ties, NaN treated as −∞.
 fn argmax(logits: &[f32]) -> Result<u32, SamplerError> {
-    // Two branch-free passes (the first vectorizes): the largest value, NaN never winning a
-    // comparison, then its first position. Ties go to the lowest id.
-    let best = logits
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // Two passes: the largest value (NaN never winning a comparison), then its first position,
+    // found a block at a time with a branch-free test per block. Ties go to the lowest id.
+    let best = dsv4_kernels::simd::max_f32(logits);
     if best == f32::NEG_INFINITY {
         return Err(SamplerError::NoCandidate {
             vocab: logits.len(),
         });
     }
-    Ok(logits.iter().position(|&v| v == best).unwrap_or(0) as u32)
+    let block = logits
+        .chunks(64)
+        .position(|c| c.iter().fold(false, |found, &v| found | (v == best)))
+        .unwrap_or(0);
+    let within = logits[64 * block..]
+        .iter()
+        .position(|&v| v == best)
+        .unwrap_or(0);
+    Ok((64 * block + within) as u32)
 }
 
 /// Sorts the head of `scratch` by [`rank`] far enough to hold the nucleus, and returns its

@@ -57,6 +57,16 @@ fn greedy_breaks_ties_towards_the_lower_id() {
             .unwrap(),
         1
     );
+    // The same past the vectorised part's first blocks: NaN ahead of the maximum, a tie at a
+    // block boundary.
+    let mut long = tied_logits(7, 300);
+    long.iter_mut().for_each(|v| *v = v.min(1.0));
+    long[40] = f32::NAN;
+    long[130] = 9.0;
+    long[191] = 9.0;
+    assert_eq!(s.sample(&long).unwrap(), 130);
+    long[64] = 9.0;
+    assert_eq!(s.sample(&long).unwrap(), 64);
     // Greedy ignores the cuts and the seed.
     let mut other = sampler(0.0, 3, 0.2, 99);
     for row in 0..50 {
