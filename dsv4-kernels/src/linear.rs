@@ -279,18 +279,18 @@ impl LinearView<'_> {
         let inp = self.inp;
         match self.weight {
             LinearWeight::Float {
-                dtype: FloatDtype::Bf16,
+                dtype: dtype @ (FloatDtype::Bf16 | FloatDtype::F32),
                 data,
             } => {
-                let row = |o: usize| dot_bf16_row(&data[2 * o * inp..2 * (o + 1) * inp], x);
-                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
-            }
-            LinearWeight::Float {
-                dtype: FloatDtype::F32,
-                data,
-            } => {
-                let row = |o: usize| dot_f32_le(&data[4 * o * inp..4 * (o + 1) * inp], x);
-                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
+                // Rows a SIMD kernel reads in place.
+                let dot = match dtype {
+                    FloatDtype::Bf16 => dot_bf16_row,
+                    _ => dot_f32_le,
+                };
+                let size = dtype.size();
+                in_rows(first, y, |o| {
+                    dot(&data[size * o * inp..size * (o + 1) * inp], x)
+                });
             }
             LinearWeight::Float { dtype, data } => {
                 let size = dtype.size();
@@ -306,7 +306,7 @@ impl LinearView<'_> {
                     }
                     sum
                 };
-                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
+                in_rows(first, y, row);
             }
             LinearWeight::Fp8Block { q, scales } => {
                 let cols = inp.div_ceil(FP8_BLOCK);
@@ -330,7 +330,7 @@ impl LinearView<'_> {
                     let bytes = &packed[o * inp / 2..(o + 1) * inp / 2];
                     dot_fp4_row(bytes, x, scales.range(o * groups, groups))
                 };
-                in_row_pairs(first, y, |[a, b]| [row(a), row(b)], row);
+                in_rows(first, y, row);
             }
         }
     }
@@ -393,6 +393,11 @@ fn in_row_pairs(
             None => *v = row(first + k),
         }
     }
+}
+
+/// [`in_row_pairs`] for a format without a two-row kernel: a pair is its two rows in turn.
+fn in_rows(first: usize, y: &mut [f32], row: impl Fn(usize) -> f32) {
+    in_row_pairs(first, y, |[a, b]| [row(a), row(b)], &row);
 }
 
 /// Σ a·b in f32 (SIMD where the CPU has it).
