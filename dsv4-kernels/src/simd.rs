@@ -510,9 +510,10 @@ pub(crate) mod avx2 {
     }
 
     /// `R` FP8 rows against one `x` in [`InputOrder::Fp8`]: per 128-block, 32 bytes of each
-    /// row at a time become four vectors by 16-bit shifts alone ([`e4m3x32`]). The rows share
-    /// each load of `x` and the loop around them, so two rows run well over twice as fast as
-    /// one (the single-row loop is bound by its own overhead, not by memory).
+    /// row at a time become four vectors by shifts ([`e4m3x32`]). The rows share each load of
+    /// `x` and the loop around them, so two rows run well over twice as fast as one (the
+    /// single-row loop is bound by its own overhead, not by memory). Kept out of line, so its
+    /// registers are allocated for its own loop whatever the caller holds.
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp8_rows<const R: usize>(
