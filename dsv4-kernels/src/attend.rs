@@ -11,12 +11,39 @@ use crate::simd::{dot_f32, dots4, weighted_sums};
 thread_local! {
     /// Each worker's score buffer, kept between calls.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's table of the current call's key rows (only read during that call).
+    static KEY_ROWS: RefCell<Vec<*const f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out[h] = Σⱼ pₕⱼ · key(j)` with `pₕⱼ = exp(sₕⱼ − M) / (exp(sinkₕ − M) + Σᵢ exp(sₕᵢ − M))`,
 /// `sₕⱼ = scale · q[h] · key(j)`, over keys `0..keys`, for the `sinks.len()` heads of `q`
 /// (`H × d`) into `out` (`H × d`).
 pub fn attend_shared_kv<'k>(
+    q: &[f32],
+    keys: usize,
+    key: impl Fn(usize) -> &'k [f32] + Copy,
+    sinks: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    with_buffer(&KEY_ROWS, |rows| {
+        let heads = sinks.len();
+        let d = q.len() / heads.max(1);
+        // Every key row looked up once into a table: the score and sum loops visit each row
+        // once per block of heads or columns, and a table is cheaper to walk there than the
+        // caller's lookup (window, entries, a selection list).
+        rows.clear();
+        rows.extend((0..keys).map(|j| key(j)[..d].as_ptr()));
+        let rows = &*rows;
+        // SAFETY: each pointer starts `d` values of a row borrowed for `'k`, which outlives
+        // this call, and the table is read only during it.
+        let key = |j: usize| -> &[f32] { unsafe { std::slice::from_raw_parts(rows[j], d) } };
+        scores_and_sums(q, keys, key, sinks, scale, out);
+    });
+}
+
+/// [`attend_shared_kv`] over a key lookup that is cheap to call.
+fn scores_and_sums<'k>(
     q: &[f32],
     keys: usize,
     key: impl Fn(usize) -> &'k [f32] + Copy,
