@@ -135,68 +135,85 @@ mod avx2 {
 
     /// Packs the panel eight rows × eight inputs at a time: each row's eight values are decoded
     /// straight from storage into a register, the 8 × 8 block is transposed in registers and
-    /// stored as eight panel lines.
+    /// stored as eight panel lines. The format is matched once per panel, so the packing loop
+    /// holds only its own format's decoding (FP4 panels for a 48-row product: 142 -> 151
+    /// GFLOP/s here).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn pack_panel(w: &LinearView, first: usize, count: usize, panel: &mut [f32]) {
         let k = w.inp;
+        let at = |r: usize, kk: usize| (first + r) * k + kk;
+        match w.weight {
+            LinearWeight::Float { dtype, data } => match dtype {
+                FloatDtype::F32 => pack_rows(k, count, panel, |r, kk| {
+                    let at = at(r, kk);
+                    _mm256_loadu_ps(data[4 * at..4 * (at + 8)].as_ptr().cast())
+                }),
+                FloatDtype::Bf16 => pack_rows(k, count, panel, |r, kk| {
+                    let at = at(r, kk);
+                    let raw = _mm_loadu_si128(data[2 * at..2 * (at + 8)].as_ptr().cast());
+                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
+                }),
+                FloatDtype::F16 => pack_rows(k, count, panel, |r, kk| {
+                    let at = at(r, kk);
+                    _mm256_cvtph_ps(_mm_loadu_si128(data[2 * at..2 * (at + 8)].as_ptr().cast()))
+                }),
+            },
+            LinearWeight::Fp8Block { q, scales } => {
+                let cols = k.div_ceil(128);
+                pack_rows(k, count, panel, |r, kk| {
+                    let s = scales.multiplier(((first + r) / 128) * cols + kk / 128);
+                    let at = at(r, kk);
+                    let codes = &q[at..at + 8];
+                    _mm256_mul_ps(e4m3x8(codes.as_ptr()), _mm256_set1_ps(s * E4M3_RESCALE))
+                })
+            }
+            LinearWeight::Fp4Group { packed, scales } => {
+                let magnitudes = _mm256_loadu_ps(E2M1_VALUES.as_ptr());
+                let shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+                pack_rows(k, count, panel, |r, kk| {
+                    let at = at(r, kk);
+                    let s = scales.multiplier(at / 32);
+                    // One bounds check, so the four bytes come in one 32-bit load.
+                    let b = &packed[at / 2..at / 2 + 4];
+                    let word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    // Each byte twice, shifted so lane i holds code i in its low four bits.
+                    let bytes = _mm_cvtsi32_si128(word as i32);
+                    let wide = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
+                    let codes = _mm256_srlv_epi32(wide, shifts);
+                    let magnitude = _mm256_permutevar8x32_ps(magnitudes, codes);
+                    let sign =
+                        _mm256_and_si256(_mm256_slli_epi32(codes, 28), _mm256_set1_epi32(i32::MIN));
+                    let value = _mm256_xor_ps(magnitude, _mm256_castsi256_ps(sign));
+                    _mm256_mul_ps(value, _mm256_set1_ps(s))
+                })
+            }
+        }
+    }
+
+    /// The packing loop of [`pack_panel`] for panel rows `0..count` (the rest zero), with
+    /// `decode8(r, kk)` giving inputs `kk..kk + 8` of panel row `r` as f32, exactly (`kk` a
+    /// multiple of 8, so one scale covers them).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pack_rows(
+        k: usize,
+        count: usize,
+        panel: &mut [f32],
+        decode8: impl Fn(usize, usize) -> __m256,
+    ) {
         for half in 0..PANEL / 8 {
             for kk in (0..k).step_by(8) {
                 let mut block = [_mm256_setzero_ps(); 8];
                 for (j, v) in block.iter_mut().enumerate() {
                     let r = half * 8 + j;
                     if r < count {
-                        *v = decode8(w, first + r, kk);
+                        *v = decode8(r, kk);
                     }
                 }
                 let lines = transpose8(block);
                 for (i, line) in lines.iter().enumerate() {
                     _mm256_storeu_ps(panel.as_mut_ptr().add((kk + i) * PANEL + half * 8), *line);
                 }
-            }
-        }
-    }
-
-    /// Inputs `kk..kk + 8` of weight row `o` as f32, exactly (`kk` a multiple of 8, so one
-    /// scale covers them).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn decode8(w: &LinearView, o: usize, kk: usize) -> __m256 {
-        let k = w.inp;
-        match w.weight {
-            LinearWeight::Float { dtype, data } => {
-                let at = o * k + kk;
-                match dtype {
-                    FloatDtype::F32 => _mm256_loadu_ps(data.as_ptr().add(4 * at).cast()),
-                    FloatDtype::Bf16 => {
-                        let raw = _mm_loadu_si128(data.as_ptr().add(2 * at).cast());
-                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
-                    }
-                    FloatDtype::F16 => {
-                        _mm256_cvtph_ps(_mm_loadu_si128(data.as_ptr().add(2 * at).cast()))
-                    }
-                }
-            }
-            LinearWeight::Fp8Block { q, scales } => {
-                let block = (o / 128) * k.div_ceil(128) + kk / 128;
-                let s = scales.multiplier(block) * E4M3_RESCALE;
-                _mm256_mul_ps(e4m3x8(q.as_ptr().add(o * k + kk)), _mm256_set1_ps(s))
-            }
-            LinearWeight::Fp4Group { packed, scales } => {
-                let s = scales.multiplier((o * k + kk) / 32);
-                let at = (o * k + kk) / 2;
-                // One bounds check, so the four bytes come in one 32-bit load.
-                let b = &packed[at..at + 4];
-                let word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                // Each byte twice, shifted so lane i holds code i in its low four bits.
-                let bytes = _mm_cvtsi32_si128(word as i32);
-                let wide = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
-                let codes = _mm256_srlv_epi32(wide, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
-                let magnitudes = _mm256_loadu_ps(E2M1_VALUES.as_ptr());
-                let magnitude = _mm256_permutevar8x32_ps(magnitudes, codes);
-                let sign =
-                    _mm256_and_si256(_mm256_slli_epi32(codes, 28), _mm256_set1_epi32(i32::MIN));
-                let value = _mm256_xor_ps(magnitude, _mm256_castsi256_ps(sign));
-                _mm256_mul_ps(value, _mm256_set1_ps(s))
             }
         }
     }
