@@ -70,7 +70,8 @@ pub fn attend_shared_kv<'k>(
                 }
                 j += count;
             }
-            // Probabilities in place (the sink joins only the denominator), then their sums of keys.
+            // Probabilities in place (the sink joins only the denominator), then their sums of
+            // keys.
             for (h, &sink) in sinks.iter().enumerate() {
                 let s = &mut scores[h * n..(h + 1) * n];
                 let max = s.iter().copied().fold(sink, f32::max);

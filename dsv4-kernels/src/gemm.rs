@@ -136,25 +136,25 @@ mod avx2 {
     /// Packs the panel eight rows × eight inputs at a time: each row's eight values are decoded
     /// straight from storage into a register, the 8 × 8 block is transposed in registers and
     /// stored as eight panel lines. The format is matched once per panel, so the packing loop
-    /// holds only its own format's decoding (FP4 panels for a 48-row product: 142 -> 151
-    /// GFLOP/s here).
+    /// holds only its own format's decoding.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn pack_panel(w: &LinearView, first: usize, count: usize, panel: &mut [f32]) {
         let k = w.inp;
-        let at = |r: usize, kk: usize| (first + r) * k + kk;
+        // Where input `kk` of panel row `r` sits in the stored matrix, in values.
+        let offset = |r: usize, kk: usize| (first + r) * k + kk;
         match w.weight {
             LinearWeight::Float { dtype, data } => match dtype {
                 FloatDtype::F32 => pack_rows(k, count, panel, |r, kk| {
-                    let at = at(r, kk);
+                    let at = offset(r, kk);
                     _mm256_loadu_ps(data[4 * at..4 * (at + 8)].as_ptr().cast())
                 }),
                 FloatDtype::Bf16 => pack_rows(k, count, panel, |r, kk| {
-                    let at = at(r, kk);
+                    let at = offset(r, kk);
                     let raw = _mm_loadu_si128(data[2 * at..2 * (at + 8)].as_ptr().cast());
                     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
                 }),
                 FloatDtype::F16 => pack_rows(k, count, panel, |r, kk| {
-                    let at = at(r, kk);
+                    let at = offset(r, kk);
                     _mm256_cvtph_ps(_mm_loadu_si128(data[2 * at..2 * (at + 8)].as_ptr().cast()))
                 }),
             },
@@ -162,7 +162,7 @@ mod avx2 {
                 let cols = k.div_ceil(128);
                 pack_rows(k, count, panel, |r, kk| {
                     let s = scales.multiplier(((first + r) / 128) * cols + kk / 128);
-                    let at = at(r, kk);
+                    let at = offset(r, kk);
                     let codes = &q[at..at + 8];
                     _mm256_mul_ps(e4m3x8(codes.as_ptr()), _mm256_set1_ps(s * E4M3_RESCALE))
                 })
@@ -171,7 +171,7 @@ mod avx2 {
                 let magnitudes = _mm256_loadu_ps(E2M1_VALUES.as_ptr());
                 let shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
                 pack_rows(k, count, panel, |r, kk| {
-                    let at = at(r, kk);
+                    let at = offset(r, kk);
                     let s = scales.multiplier(at / 32);
                     // One bounds check, so the four bytes come in one 32-bit load.
                     let b = &packed[at / 2..at / 2 + 4];
