@@ -95,12 +95,7 @@ fn simd_dots_match_scalar_dots() {
             let scale = |i: usize| scales.get(i);
             let top = (0..n).map(scale).fold(0.0, f32::max);
             let q = e4m3_bytes(n, 4);
-            let want: f32 = q
-                .chunks(128)
-                .zip(x.chunks(128))
-                .enumerate()
-                .map(|(b, (q, x))| scalar::dot_e4m3(q, x) * scale(b))
-                .sum();
+            let want = scaled_blocks((&q, 128), (&x, 128), scalar::dot_e4m3, scale);
             check_row_twins(
                 InputOrder::Fp8,
                 &x,
@@ -111,12 +106,7 @@ fn simd_dots_match_scalar_dots() {
                 &format!("fp8 row {n} {scales:?}"),
             );
             let p = bytes(n / 2, 6);
-            let want: f32 = p
-                .chunks(16)
-                .zip(x.chunks(32))
-                .enumerate()
-                .map(|(g, (p, x))| scalar::dot_e2m1(p, x) * scale(g))
-                .sum();
+            let want = scaled_blocks((&p, 16), (&x, 32), scalar::dot_e2m1, scale);
             check_row_twins(
                 InputOrder::Fp4,
                 &x,
@@ -128,6 +118,23 @@ fn simd_dots_match_scalar_dots() {
             );
         }
     }
+}
+
+/// A fused row's definition summed block by block: `Σ_b scale(b) · dot(stored block b,
+/// input block b)`, blocks being `bytes.1` stored bytes and `x.1` input values.
+fn scaled_blocks(
+    bytes: (&[u8], usize),
+    x: (&[f32], usize),
+    dot: fn(&[u8], &[f32]) -> f32,
+    scale: impl Fn(usize) -> f32,
+) -> f32 {
+    bytes
+        .0
+        .chunks(bytes.1)
+        .zip(x.0.chunks(x.1))
+        .enumerate()
+        .map(|(b, (stored, xs))| dot(stored, xs) * scale(b))
+        .sum()
 }
 
 /// One twin of a row kernel, taking its input in kernel order.
