@@ -76,74 +76,22 @@ fn rank_key(s: f32) -> f32 {
     }
 }
 
-/// The ranking of [`top_k`] and [`RunningTopK`] on `(score, index)` pairs, best first: the
+/// The ranking of [`top_k`] and [`keep_best`] on `(score, index)` pairs, best first: the
 /// larger score (NaN below everything), then the lower index.
 pub fn best_first(a: (f32, usize), b: (f32, usize)) -> Ordering {
     rank_key(b.0).total_cmp(&rank_key(a.0)).then(a.1.cmp(&b.1))
 }
 
-/// The best `slots.len()` of a stream of `(score, index)` (distinct indices, in any order),
-/// ranked as [`top_k`] ranks (so the kept set equals `top_k` of the whole stream), held in a
-/// caller's buffer: `len` slots are in use, kept as a binary heap with the worst kept entry at
-/// the root, so an offer costs O(log k). Since the ranking is a total order, selections of
-/// parts of a stream merge by offering what each kept.
-pub struct RunningTopK<'a> {
-    slots: &'a mut [(f32, usize)],
-    len: &'a mut usize,
-}
-
-impl<'a> RunningTopK<'a> {
-    /// Resumes a selection kept in `slots` (`len` of them in use, in any order).
-    pub fn new(slots: &'a mut [(f32, usize)], len: &'a mut usize) -> Self {
-        let top = Self { slots, len };
-        for i in (0..*top.len / 2).rev() {
-            Self::sift_down(&mut top.slots[..*top.len], i);
-        }
-        top
+/// Moves the best `k` of `candidates` (ranked by [`best_first`]) into its first `min(k, len)`
+/// slots, in no particular order, and returns how many that is: a linear-time selection. The
+/// ranking is a total order, so the kept set equals [`top_k`] of the candidates, and selections
+/// of parts of a stream merge by selecting again among what each kept.
+pub fn keep_best(candidates: &mut [(f32, usize)], k: usize) -> usize {
+    let k = k.min(candidates.len());
+    if k > 0 && k < candidates.len() {
+        candidates.select_nth_unstable_by(k - 1, |a, b| best_first(*a, *b));
     }
-
-    /// Whether `(a, i)` ranks below `(b, j)`.
-    fn below(a: (f32, usize), b: (f32, usize)) -> bool {
-        best_first(a, b).is_gt()
-    }
-
-    /// Moves `heap[i]` down until no child ranks below it.
-    fn sift_down(heap: &mut [(f32, usize)], mut i: usize) {
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut worst = i;
-            if l < heap.len() && Self::below(heap[l], heap[worst]) {
-                worst = l;
-            }
-            if r < heap.len() && Self::below(heap[r], heap[worst]) {
-                worst = r;
-            }
-            if worst == i {
-                return;
-            }
-            heap.swap(i, worst);
-            i = worst;
-        }
-    }
-
-    /// Offers `score` of `index` (not offered before).
-    pub fn offer(&mut self, score: f32, index: usize) {
-        let entry = (score, index);
-        let n = *self.len;
-        if n < self.slots.len() {
-            // Sift up: the new entry rises while it ranks below its parent.
-            let mut i = n;
-            self.slots[i] = entry;
-            while i > 0 && Self::below(self.slots[i], self.slots[(i - 1) / 2]) {
-                self.slots.swap(i, (i - 1) / 2);
-                i = (i - 1) / 2;
-            }
-            *self.len = n + 1;
-        } else if n > 0 && Self::below(self.slots[0], entry) {
-            self.slots[0] = entry;
-            Self::sift_down(&mut self.slots[..n], 0);
-        }
-    }
+    k
 }
 
 /// Rotary frequencies of the `rope` trailing dims of a head: `θ^(−2i/rope)` per pair, with
@@ -235,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn running_top_k_keeps_what_top_k_picks() {
+    fn keep_best_keeps_what_top_k_picks_whole_or_merged_from_pieces() {
         let scores: Vec<f32> = (0..300)
             .map(|i| match i % 17 {
                 0 => f32::NAN,
@@ -243,38 +191,29 @@ mod tests {
                 _ => ((i * 37 % 101) as f32).sin(),
             })
             .collect();
+        let pairs: Vec<(f32, usize)> = scores.iter().copied().zip(0..).collect();
+        let kept = |c: &[(f32, usize)]| {
+            let mut ids: Vec<usize> = c.iter().map(|p| p.1).collect();
+            ids.sort_unstable();
+            ids
+        };
         for k in [0, 1, 8, 40, 300, 400] {
-            let mut slots = vec![(0.0, 0); k.min(scores.len())];
-            let mut len = 0;
-            // Offered in tiles, the selection resuming across them.
-            for tile in scores.chunks(64).enumerate() {
-                let mut top = RunningTopK::new(&mut slots, &mut len);
-                for (i, &s) in tile.1.iter().enumerate() {
-                    top.offer(s, tile.0 * 64 + i);
-                }
-            }
-            let mut kept: Vec<usize> = slots[..len].iter().map(|s| s.1).collect();
-            kept.sort_unstable();
             let mut want = top_k(&scores, k);
             want.sort_unstable();
-            assert_eq!(kept, want, "k = {k}");
+            let mut whole = pairs.clone();
+            let n = keep_best(&mut whole, k);
+            assert_eq!(kept(&whole[..n]), want, "k = {k}");
 
-            // Pieces selected on their own, last piece first, then merged.
-            let mut merged = vec![(0.0, 0); k.min(scores.len())];
-            let mut merged_len = 0;
-            for (p, piece) in scores.chunks(70).enumerate().rev() {
-                let mut own = vec![(0.0, 0); merged.len()];
-                let mut own_len = 0;
-                let mut top = RunningTopK::new(&mut own, &mut own_len);
-                for (i, &s) in piece.iter().enumerate().rev() {
-                    top.offer(s, p * 70 + i);
-                }
-                let mut all = RunningTopK::new(&mut merged, &mut merged_len);
-                own[..own_len].iter().for_each(|&(s, i)| all.offer(s, i));
+            // Pieces selected on their own, last piece first, then merged with what was kept.
+            let mut merged: Vec<(f32, usize)> = Vec::new();
+            for piece in pairs.chunks(70).rev() {
+                let mut own = piece.to_vec();
+                let n = keep_best(&mut own, k);
+                merged.extend_from_slice(&own[..n]);
+                let n = keep_best(&mut merged, k);
+                merged.truncate(n);
             }
-            let mut kept: Vec<usize> = merged[..merged_len].iter().map(|s| s.1).collect();
-            kept.sort_unstable();
-            assert_eq!(kept, want, "merged pieces, k = {k}");
+            assert_eq!(kept(&merged), want, "merged pieces, k = {k}");
         }
     }
 

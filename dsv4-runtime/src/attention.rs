@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use dsv4_kernels::attend::attend_shared_kv;
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
-use dsv4_kernels::ops::{best_first, rms_norm, RopeFrequencies, RunningTopK};
+use dsv4_kernels::ops::{best_first, keep_best, rms_norm, RopeFrequencies};
 use dsv4_kernels::scratch::with_buffer;
 use rayon::prelude::*;
 
@@ -471,11 +471,15 @@ fn indexer_top_k(
                         &tile[(first - start) * di..(last - start) * di],
                         zeroed(dots, (last - first) * hi),
                     );
-                    let mut best = RunningTopK::new(slots, len);
-                    for (e, d) in (first..last).zip(dots.chunks(hi)) {
-                        let score: f32 = d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
-                        best.offer(score, e);
-                    }
+                    with_buffer(&CANDIDATES, |candidates| {
+                        candidates.clear();
+                        candidates.extend((first..last).zip(dots.chunks(hi)).map(|(e, d)| {
+                            let score: f32 =
+                                d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
+                            (score, e)
+                        }));
+                        keep_into(candidates, slots, len);
+                    });
                 });
             });
         let (piece_slots, piece_len) = (&*piece_slots, &*piece_len);
@@ -485,13 +489,15 @@ fn indexer_top_k(
             .zip(selection.len.par_iter_mut())
             .enumerate()
             .for_each(|(t, (slots, len))| {
-                let mut best = RunningTopK::new(slots, len);
-                let lens = &piece_len[t * pieces..(t + 1) * pieces];
-                for (found, &n) in piece_slots[t * pieces * k..].chunks(k).zip(lens) {
-                    found[..n]
-                        .iter()
-                        .for_each(|&(score, e)| best.offer(score, e));
-                }
+                with_buffer(&CANDIDATES, |candidates| {
+                    candidates.clear();
+                    candidates.extend_from_slice(&slots[..*len]);
+                    let lens = &piece_len[t * pieces..(t + 1) * pieces];
+                    for (found, &n) in piece_slots[t * pieces * k..].chunks(k).zip(lens) {
+                        candidates.extend_from_slice(&found[..n]);
+                    }
+                    keep_into(candidates, slots, len);
+                });
             });
     }
     for (slots, &len) in selection.slots.chunks_mut(k).zip(selection.len.iter()) {
@@ -503,6 +509,15 @@ fn indexer_top_k(
 thread_local! {
     /// Each worker's head-by-key dots of one indexer piece, kept between calls.
     static HEAD_DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's `(score, entry)` candidates of one selection, kept between calls.
+    static CANDIDATES: RefCell<Vec<(f32, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The best `slots.len()` of `candidates` (which it reorders) into `slots`, `len` of them.
+fn keep_into(candidates: &mut [(f32, usize)], slots: &mut [(f32, usize)], len: &mut usize) {
+    let n = keep_best(candidates, slots.len());
+    slots[..n].copy_from_slice(&candidates[..n]);
+    *len = n;
 }
 
 /// A chunk as a compressor sees it.
