@@ -420,22 +420,31 @@ fn indexer_top_k(
     q_bytes.clear();
     q_bytes.extend(index_q.iter().flat_map(|v| v.to_le_bytes()));
     let q_bytes = &q_bytes[..];
+    // Several queries share one decoded tile of keys. A lone query (decode) has each piece
+    // decode its own keys instead, which then stay in its worker's cache for the product.
+    let shared_tile = t_len > 1;
     // Every value of the tile's used part is decoded before it is read, so it only grows.
-    let tile_len = INDEX_TILE.min(total.max(1)) * di;
+    let tile_len = if shared_tile {
+        INDEX_TILE.min(total.max(1)) * di
+    } else {
+        0
+    };
     if scratch.tile.len() < tile_len {
         scratch.tile.resize(tile_len, 0.0);
     }
     let tile = &mut scratch.tile[..tile_len];
     for start in (0..total).step_by(INDEX_TILE) {
         let end = (start + INDEX_TILE).min(total);
-        // Keys are decoded in parallel pieces too.
-        tile[..(end - start) * di]
-            .par_chunks_mut(INDEX_MIN_PIECE * di)
-            .enumerate()
-            .try_for_each(|(c, keys_out)| {
-                let first = start + c * INDEX_MIN_PIECE;
-                keys.read_range(first..first + keys_out.len() / di, keys_out)
-            })?;
+        if shared_tile {
+            // Keys are decoded in parallel pieces too.
+            tile[..(end - start) * di]
+                .par_chunks_mut(INDEX_MIN_PIECE * di)
+                .enumerate()
+                .try_for_each(|(c, keys_out)| {
+                    let first = start + c * INDEX_MIN_PIECE;
+                    keys.read_range(first..first + keys_out.len() / di, keys_out)
+                })?;
+        }
         let tile = &tile[..];
         let pieces = (INDEX_TASKS_PER_WORKER * rayon::current_num_threads())
             .div_ceil(t_len)
@@ -448,12 +457,12 @@ fn indexer_top_k(
             .par_chunks_mut(k)
             .zip(piece_len.par_iter_mut())
             .enumerate()
-            .for_each(|(i, (slots, len))| {
+            .try_for_each(|(i, (slots, len))| -> Result<(), StoreError> {
                 let (t, p) = (i / pieces, i % pieces);
                 let first = start + p * piece;
                 let last = (first + piece).min(end).min(visible(t));
                 if first >= last {
-                    return;
+                    return Ok(());
                 }
                 // The query's heads as a linear over the piece's keys: one blocked product
                 // gives every head's dot with every key.
@@ -466,22 +475,35 @@ fn indexer_top_k(
                     },
                 };
                 let weights = &index_w[t * hi..][..hi];
-                with_buffer(&HEAD_DOTS, |dots| {
-                    heads.forward(
-                        &tile[(first - start) * di..(last - start) * di],
-                        zeroed(dots, (last - first) * hi),
-                    );
-                    with_buffer(&CANDIDATES, |candidates| {
-                        candidates.clear();
-                        candidates.extend((first..last).zip(dots.chunks(hi)).map(|(e, d)| {
-                            let score: f32 =
-                                d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
-                            (score, e)
-                        }));
-                        keep_into(candidates, slots, len);
-                    });
-                });
-            });
+                let mut select = |piece_keys: &[f32]| {
+                    with_buffer(&HEAD_DOTS, |dots| {
+                        heads.forward(piece_keys, zeroed(dots, (last - first) * hi));
+                        with_buffer(&CANDIDATES, |candidates| {
+                            candidates.clear();
+                            candidates.extend((first..last).zip(dots.chunks(hi)).map(|(e, d)| {
+                                let score: f32 =
+                                    d.iter().zip(weights).map(|(v, w)| w * v.max(0.0)).sum();
+                                (score, e)
+                            }));
+                            keep_into(candidates, slots, len);
+                        });
+                    })
+                };
+                if shared_tile {
+                    select(&tile[(first - start) * di..(last - start) * di]);
+                    return Ok(());
+                }
+                with_buffer(&PIECE_KEYS, |own| {
+                    // Decoded in full before it is read, so it only grows.
+                    let n = (last - first) * di;
+                    if own.len() < n {
+                        own.resize(n, 0.0);
+                    }
+                    keys.read_range(first..last, &mut own[..n])?;
+                    select(&own[..n]);
+                    Ok(())
+                })
+            })?;
         let (piece_slots, piece_len) = (&*piece_slots, &*piece_len);
         selection
             .slots
@@ -509,6 +531,8 @@ fn indexer_top_k(
 thread_local! {
     /// Each worker's head-by-key dots of one indexer piece, kept between calls.
     static HEAD_DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's decoded keys of one indexer piece (a lone query's), kept between calls.
+    static PIECE_KEYS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each worker's `(score, entry)` candidates of one selection, kept between calls.
     static CANDIDATES: RefCell<Vec<(f32, usize)>> = const { RefCell::new(Vec::new()) };
 }
