@@ -5,14 +5,14 @@
 
 use std::cell::RefCell;
 
-use crate::scratch::with_buffer;
+use crate::scratch::{with_buffer, Buffers};
 use crate::simd::{dot_f32, dots4, weighted_sums};
 
 thread_local! {
-    /// Each worker's score buffer, kept between calls.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Each worker's table of the current call's key rows (only read during that call).
-    static KEY_ROWS: RefCell<Vec<*const f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's score buffers, kept between calls.
+    static SCORES: Buffers<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's tables of the current call's key rows (only read during that call).
+    static KEY_ROWS: Buffers<Vec<*const f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out[h] = Σⱼ pₕⱼ · key(j)` with `pₕⱼ = exp(sₕⱼ − M) / (exp(sinkₕ − M) + Σᵢ exp(sₕᵢ − M))`,

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use dsv4_kernels::attend::attend_shared_kv;
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
 use dsv4_kernels::ops::{best_first, keep_best, rms_norm, RopeFrequencies};
-use dsv4_kernels::scratch::with_buffer;
+use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
 
 use crate::compressor::CompressorState;
@@ -531,12 +531,12 @@ fn indexer_top_k(
 }
 
 thread_local! {
-    /// Each worker's head-by-key dots of one indexer piece, kept between calls.
-    static HEAD_DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Each worker's decoded keys of one indexer piece (a lone query's), kept between calls.
-    static PIECE_KEYS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Each worker's `(score, entry)` candidates of one selection, kept between calls.
-    static CANDIDATES: RefCell<Vec<(f32, usize)>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's buffers for the head-by-key dots of one indexer piece.
+    static HEAD_DOTS: Buffers<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's buffers for the decoded keys of one indexer piece (a lone query's).
+    static PIECE_KEYS: Buffers<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's buffers for the `(score, entry)` candidates of one selection.
+    static CANDIDATES: Buffers<Vec<(f32, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The best `slots.len()` of `candidates` (which it reorders) into `slots`, `len` of them.

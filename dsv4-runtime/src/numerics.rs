@@ -6,12 +6,12 @@ use std::cell::RefCell;
 
 use dsv4_kernels::linear::{LinearView, LinearWeight};
 use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
-use dsv4_kernels::scratch::with_buffer;
+use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
 
 thread_local! {
-    /// Each thread's copy of an input being quantized for the reference numerics.
-    static QUANTIZED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's buffers for an input being quantized for the reference numerics.
+    static QUANTIZED_INPUT: Buffers<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One product of [`Numerics::linears`]: `y = W x`.
