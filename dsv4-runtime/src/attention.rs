@@ -383,8 +383,8 @@ struct Selection<'a> {
     len: &'a mut [usize],
 }
 
-/// The indexer's scratch, kept between calls: a tile of decoded keys, and each piece's own
-/// top-k when one query's entries are split over the workers.
+/// The indexer's scratch, kept between calls: a tile of decoded keys that a prefill chunk's
+/// queries share, and each piece's own top-k before the merge.
 #[derive(Debug, Default)]
 struct IndexerScratch {
     /// The queries' heads as little-endian bytes, so each query is a linear over the keys.
