@@ -42,53 +42,34 @@ impl SharedOutput {
     }
 }
 
-/// `y[t] = W[rows] x[t]` for every row `t` of `x` (`n × inp`), into `y` (`n × rows.len()`),
-/// a task per panel of 16 outputs.
+/// `y[t] = W[rows] x[t]` for every row `t` of `x` (`n × inp`), into `y` (`n × rows.len()`).
 pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32]) {
-    let out = output(w, &rows, x, y);
-    (0..rows.len().div_ceil(PANEL))
-        .into_par_iter()
-        .for_each(|p| panel_product(w, &rows, x, &out, p));
-}
-
-/// [`matmul`] on the calling thread, panel after panel.
-pub(crate) fn matmul_on_this_thread(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32]) {
-    let out = output(w, &rows, x, y);
-    (0..rows.len().div_ceil(PANEL)).for_each(|p| panel_product(w, &rows, x, &out, p));
-}
-
-/// `y` as the panels' shared output, after checking it holds `n × rows.len()` values.
-fn output(w: &LinearView, rows: &Range<usize>, x: &[f32], y: &mut [f32]) -> SharedOutput {
-    let n = x.len() / w.inp;
-    let width = rows.len();
-    assert!(y.len() >= n * width, "output holds {n} x {width} values");
-    SharedOutput {
-        ptr: y.as_mut_ptr(),
-        width,
-    }
-}
-
-/// Panel `p` of [`matmul`]: its 16 weight rows dequantized once, then met by every row of `x`.
-fn panel_product(w: &LinearView, rows: &Range<usize>, x: &[f32], out: &SharedOutput, p: usize) {
     let k = w.inp;
     let n = x.len() / k;
-    let first = p * PANEL;
-    let count = (rows.len() - first).min(PANEL);
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        scratch.resize(k * (PANEL + 1), 0.0);
-        let (panel, row) = scratch.split_at_mut(k * PANEL);
-        pack_panel(w, rows.start + first, count, row, panel);
-        let mut tile = [0.0f32; TILE_ROWS * PANEL];
-        for t in (0..n).step_by(TILE_ROWS) {
-            let m = (n - t).min(TILE_ROWS);
-            multiply_tile(panel, &x[t * k..(t + m) * k], &mut tile[..m * PANEL]);
-            for (r, values) in tile[..m * PANEL].chunks(PANEL).enumerate() {
-                // SAFETY: columns first..first + count are this panel's, inside `out`'s rows
-                // (checked by `output`).
-                unsafe { out.write(t + r, first, &values[..count]) };
+    let width = rows.len();
+    assert!(y.len() >= n * width, "output holds {n} x {width} values");
+    let out = SharedOutput {
+        ptr: y.as_mut_ptr(),
+        width,
+    };
+    (0..width.div_ceil(PANEL)).into_par_iter().for_each(|p| {
+        let first = p * PANEL;
+        let count = (width - first).min(PANEL);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.resize(k * (PANEL + 1), 0.0);
+            let (panel, row) = scratch.split_at_mut(k * PANEL);
+            pack_panel(w, rows.start + first, count, row, panel);
+            let mut tile = [0.0f32; TILE_ROWS * PANEL];
+            for t in (0..n).step_by(TILE_ROWS) {
+                let m = (n - t).min(TILE_ROWS);
+                multiply_tile(panel, &x[t * k..(t + m) * k], &mut tile[..m * PANEL]);
+                for (r, values) in tile[..m * PANEL].chunks(PANEL).enumerate() {
+                    // SAFETY: columns first..first + count are this task's panel.
+                    unsafe { out.write(t + r, first, &values[..count]) };
+                }
             }
-        }
+        });
     });
 }
 

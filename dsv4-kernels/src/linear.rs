@@ -347,17 +347,6 @@ impl LinearView<'_> {
         self.forward_rows(0..self.out, x, y);
     }
 
-    /// [`Self::forward`] without parallel work, for a caller that is itself one of many
-    /// parallel tasks: no nested tasks to wait on, so buffers the caller holds stay its own
-    /// while the product runs. The same sums in the same order as [`Self::forward`].
-    pub fn forward_on_this_thread(&self, x: &[f32], y: &mut [f32]) {
-        if x.len() / self.inp == 1 {
-            self.with_kernel_input(x, |x| self.rows_in_kernel_order(0, &mut y[..self.out], x));
-        } else {
-            crate::gemm::matmul_on_this_thread(self, 0..self.out, x, y);
-        }
-    }
-
     /// `y[r] = W[rows] x[r]` for a range of `W`'s output rows (grouped projections use slices
     /// of one weight); `y` is `x_rows × rows.len()`. Work is split over output rows; one input
     /// row reads each weight row in place, several go through the blocked product

@@ -1,6 +1,6 @@
 //! The blocked product (several input rows at once) against a float64 product of the exactly
 //! dequantized weight, for every stored format, with ragged panels, ragged tiles and row ranges
-//! that start inside a panel; and the product on the calling thread against the parallel one.
+//! that start inside a panel.
 
 mod common;
 
@@ -44,22 +44,6 @@ fn check(view: &LinearView, rows: std::ops::Range<usize>, n: usize, label: &str)
                 "{label}: n={n} output {o} row {t}: {got} vs {want}"
             );
         }
-    }
-}
-
-/// Checks that `forward_on_this_thread` gives `forward`'s values bit for bit.
-fn check_on_this_thread(view: &LinearView, n: usize, label: &str) {
-    let x = floats(n * view.inp, 40 + n as u64);
-    let mut parallel = vec![f32::NAN; n * view.out];
-    let mut here = vec![f32::NAN; n * view.out];
-    view.forward(&x, &mut parallel);
-    view.forward_on_this_thread(&x, &mut here);
-    for (i, (a, b)) in parallel.iter().zip(&here).enumerate() {
-        assert_eq!(
-            a.to_bits(),
-            b.to_bits(),
-            "{label}: n={n} value {i}: {a} vs {b}"
-        );
     }
 }
 
@@ -141,7 +125,6 @@ fn blocked_product_matches_the_dequantized_product() {
         let view = LinearView { out, inp, weight };
         for n in [1, 2, 5, 6, 7, 13] {
             check(&view, 0..out, n, label);
-            check_on_this_thread(&view, n, label);
         }
         // A grouped projection's slice: starts mid-panel, ends ragged.
         check(&view, 5..141, 9, label);

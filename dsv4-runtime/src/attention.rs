@@ -477,9 +477,7 @@ fn indexer_top_k(
                 let weights = &index_w[t * hi..][..hi];
                 let mut select = |piece_keys: &[f32]| {
                     with_buffer(&HEAD_DOTS, |dots| {
-                        // On this thread: the pieces are the parallel tasks, and the buffers
-                        // held here must not be wanted by another piece while this one waits.
-                        heads.forward_on_this_thread(piece_keys, zeroed(dots, (last - first) * hi));
+                        heads.forward(piece_keys, zeroed(dots, (last - first) * hi));
                         with_buffer(&CANDIDATES, |candidates| {
                             candidates.clear();
                             candidates.extend((first..last).zip(dots.chunks(hi)).map(|(e, d)| {
