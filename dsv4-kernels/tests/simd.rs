@@ -162,8 +162,7 @@ fn arranged(order: InputOrder, x: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Every input order is a permutation that `arrange` applies as `source` describes, and moves
-/// nothing past the whole blocks its kernel decodes (the kernels read those in natural order).
+/// The SIMD maximum (greedy sampling's) agrees with the scalar one, NaN never winning.
 #[test]
 fn simd_maximum_matches_the_scalar_one_with_nans_and_infinities() {
     for n in [0, 1, 7, 31, 32, 33, 100, 1000, 1027] {
@@ -207,6 +206,8 @@ fn hot_path_scale_multipliers_equal_the_checked_decode() {
     }
 }
 
+/// Every input order is a permutation that `arrange` applies as `source` describes, and moves
+/// nothing past the whole blocks its kernel decodes (the kernels read those in natural order).
 #[test]
 fn input_orders_are_permutations() {
     let orders = [
