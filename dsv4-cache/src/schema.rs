@@ -201,7 +201,7 @@ impl ModelCacheSchema {
                 tails: Vec::new(),
             };
             if let Some(ratio) = attention.ratio() {
-                if block_size == 0 || block_size % ratio != 0 {
+                if block_size == 0 || !block_size.is_multiple_of(ratio) {
                     return Err(BlockSizeError {
                         block_size,
                         ratio,

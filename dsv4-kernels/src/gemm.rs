@@ -77,7 +77,7 @@ pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32
 /// columns past `count` are zero).
 fn pack_panel(w: &LinearView, first: usize, count: usize, row: &mut [f32], panel: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && w.inp % 8 == 0 {
+    if has_avx2() && w.inp.is_multiple_of(8) {
         // SAFETY: AVX2 and FMA were detected; rows first..first + count exist, k is a
         // multiple of 8 and the panel holds k × 16 values.
         unsafe { avx2::pack_panel(w, first, count, panel) };

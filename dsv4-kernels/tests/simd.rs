@@ -2,31 +2,13 @@
 //! exact dequantization (tested against ml_dtypes in formats.rs) followed by a plain sum.
 
 mod common;
+mod row_cases;
 
-use common::bytes;
+use common::{bytes, close, e4m3_bytes, floats};
 
 use dsv4_kernels::formats::{dequant_fp4_group, dequant_fp8_block, e8m0_to_f32};
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 use dsv4_kernels::simd::{self, scalar, InputOrder};
-
-fn floats(n: usize, seed: u64) -> Vec<f32> {
-    bytes(n, seed)
-        .iter()
-        .map(|&b| (f32::from(b) - 127.5) / 64.0)
-        .collect()
-}
-
-fn close(a: f32, b: f32, scale: f32) -> bool {
-    (a - b).abs() <= 1e-5 * scale.max(1.0)
-}
-
-/// Finite E4M3 bytes (0x7F and 0xFF are NaN).
-fn e4m3_bytes(n: usize, seed: u64) -> Vec<u8> {
-    bytes(n, seed)
-        .into_iter()
-        .map(|b| if b & 0x7F == 0x7F { b - 1 } else { b })
-        .collect()
-}
 
 #[test]
 fn simd_dots_match_scalar_dots() {
@@ -85,7 +67,7 @@ fn simd_dots_match_scalar_dots() {
     }
     // The fused rows against block-by-block scalar sums with the same scales, stored as f32
     // and as UE8M0 bytes.
-    for n in [32, 96, 128, 384, 1024] {
+    for n in [32, 96, 128, 224, 384, 1024] {
         let x = floats(n, 5);
         let e8m0: Vec<u8> = (0..n).map(|i| 120 + (i % 9) as u8).collect();
         let f32s: Vec<u8> = (0..n)
@@ -118,6 +100,28 @@ fn simd_dots_match_scalar_dots() {
             );
         }
     }
+}
+
+/// The row kernels this CPU runs (AVX-512, AVX2 or the portable ones, as detected) against
+/// their scalar twins, within a rounding bound rather than the loose one above. On an AVX-512
+/// machine, `DSV4_NO_AVX512=1` points this at the AVX2 kernels.
+#[test]
+fn dispatched_row_kernels_match_their_scalar_twins_closely() {
+    println!(
+        "AVX-512 in use: {}, AVX2+FMA: {}",
+        simd::has_avx512(),
+        simd::has_avx2()
+    );
+    let cases = row_cases::cases();
+    let total: usize = cases.iter().map(row_cases::Case::outputs).sum();
+    let mut got = vec![0.0f32; total];
+    let mut at = 0;
+    for case in &cases {
+        let n = case.outputs();
+        case.dispatched(&mut got[at..at + n]);
+        at += n;
+    }
+    row_cases::check(&cases, &got, "dispatched");
 }
 
 /// A fused row's definition summed block by block: `Σ_b scale(b) · dot(stored block b,
@@ -212,9 +216,9 @@ fn hot_path_scale_multipliers_equal_the_checked_decode() {
 fn input_orders_are_permutations() {
     let orders = [
         (InputOrder::Natural, 1),
-        (InputOrder::Bf16, 16),
+        (InputOrder::Bf16, 32),
         (InputOrder::Fp8, 128),
-        (InputOrder::Fp4, 64),
+        (InputOrder::Fp4, 128),
     ];
     for (order, span) in orders {
         for len in [
@@ -425,7 +429,11 @@ fn fused_rows_decode_every_code_exactly() {
     };
     let fp4_value = |j: usize| {
         let byte = packed[j / 2];
-        let code = if j % 2 == 0 { byte & 0xF } else { byte >> 4 };
+        let code = if j.is_multiple_of(2) {
+            byte & 0xF
+        } else {
+            byte >> 4
+        };
         dsv4_kernels::formats::E2M1_VALUES[usize::from(code)]
             * e8m0_to_f32(groups[j / 32]).expect("finite")
     };

@@ -292,7 +292,7 @@ impl ModelConfig {
                 "1 (V4 has exactly one shared expert)",
             );
         }
-        if self.qk_rope_head_dim % 2 != 0 || self.qk_rope_head_dim >= self.head_dim {
+        if !self.qk_rope_head_dim.is_multiple_of(2) || self.qk_rope_head_dim >= self.head_dim {
             return bad(
                 "qk_rope_head_dim",
                 self.qk_rope_head_dim.to_string(),
@@ -319,7 +319,7 @@ impl ModelConfig {
                 "a power of two (the indexer's Hadamard rotation needs one)",
             );
         }
-        if self.num_attention_heads % self.o_groups != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.o_groups) {
             return bad(
                 "o_groups",
                 self.o_groups.to_string(),

@@ -14,6 +14,30 @@ pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Deterministic f32 values in [-2, 2).
+#[allow(dead_code)]
+pub fn floats(n: usize, seed: u64) -> Vec<f32> {
+    bytes(n, seed)
+        .iter()
+        .map(|&b| (f32::from(b) - 127.5) / 64.0)
+        .collect()
+}
+
+/// Whether two sums agree to float rounding, relative to the size of what was summed.
+#[allow(dead_code)]
+pub fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+/// Finite E4M3 bytes (0x7F and 0xFF are NaN).
+#[allow(dead_code)]
+pub fn e4m3_bytes(n: usize, seed: u64) -> Vec<u8> {
+    bytes(n, seed)
+        .into_iter()
+        .map(|b| if b & 0x7F == 0x7F { b - 1 } else { b })
+        .collect()
+}
+
 /// The reference values made by fixtures/make_quant.py.
 #[allow(dead_code)]
 pub fn quant_fixture() -> serde_json::Value {

@@ -1,0 +1,245 @@
+//! The row kernels in 512-bit vectors (AVX-512 F and BW), chosen at run time where the CPU has
+//! them. Each reads the same input layout as its AVX2 and scalar twins ([`InputOrder`]), which
+//! is laid out for these decodes: one load of a row covers what two AVX2 loads do, and every
+//! vector of `x` is one contiguous load.
+//!
+//! [`InputOrder`]: super::InputOrder
+
+use std::arch::x86_64::*;
+
+use super::{E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
+use crate::linear::Scales;
+
+/// BF16 row, `x` in [`super::InputOrder::Bf16`]: a 32-value block is one load, its lower
+/// halves (one shift) the first 16 slots and its upper halves (one mask) the next 16.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW ([`super::has_avx512`]).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    let upper = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+    // Two blocks per step into four accumulators, so the FMA chains overlap.
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let block = |i: usize, [even, odd]: [__m512; 2]| {
+        let raw = _mm512_loadu_si512(w.as_ptr().add(2 * i).cast());
+        let lower = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+        let higher = _mm512_castsi512_ps(_mm512_and_si512(raw, upper));
+        [
+            _mm512_fmadd_ps(lower, _mm512_loadu_ps(x.as_ptr().add(i)), even),
+            _mm512_fmadd_ps(higher, _mm512_loadu_ps(x.as_ptr().add(i + 16)), odd),
+        ]
+    };
+    let mut i = 0;
+    while i + 64 <= n {
+        [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
+        [acc[2], acc[3]] = block(i + 32, [acc[2], acc[3]]);
+        i += 64;
+    }
+    if i + 32 <= n {
+        [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
+        i += 32;
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(sum) + super::scalar::dot_bf16(&w[2 * i..], &x[i..])
+}
+
+/// `R` FP8 rows against one `x` in [`super::InputOrder::Fp8`]: per 128-block, 64 bytes of each
+/// row at a time become four vectors by shifts ([`e4m3x64`]), each against one load of `x`.
+/// UE8M0 scales (every checkpoint's) decode inline, the scale type settled once per call so
+/// the loop has no branch between its loads.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW ([`super::has_avx512`]).
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dot_fp8_rows<const R: usize>(
+    q: [&[u8]; R],
+    x: &[f32],
+    scales: [Scales; R],
+) -> [f32; R] {
+    let blocks = x.len().div_ceil(128);
+    let mut bytes: [&[u8]; R] = [&[]; R];
+    let mut all_e8m0 = true;
+    for (row_bytes, scales) in bytes.iter_mut().zip(scales) {
+        match scales {
+            Scales::E8M0(b) if b.len() >= blocks => *row_bytes = b,
+            _ => all_e8m0 = false,
+        }
+    }
+    if all_e8m0 {
+        fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
+    } else {
+        fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
+    }
+}
+
+/// [`dot_fp8_rows`] with block `b` of row `r` scaled by `multiplier(r, b)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn fp8_blocks<const R: usize>(
+    q: [&[u8]; R],
+    x: &[f32],
+    multiplier: impl Fn(usize, usize) -> f32,
+) -> [f32; R] {
+    let n = x.len();
+    let whole = n / 128;
+    let fields = _mm512_set1_epi32(0x87F0_0000u32 as i32);
+    let mut total = [_mm512_setzero_ps(); R];
+    for b in 0..whole {
+        let start = 128 * b;
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for step in [start, start + 64] {
+            let mut w = [[_mm512_setzero_ps(); 4]; R];
+            for (w, row) in w.iter_mut().zip(&q) {
+                *w = e4m3x64(row.as_ptr().add(step), fields);
+            }
+            for j in 0..4 {
+                let xs = _mm512_loadu_ps(x.as_ptr().add(step + 16 * j));
+                for r in 0..R {
+                    acc[r][j] = _mm512_fmadd_ps(w[r][j], xs, acc[r][j]);
+                }
+            }
+        }
+        for r in 0..R {
+            let a = acc[r];
+            let block = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+            let m = _mm512_set1_ps(multiplier(r, b) * E4M3_RESCALE);
+            total[r] = _mm512_fmadd_ps(block, m, total[r]);
+        }
+    }
+    // A last partial block (widths that are not a multiple of 128).
+    let start = 128 * whole;
+    let mut sums = [0.0f32; R];
+    for r in 0..R {
+        sums[r] = _mm512_reduce_add_ps(total[r]);
+        if start < n {
+            let part = super::scalar::dot_e4m3(&q[r][start..], &x[start..]);
+            sums[r] += part * multiplier(r, whole);
+        }
+    }
+    sums
+}
+
+/// 64 E4M3 bytes at `p` as four f32 vectors (times 2^-120), vector `v` holding bytes
+/// `4k + o` of each 32-byte half (`o = [0, 2, 1, 3][v]`): the 256-bit decode of the AVX2
+/// kernel in both halves at once. An arithmetic shift right by 4 puts a 16-bit lane's upper
+/// byte's exponent and mantissa into BF16's fields with its sign smeared above them; the lower
+/// byte gets the same after a shift left by 8. A 32-bit lane's upper BF16 is then an f32 once
+/// masked (`fields`), its lower one after a shift by 16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn e4m3x64(p: *const u8, fields: __m512i) -> [__m512; 4] {
+    let raw = _mm512_loadu_si512(p.cast());
+    let upper = _mm512_srai_epi16(raw, 4);
+    let lower = _mm512_srai_epi16(_mm512_slli_epi16(raw, 8), 4);
+    [
+        _mm512_slli_epi32(lower, 16),
+        lower,
+        _mm512_slli_epi32(upper, 16),
+        upper,
+    ]
+    .map(|w| _mm512_castsi512_ps(_mm512_and_si512(w, fields)))
+}
+
+/// FP4 row, `x` in [`super::InputOrder::Fp4`]: a run of four groups per step, one per 128-bit
+/// lane, decoded as in the AVX2 kernel (each code looked up as the two bytes of its BF16 value,
+/// the byte pairs unpacked into f32). Sixteen groups' multipliers are decoded at once, and
+/// each step's four lane sums are scaled into the total by one FMA.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW ([`super::has_avx512`]).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
+    let groups = x.len() / 32;
+    let runs = groups / 4 * 4;
+    let low = _mm512_broadcast_i32x4(_mm_loadu_si128(E2M1_BF16_LOW.as_ptr().cast()));
+    let high = _mm512_broadcast_i32x4(_mm_loadu_si128(E2M1_BF16_HIGH.as_ptr().cast()));
+    let nibble = _mm512_set1_epi8(0x0F);
+    let upper = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+    // The lane sums of groups g..g + 4 (unscaled; g a multiple of four).
+    let run = |g: usize| {
+        let bytes = _mm512_loadu_si512(packed.as_ptr().add(16 * g).cast());
+        let even = _mm512_and_si512(bytes, nibble);
+        let odd = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+        let xs = x.as_ptr().add(32 * g);
+        let mut w = [_mm512_setzero_ps(); 8];
+        for (parity, codes) in [even, odd].into_iter().enumerate() {
+            let lo = _mm512_shuffle_epi8(low, codes);
+            let hi = _mm512_shuffle_epi8(high, codes);
+            let halves = [_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi)];
+            for (half, bf16) in halves.into_iter().enumerate() {
+                let j = 4 * parity + 2 * half;
+                w[j] = _mm512_castsi512_ps(_mm512_slli_epi32(bf16, 16));
+                w[j + 1] = _mm512_castsi512_ps(_mm512_and_si512(bf16, upper));
+            }
+        }
+        // Two product chains of four.
+        let mut a = _mm512_mul_ps(w[0], _mm512_loadu_ps(xs));
+        let mut b = _mm512_mul_ps(w[1], _mm512_loadu_ps(xs.add(16)));
+        for j in (2..8).step_by(2) {
+            a = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xs.add(16 * j)), a);
+            b = _mm512_fmadd_ps(w[j + 1], _mm512_loadu_ps(xs.add(16 * j + 16)), b);
+        }
+        _mm512_add_ps(a, b)
+    };
+    // Lane quarter `l` takes the multiplier of group `p + l`.
+    let spread = |m: __m512, p: i32| {
+        let index = _mm512_setr_epi32(
+            p,
+            p,
+            p,
+            p,
+            p + 1,
+            p + 1,
+            p + 1,
+            p + 1,
+            p + 2,
+            p + 2,
+            p + 2,
+            p + 2,
+            p + 3,
+            p + 3,
+            p + 3,
+            p + 3,
+        );
+        _mm512_permutexvar_ps(index, m)
+    };
+    // Two running totals, so the FMAs of consecutive runs do not wait on each other.
+    let (mut t0, mut t1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut g = 0;
+    while g + 16 <= runs {
+        let m = multipliers16(scales, g);
+        t0 = _mm512_fmadd_ps(run(g), spread(m, 0), t0);
+        t1 = _mm512_fmadd_ps(run(g + 4), spread(m, 4), t1);
+        t0 = _mm512_fmadd_ps(run(g + 8), spread(m, 8), t0);
+        t1 = _mm512_fmadd_ps(run(g + 12), spread(m, 12), t1);
+        g += 16;
+    }
+    while g + 4 <= runs {
+        let m: [f32; 4] = std::array::from_fn(|l| scales.multiplier(g + l));
+        let m = _mm512_castps128_ps512(_mm_loadu_ps(m.as_ptr()));
+        t0 = _mm512_fmadd_ps(run(g), spread(m, 0), t0);
+        g += 4;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(t0, t1))
+        + super::scalar::dot_fp4_groups(packed, x, scales, g)
+}
+
+/// The multipliers of scales `g..g + 16` (which must exist). UE8M0 bytes widen and shift
+/// into f32's exponent field; byte 0 (2^-127, a subnormal) comes out of the maximum with its
+/// bit pattern.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn multipliers16(scales: Scales, g: usize) -> __m512 {
+    match scales {
+        Scales::E8M0(bytes) => {
+            let b = &bytes[g..g + 16];
+            let wide = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.as_ptr().cast()));
+            let bits =
+                _mm512_max_epu32(_mm512_slli_epi32(wide, 23), _mm512_set1_epi32(0x0040_0000));
+            _mm512_castsi512_ps(bits)
+        }
+        Scales::F32(bytes) => _mm512_loadu_ps(bytes[4 * g..4 * (g + 16)].as_ptr().cast()),
+    }
+}
