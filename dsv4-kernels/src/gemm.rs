@@ -1,6 +1,8 @@
 //! Many input rows times a stored weight (prefill, and experts with several tokens): sixteen
 //! weight rows at a time are dequantized, once, into a `k × 16` panel, and every input row meets
-//! the panel in register tiles of 6 rows × 16 outputs, one broadcast of `x` feeding two FMAs.
+//! the panel in register tiles of 6 rows × 16 outputs, one broadcast of `x` feeding two FMAs
+//! (AVX2), or of 12 rows × 16 outputs, one broadcast per FMA (AVX-512, whose 32 registers hold
+//! twelve accumulators).
 //! Dequantization is exact, so only the order of the f32 sums differs from a plain product.
 
 use std::cell::RefCell;
@@ -9,12 +11,17 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::linear::LinearView;
-use crate::simd::has_avx2;
+use crate::simd::{has_avx2, has_avx512};
 
-/// Outputs per panel: two AVX2 vectors.
+/// Outputs per panel: two AVX2 vectors, or one AVX-512 vector.
 const PANEL: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(PANEL == crate::simd::avx512::TILE_WIDTH);
 /// Input rows per register tile: 6 × 2 accumulators leave registers for the panel and `x`.
 const TILE_ROWS: usize = 6;
+/// Input rows per register tile with AVX-512: one accumulator each, and twelve independent
+/// FMA chains per panel line.
+const WIDE_TILE_ROWS: usize = 12;
 
 thread_local! {
     /// Each worker's panel and row buffers, kept between calls so prefill does not allocate
@@ -60,9 +67,14 @@ pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32
             scratch.resize(k * (PANEL + 1), 0.0);
             let (panel, row) = scratch.split_at_mut(k * PANEL);
             pack_panel(w, rows.start + first, count, row, panel);
-            let mut tile = [0.0f32; TILE_ROWS * PANEL];
-            for t in (0..n).step_by(TILE_ROWS) {
-                let m = (n - t).min(TILE_ROWS);
+            let tile_rows = if has_avx512() {
+                WIDE_TILE_ROWS
+            } else {
+                TILE_ROWS
+            };
+            let mut tile = [0.0f32; WIDE_TILE_ROWS * PANEL];
+            for t in (0..n).step_by(tile_rows) {
+                let m = (n - t).min(tile_rows);
                 multiply_tile(panel, &x[t * k..(t + m) * k], &mut tile[..m * PANEL]);
                 for (r, values) in tile[..m * PANEL].chunks(PANEL).enumerate() {
                     // SAFETY: columns first..first + count are this task's panel.
@@ -95,9 +107,17 @@ fn pack_panel(w: &LinearView, first: usize, count: usize, row: &mut [f32], panel
     }
 }
 
-/// `tile[r][j] = Σₖ x[r][k] · panel[k][j]` for the `m ≤ 6` rows of `x`.
+/// `tile[r][j] = Σₖ x[r][k] · panel[k][j]` for the `m` rows of `x` (at most 12 with AVX-512,
+/// 6 otherwise).
 fn multiply_tile(panel: &[f32], x: &[f32], tile: &mut [f32]) {
     let k = panel.len() / PANEL;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F and BW were detected; `x` holds m ≤ 12 rows of k values, `tile`
+        // m × 16.
+        unsafe { crate::simd::avx512::tile(panel, x, k, tile) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 and FMA were detected; `x` holds m rows of k values, `tile` m × 16.

@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::bytes;
+use common::floats;
 
 use dsv4_kernels::attend::attend_shared_kv;
-
-fn floats(n: usize, seed: u64) -> Vec<f32> {
-    bytes(n, seed)
-        .iter()
-        .map(|&b| (f32::from(b) - 127.5) / 64.0)
-        .collect()
-}
 
 #[test]
 fn shared_kv_attention_matches_the_formula() {

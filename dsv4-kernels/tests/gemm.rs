@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::bytes;
+use common::{bytes, floats};
 
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
-
-fn floats(n: usize, seed: u64) -> Vec<f32> {
-    bytes(n, seed)
-        .iter()
-        .map(|&b| (f32::from(b) - 127.5) / 64.0)
-        .collect()
-}
 
 /// Checks `forward_rows(rows, x)` against Σ in f64 over the dequantized weight, each output
 /// within 1e-6 of the sum of |w·x| (f32 rounding of a sum of that size).

@@ -243,3 +243,47 @@ unsafe fn multipliers16(scales: Scales, g: usize) -> __m512 {
         Scales::F32(bytes) => _mm512_loadu_ps(bytes[4 * g..4 * (g + 16)].as_ptr().cast()),
     }
 }
+
+/// Outputs per panel line of the blocked product: one 512-bit vector.
+pub const TILE_WIDTH: usize = 16;
+
+/// Blocked product's register tile: `out[r][j] = Σₖ x[r][k] · panel[k][j]` for the `m` rows
+/// of `x` (`m × k` values, `m = out.len() / 16`, at most 12) against a `k × 16` panel, one
+/// accumulator vector per row, each panel line loaded once for all rows.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW ([`super::has_avx512`]); `panel` holds `k × 16` values,
+/// `x` `m × k` and `out` `m × 16` with `1 <= m <= 12`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn tile(panel: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    match out.len() / TILE_WIDTH {
+        1 => tile_of::<1>(panel, x, k, out),
+        2 => tile_of::<2>(panel, x, k, out),
+        3 => tile_of::<3>(panel, x, k, out),
+        4 => tile_of::<4>(panel, x, k, out),
+        5 => tile_of::<5>(panel, x, k, out),
+        6 => tile_of::<6>(panel, x, k, out),
+        7 => tile_of::<7>(panel, x, k, out),
+        8 => tile_of::<8>(panel, x, k, out),
+        9 => tile_of::<9>(panel, x, k, out),
+        10 => tile_of::<10>(panel, x, k, out),
+        11 => tile_of::<11>(panel, x, k, out),
+        _ => tile_of::<12>(panel, x, k, out),
+    }
+}
+
+/// [`tile`] for `M` rows, all `M` accumulators in registers.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn tile_of<const M: usize>(panel: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); M];
+    let (p, xp) = (panel.as_ptr(), x.as_ptr());
+    for kk in 0..k {
+        let w = _mm512_loadu_ps(p.add(TILE_WIDTH * kk));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(w, _mm512_set1_ps(*xp.add(r * k + kk)), *a);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(TILE_WIDTH * r), *a);
+    }
+}

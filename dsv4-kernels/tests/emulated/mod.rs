@@ -9,6 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Names a Python interpreter with `bochscpu` installed (`pip install bochscpu-python==0.3.1`);
@@ -21,6 +23,9 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// The emulated function's stack.
 const STACK_BYTES: usize = 1 << 20;
 
+/// Page size of the mappings listed in `/proc/self/maps`.
+const PAGE: u64 = 4096;
+
 /// The Python to run the emulator with, or why emulated tests are skipped.
 pub fn emulator() -> Result<PathBuf, String> {
     std::env::var_os(PYTHON_ENV)
@@ -31,9 +36,17 @@ pub fn emulator() -> Result<PathBuf, String> {
 /// Runs `entry(arg)` on the emulated CPU with `python`, then copies the emulated memory of
 /// `result` back into it. Panics (failing the test) when the call does not return normally.
 pub fn call(python: &Path, entry: extern "C" fn(*mut u8), arg: *mut u8, result: &mut [u8]) {
+    // One call at a time: a snapshot is taken while no other call maps or frees its stack.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let stack = vec![0u8; STACK_BYTES];
     let stack_top = (stack.as_ptr() as u64 + STACK_BYTES as u64) & !15;
-    let dir = std::env::temp_dir().join(format!("dsv4-emulated-{}", std::process::id()));
+    // One directory per call: tests in one process call concurrently.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dsv4-emulated-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary directory");
     let (snapshot, answer) = (dir.join("snapshot"), dir.join("result"));
     let header = [
@@ -96,10 +109,24 @@ fn write_snapshot(path: &Path, header: [u64; 5]) -> std::io::Result<()> {
         };
         let start = u64::from_str_radix(start, 16).expect("maps address");
         let end = u64::from_str_radix(end, 16).expect("maps address");
-        let mut bytes = vec![0u8; (end - start) as usize];
-        // Mappings that cannot be read whole (past a file's end) are left out.
-        if memory.read_exact_at(&mut bytes, start).is_ok() {
-            regions.push((start, perms.contains('x'), bytes));
+        // Pages that cannot be read (past a file's end, or unmapped since the listing by
+        // another thread) are left out; the readable runs between them are kept.
+        let code = perms.contains('x');
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for page in (start..end).step_by(PAGE as usize) {
+            let mut bytes = [0u8; PAGE as usize];
+            match (memory.read_exact_at(&mut bytes, page).is_ok(), &mut run) {
+                (true, Some((_, run))) => run.extend_from_slice(&bytes),
+                (true, None) => run = Some((page, bytes.to_vec())),
+                (false, _) => {
+                    if let Some((at, bytes)) = run.take() {
+                        regions.push((at, code, bytes));
+                    }
+                }
+            }
+        }
+        if let Some((at, bytes)) = run {
+            regions.push((at, code, bytes));
         }
     }
     let mut out = std::io::BufWriter::new(File::create(path)?);
