@@ -1,6 +1,7 @@
 //! Dot products of an f32 vector with weights in their stored formats (f32, BF16, E4M3, packed
-//! E2M1), each with a portable scalar version and an AVX2+FMA version chosen at run time. Both
-//! compute the same exact products; only the order of the f32 sums differs.
+//! E2M1), each with a portable scalar version, an AVX2+FMA version and an AVX-512 one
+//! ([`avx512`]), chosen at run time. All compute the same exact products; only the order of the
+//! f32 sums differs.
 
 use std::sync::OnceLock;
 
@@ -807,8 +808,14 @@ pub fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && a.len() == b.len() {
-        // SAFETY: AVX2 and FMA were detected; the slices have equal lengths.
-        return unsafe { avx2::dot_f32(a, b) };
+        // SAFETY: the instruction sets were detected; the slices have equal lengths.
+        return unsafe {
+            if has_avx512() {
+                avx512::dot_f32_at(a.as_ptr(), b)
+            } else {
+                avx2::dot_f32(a, b)
+            }
+        };
     }
     scalar::dot_f32(a, b)
 }
@@ -818,8 +825,14 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn max_f32(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: AVX2 was detected.
-        return unsafe { avx2::max_f32(x) };
+        // SAFETY: the instruction sets were detected.
+        return unsafe {
+            if has_avx512() {
+                avx512::max_f32(x)
+            } else {
+                avx2::max_f32(x)
+            }
+        };
     }
     scalar::max_f32(x)
 }
@@ -829,8 +842,14 @@ pub fn max_f32(x: &[f32]) -> f32 {
 pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && w.len() == 4 * x.len() {
-        // SAFETY: AVX2 and FMA were detected; `w` has four bytes per value of `x`.
-        return unsafe { avx2::dot_f32_le(w, x) };
+        // SAFETY: the instruction sets were detected; `w` has four bytes per value of `x`.
+        return unsafe {
+            if has_avx512() {
+                avx512::dot_f32_at(w.as_ptr().cast(), x)
+            } else {
+                avx2::dot_f32_le(w, x)
+            }
+        };
     }
     scalar::dot_f32_le(w, x)
 }
@@ -840,8 +859,15 @@ pub fn dots4<const K: usize>(w: [&[f32]; K], x: [&[f32]; 4]) -> [[f32; 4]; K] {
     let n = w.first().map_or(0, |r| r.len());
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && w.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() >= n) {
-        // SAFETY: AVX2 and FMA were detected; the rows share a length every vector reaches.
-        return unsafe { avx2::dots4(w, x) };
+        // SAFETY: the instruction sets were detected; the rows share a length every vector
+        // reaches.
+        return unsafe {
+            if has_avx512() {
+                avx512::dots4(w, x)
+            } else {
+                avx2::dots4(w, x)
+            }
+        };
     }
     w.map(|row| x.map(|r| scalar::dot_f32(row, r)))
 }
@@ -865,6 +891,7 @@ pub fn weighted_sums<'r>(
     let mut ws = weights.chunks(n);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        let wide = has_avx512();
         for _ in 0..heads / 4 {
             let (Some(o0), Some(o1), Some(o2), Some(o3)) =
                 (outs.next(), outs.next(), outs.next(), outs.next())
@@ -876,12 +903,26 @@ pub fn weighted_sums<'r>(
             else {
                 break;
             };
-            // SAFETY: AVX2 and FMA were detected; rows are sliced (bounds-checked) per block.
-            unsafe { avx2::weighted_sum4(row, [w0, w1, w2, w3], [o0, o1, o2, o3]) };
+            let (w, o) = ([w0, w1, w2, w3], [o0, o1, o2, o3]);
+            // SAFETY: the instruction sets were detected; rows are sliced (bounds-checked) per
+            // block.
+            unsafe {
+                if wide {
+                    avx512::weighted_sum4(row, w, o)
+                } else {
+                    avx2::weighted_sum4(row, w, o)
+                }
+            };
         }
         for (w, o) in ws.zip(outs) {
             // SAFETY: as above.
-            unsafe { avx2::weighted_sum(row, w, o) };
+            unsafe {
+                if wide {
+                    avx512::weighted_sum(row, w, o)
+                } else {
+                    avx2::weighted_sum(row, w, o)
+                }
+            };
         }
         return;
     }

@@ -1,4 +1,5 @@
-//! The AVX-512 row kernels against their scalar twins, on the same inputs in the same layout.
+//! The AVX-512 kernels: the row kernels against their scalar twins on the same inputs in the
+//! same layout, the blocked product's tile and attention's kernels against sums in f64.
 //! Where this CPU has AVX-512 they run natively; elsewhere on an emulated CPU that has it
 //! (see `emulated`), which CI installs; with neither the test says so and passes untested.
 
@@ -8,6 +9,7 @@ mod row_cases;
 
 use common::floats;
 use dsv4_kernels::simd;
+use dsv4_kernels::simd::scalar;
 use row_cases::{cases, check, Case};
 
 /// What an emulated call receives: the cases and where their results go (`len` values).
@@ -139,5 +141,151 @@ fn avx512_tile_matches_the_product_in_f64() {
             }
         }
         at += 16 * case.rows();
+    }
+}
+
+/// Attention's kernels on `n` keys of width `d`: four queries, and weights for five heads (one
+/// four-head pass and a remainder head); and the maximum of values with NaN and infinities.
+struct AttentionCase {
+    d: usize,
+    n: usize,
+    keys: Vec<f32>,
+    queries: Vec<f32>,
+    weights: Vec<f32>,
+    spiky: Vec<f32>,
+}
+
+impl AttentionCase {
+    fn key(&self, j: usize) -> &[f32] {
+        &self.keys[j * self.d..(j + 1) * self.d]
+    }
+
+    fn query(&self, h: usize) -> &[f32] {
+        &self.queries[h * self.d..(h + 1) * self.d]
+    }
+
+    /// One dot, two keys then one against four queries, five heads' weighted sums, and the
+    /// maximum of the spiky values.
+    fn outputs(&self) -> usize {
+        1 + 8 + 4 + 5 * self.d + 1
+    }
+
+    /// The AVX-512 kernels' outputs, in the order of [`Self::reference`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BW.
+    unsafe fn avx512(&self, out: &mut [f32]) {
+        let four = [self.query(0), self.query(1), self.query(2), self.query(3)];
+        out[0] = simd::avx512::dot_f32_at(self.key(0).as_ptr(), self.query(0));
+        let pair = simd::avx512::dots4([self.key(0), self.key(1)], four);
+        out[1..9].copy_from_slice(pair.as_flattened());
+        let [one] = simd::avx512::dots4([self.key(1)], four);
+        out[9..13].copy_from_slice(&one);
+        let (d, n) = (self.d, self.n);
+        let (sums, rest) = out[13..].split_at_mut(5 * d);
+        let (four_sums, fifth) = sums.split_at_mut(4 * d);
+        let mut heads = four_sums.chunks_mut(d);
+        let heads = [0; 4].map(|_| heads.next().unwrap_or_default());
+        let w = |h: usize| &self.weights[h * n..(h + 1) * n];
+        simd::avx512::weighted_sum4(|j| self.key(j), [w(0), w(1), w(2), w(3)], heads);
+        simd::avx512::weighted_sum(|j| self.key(j), w(4), fifth);
+        rest[0] = simd::avx512::max_f32(&self.spiky);
+    }
+
+    /// Each output's value in f64 and the Σ|terms| that bounds its rounding (0 for the maximum,
+    /// which must be exact).
+    fn reference(&self) -> Vec<(f64, f64)> {
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()))
+        };
+        let mut out = vec![dot(self.key(0), self.query(0))];
+        for j in [0, 1, 1] {
+            out.extend((0..4).map(|h| dot(self.key(j), self.query(h))));
+        }
+        for h in 0..5 {
+            let w = &self.weights[h * self.n..(h + 1) * self.n];
+            for i in 0..self.d {
+                let column: Vec<f32> = (0..self.n).map(|j| self.key(j)[i]).collect();
+                out.push(dot(w, &column));
+            }
+        }
+        out.push((f64::from(scalar::max_f32(&self.spiky)), 0.0));
+        out
+    }
+}
+
+/// Every attention case's AVX-512 outputs, in case order.
+extern "C" fn attention_outputs(work: *mut u8) {
+    // SAFETY: `work` is the `Work` of `on_avx512`, run on a CPU with AVX-512 F and BW.
+    let (cases, out) = unsafe { parts::<AttentionCase>(work) };
+    let mut at = 0;
+    for case in cases {
+        let n = case.outputs();
+        // SAFETY: as above.
+        unsafe { case.avx512(&mut out[at..at + n]) };
+        at += n;
+    }
+}
+
+/// Attention's AVX-512 kernels at widths with and without whole vectors, against f64 sums; the
+/// maximum exactly, with NaN (which must never win) and infinities among the keys.
+#[test]
+fn avx512_attention_kernels_match_sums_in_f64() {
+    let mut cases = Vec::new();
+    for (d, n) in [
+        (1, 2),
+        (15, 3),
+        (16, 2),
+        (33, 5),
+        (128, 7),
+        (200, 4),
+        (512, 9),
+    ] {
+        let keys = floats(n * d, 40 + d as u64);
+        let mut spiky = keys.clone();
+        for (i, v) in spiky.iter_mut().enumerate().step_by(7) {
+            *v = if i.is_multiple_of(2) {
+                f32::NAN
+            } else {
+                -f32::INFINITY
+            };
+        }
+        if d == 200 {
+            spiky[500] = f32::INFINITY;
+        }
+        let queries = floats(4 * d, 50 + d as u64);
+        let weights = floats(5 * n, 60 + n as u64);
+        cases.push(AttentionCase {
+            d,
+            n,
+            keys,
+            queries,
+            weights,
+            spiky,
+        });
+    }
+    let total: usize = cases.iter().map(AttentionCase::outputs).sum();
+    let Some(got) = on_avx512(&cases, total, attention_outputs) else {
+        return;
+    };
+    let mut at = 0;
+    for case in &cases {
+        for (k, (want, size)) in case.reference().into_iter().enumerate() {
+            let g = got[at + k];
+            let ok = if size == 0.0 {
+                g.to_bits() == (want as f32).to_bits()
+            } else {
+                (f64::from(g) - want).abs() <= 1e-6 * size
+            };
+            assert!(
+                ok,
+                "d {} n {} output {k}: AVX-512 {g} against {want}",
+                case.d, case.n
+            );
+        }
+        at += case.outputs();
     }
 }
