@@ -288,6 +288,26 @@ pub mod scalar {
             .sum()
     }
 
+    /// The FP8 row kernels' ending: each row's sum of whole blocks (`sums`) plus its last
+    /// partial block (widths that are not a multiple of 128), scaled by `multiplier(row,
+    /// block)`.
+    #[inline(always)]
+    pub fn with_fp8_partial_block<const R: usize>(
+        q: [&[u8]; R],
+        x: &[f32],
+        multiplier: impl Fn(usize, usize) -> f32,
+        mut sums: [f32; R],
+    ) -> [f32; R] {
+        let whole = x.len() / 128;
+        let start = 128 * whole;
+        if start < x.len() {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum += dot_e4m3(&q[r][start..], &x[start..]) * multiplier(r, whole);
+            }
+        }
+        sums
+    }
+
     /// Σ e2m1(code)·x over packed bytes (low nibble = even element), `x` in natural order.
     pub fn dot_e2m1(packed: &[u8], x: &[f32]) -> f32 {
         packed
@@ -563,22 +583,13 @@ pub(crate) mod avx2 {
         x: &[f32],
         scales: [Scales; R],
     ) -> [f32; R] {
-        let blocks = x.len().div_ceil(128);
-        // UE8M0 scales (every checkpoint's) decode inline; the type is settled once, outside
-        // the loop, so the loop has no branch between its loads.
-        // (Plain loops: a closure through `array::map` here was left uninlined.)
-        let mut bytes: [&[u8]; R] = [&[]; R];
-        let mut all_e8m0 = true;
-        for (row_bytes, scales) in bytes.iter_mut().zip(scales) {
-            match scales {
-                Scales::E8M0(b) if b.len() >= blocks => *row_bytes = b,
-                _ => all_e8m0 = false,
+        match super::Fp8Multipliers::settle(scales, x.len()) {
+            super::Fp8Multipliers::E8M0(bytes) => {
+                fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
             }
-        }
-        if all_e8m0 {
-            fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
-        } else {
-            fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
+            super::Fp8Multipliers::Other(scales) => {
+                fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
+            }
         }
     }
 
@@ -620,17 +631,7 @@ pub(crate) mod avx2 {
                 total[r] = _mm256_fmadd_ps(block, m, total[r]);
             }
         }
-        // A last partial block (widths that are not a multiple of 128).
-        let start = 128 * whole;
-        let mut sums = [0.0f32; R];
-        for r in 0..R {
-            sums[r] = hsum(total[r]);
-            if start < n {
-                let part = super::scalar::dot_e4m3(&q[r][start..], &x[start..]);
-                sums[r] += part * multiplier(r, whole);
-            }
-        }
-        sums
+        super::scalar::with_fp8_partial_block(q, x, multiplier, total.map(|t| hsum(t)))
     }
 
     /// 32 E4M3 bytes at `p` as four f32 vectors (times 2^-120, as from [`e4m3x8`]) holding
@@ -745,6 +746,32 @@ pub fn e8m0_multiplier(b: u8) -> f32 {
     // Byte 0 is 2^-127, the subnormal 0x0040_0000; every other byte is a normal power of two
     // (at least 0x0080_0000), so one maximum covers both without a branch.
     f32::from_bits((u32::from(b) << 23).max(0x0040_0000))
+}
+
+/// An FP8 row kernel's block multipliers, settled once per call outside its loop, so the loop
+/// has no branch between its loads: UE8M0 bytes (every checkpoint's) decode inline.
+pub(crate) enum Fp8Multipliers<'a, const R: usize> {
+    /// Every row's UE8M0 bytes, one per block.
+    E8M0([&'a [u8]; R]),
+    /// Anything else, read through [`Scales::multiplier`].
+    Other([Scales<'a>; R]),
+}
+
+impl<'a, const R: usize> Fp8Multipliers<'a, R> {
+    /// The multipliers of rows `len` values wide.
+    #[inline(always)]
+    pub(crate) fn settle(scales: [Scales<'a>; R], len: usize) -> Self {
+        let blocks = len.div_ceil(128);
+        // (Plain loops: a closure through `array::map` here was left uninlined.)
+        let mut bytes: [&[u8]; R] = [&[]; R];
+        for (row_bytes, row_scales) in bytes.iter_mut().zip(scales) {
+            match row_scales {
+                Scales::E8M0(b) if b.len() >= blocks => *row_bytes = b,
+                _ => return Self::Other(scales),
+            }
+        }
+        Self::E8M0(bytes)
+    }
 }
 
 /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row, `x` in

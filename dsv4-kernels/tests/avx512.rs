@@ -31,9 +31,45 @@ unsafe fn parts<'a, C>(work: *mut u8) -> (&'a [C], &'a mut [f32]) {
     )
 }
 
-/// Runs `entry` on a `Work` of `cases` writing `len` values: natively where this CPU has
-/// AVX-512, else on the emulated CPU. `None` (after saying why) when neither can run it.
-fn on_avx512<C>(cases: &[C], len: usize, entry: extern "C" fn(*mut u8)) -> Option<Vec<f32>> {
+/// A case whose AVX-512 results fill a slice of their own.
+trait Avx512Case {
+    /// How many values its results take.
+    fn outputs(&self) -> usize;
+
+    /// Its AVX-512 results, without allocating (so they can be run on the emulated CPU).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BW.
+    unsafe fn avx512(&self, out: &mut [f32]);
+}
+
+impl Avx512Case for Case {
+    fn outputs(&self) -> usize {
+        Case::outputs(self)
+    }
+
+    unsafe fn avx512(&self, out: &mut [f32]) {
+        Case::avx512(self, out)
+    }
+}
+
+/// Every case's AVX-512 results, in case order, for the `Work` at `work`.
+extern "C" fn run_cases<C: Avx512Case>(work: *mut u8) {
+    // SAFETY: `work` is the `Work` of `on_avx512`, run on a CPU with AVX-512 F and BW.
+    let (cases, out) = unsafe { parts::<C>(work) };
+    let mut at = 0;
+    for case in cases {
+        let n = case.outputs();
+        // SAFETY: as above.
+        unsafe { case.avx512(&mut out[at..at + n]) };
+        at += n;
+    }
+}
+
+/// Every case's AVX-512 results, in case order: computed natively where this CPU has AVX-512,
+/// else on the emulated CPU. `None` (after saying why) when neither can run them.
+fn on_avx512<C: Avx512Case>(cases: &[C]) -> Option<Vec<f32>> {
+    let len = cases.iter().map(C::outputs).sum();
     let mut got = vec![0.0f32; len];
     let mut work = Work {
         cases,
@@ -43,7 +79,7 @@ fn on_avx512<C>(cases: &[C], len: usize, entry: extern "C" fn(*mut u8)) -> Optio
     let work_ptr = (&mut work as *mut Work<C>).cast::<u8>();
     if simd::has_avx512() {
         println!("AVX-512 kernels run natively");
-        entry(work_ptr);
+        run_cases::<C>(work_ptr);
     } else {
         let python = match emulated::emulator() {
             Ok(python) => python,
@@ -55,29 +91,15 @@ fn on_avx512<C>(cases: &[C], len: usize, entry: extern "C" fn(*mut u8)) -> Optio
         println!("AVX-512 kernels run on the emulated CPU");
         // SAFETY: `got` is `len` f32s, viewed as bytes only for the copy back.
         let result = unsafe { std::slice::from_raw_parts_mut(work.out.cast::<u8>(), 4 * len) };
-        emulated::call(&python, entry, work_ptr, result);
+        emulated::call(&python, run_cases::<C>, work_ptr, result);
     }
     Some(got)
-}
-
-/// Every row case's AVX-512 sums, in case order.
-extern "C" fn row_sums(work: *mut u8) {
-    // SAFETY: `work` is the `Work` of `on_avx512`, run on a CPU with AVX-512 F and BW.
-    let (cases, out) = unsafe { parts::<Case>(work) };
-    let mut at = 0;
-    for case in cases {
-        let n = case.outputs();
-        // SAFETY: as above.
-        unsafe { case.avx512(&mut out[at..at + n]) };
-        at += n;
-    }
 }
 
 #[test]
 fn avx512_row_kernels_match_their_scalar_twins() {
     let cases = cases();
-    let total: usize = cases.iter().map(Case::outputs).sum();
-    if let Some(got) = on_avx512(&cases, total, row_sums) {
+    if let Some(got) = on_avx512(&cases) {
         check(&cases, &got, "AVX-512");
     }
 }
@@ -95,16 +117,13 @@ impl TileCase {
     }
 }
 
-/// Every tile case's outputs (`rows × 16` each), in case order.
-extern "C" fn tile_outputs(work: *mut u8) {
-    // SAFETY: `work` is the `Work` of `on_avx512`, run on a CPU with AVX-512 F and BW.
-    let (cases, out) = unsafe { parts::<TileCase>(work) };
-    let mut at = 0;
-    for case in cases {
-        let n = 16 * case.rows();
-        // SAFETY: as above; the panel is k × 16, x rows × k and the output rows × 16.
-        unsafe { simd::avx512::tile(&case.panel, &case.x, case.k, &mut out[at..at + n]) };
-        at += n;
+impl Avx512Case for TileCase {
+    fn outputs(&self) -> usize {
+        16 * self.rows()
+    }
+
+    unsafe fn avx512(&self, out: &mut [f32]) {
+        simd::avx512::tile(&self.panel, &self.x, self.k, out)
     }
 }
 
@@ -119,8 +138,7 @@ fn avx512_tile_matches_the_product_in_f64() {
             cases.push(TileCase { k, panel, x });
         }
     }
-    let total: usize = cases.iter().map(|c| 16 * c.rows()).sum();
-    let Some(got) = on_avx512(&cases, total, tile_outputs) else {
+    let Some(got) = on_avx512(&cases) else {
         return;
     };
     let mut at = 0;
@@ -164,36 +182,8 @@ impl AttentionCase {
         &self.queries[h * self.d..(h + 1) * self.d]
     }
 
-    /// One dot, two keys then one against four queries, five heads' weighted sums, and the
-    /// maximum of the spiky values.
-    fn outputs(&self) -> usize {
-        1 + 8 + 4 + 5 * self.d + 1
-    }
-
-    /// The AVX-512 kernels' outputs, in the order of [`Self::reference`].
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F and BW.
-    unsafe fn avx512(&self, out: &mut [f32]) {
-        let four = [self.query(0), self.query(1), self.query(2), self.query(3)];
-        out[0] = simd::avx512::dot_f32_at(self.key(0).as_ptr(), self.query(0));
-        let pair = simd::avx512::dots4([self.key(0), self.key(1)], four);
-        out[1..9].copy_from_slice(pair.as_flattened());
-        let [one] = simd::avx512::dots4([self.key(1)], four);
-        out[9..13].copy_from_slice(&one);
-        let (d, n) = (self.d, self.n);
-        let (sums, rest) = out[13..].split_at_mut(5 * d);
-        let (four_sums, fifth) = sums.split_at_mut(4 * d);
-        let mut heads = four_sums.chunks_mut(d);
-        let heads = [0; 4].map(|_| heads.next().unwrap_or_default());
-        let w = |h: usize| &self.weights[h * n..(h + 1) * n];
-        simd::avx512::weighted_sum4(|j| self.key(j), [w(0), w(1), w(2), w(3)], heads);
-        simd::avx512::weighted_sum(|j| self.key(j), w(4), fifth);
-        rest[0] = simd::avx512::max_f32(&self.spiky);
-    }
-
     /// Each output's value in f64 and the Σ|terms| that bounds its rounding (0 for the maximum,
-    /// which must be exact).
+    /// which must be exact), in the order of the AVX-512 outputs.
     fn reference(&self) -> Vec<(f64, f64)> {
         let dot = |a: &[f32], b: &[f32]| {
             a.iter()
@@ -217,16 +207,29 @@ impl AttentionCase {
     }
 }
 
-/// Every attention case's AVX-512 outputs, in case order.
-extern "C" fn attention_outputs(work: *mut u8) {
-    // SAFETY: `work` is the `Work` of `on_avx512`, run on a CPU with AVX-512 F and BW.
-    let (cases, out) = unsafe { parts::<AttentionCase>(work) };
-    let mut at = 0;
-    for case in cases {
-        let n = case.outputs();
-        // SAFETY: as above.
-        unsafe { case.avx512(&mut out[at..at + n]) };
-        at += n;
+impl Avx512Case for AttentionCase {
+    /// One dot, two keys then one against four queries, five heads' weighted sums, and the
+    /// maximum of the spiky values.
+    fn outputs(&self) -> usize {
+        1 + 8 + 4 + 5 * self.d + 1
+    }
+
+    unsafe fn avx512(&self, out: &mut [f32]) {
+        let four = [self.query(0), self.query(1), self.query(2), self.query(3)];
+        out[0] = simd::avx512::dot_f32_at(self.key(0).as_ptr(), self.query(0));
+        let pair = simd::avx512::dots4([self.key(0), self.key(1)], four);
+        out[1..9].copy_from_slice(pair.as_flattened());
+        let [one] = simd::avx512::dots4([self.key(1)], four);
+        out[9..13].copy_from_slice(&one);
+        let (d, n) = (self.d, self.n);
+        let (sums, rest) = out[13..].split_at_mut(5 * d);
+        let (four_sums, fifth) = sums.split_at_mut(4 * d);
+        let mut heads = four_sums.chunks_mut(d);
+        let heads = [0; 4].map(|_| heads.next().unwrap_or_default());
+        let w = |h: usize| &self.weights[h * n..(h + 1) * n];
+        simd::avx512::weighted_sum4(|j| self.key(j), [w(0), w(1), w(2), w(3)], heads);
+        simd::avx512::weighted_sum(|j| self.key(j), w(4), fifth);
+        rest[0] = simd::avx512::max_f32(&self.spiky);
     }
 }
 
@@ -267,8 +270,7 @@ fn avx512_attention_kernels_match_sums_in_f64() {
             spiky,
         });
     }
-    let total: usize = cases.iter().map(AttentionCase::outputs).sum();
-    let Some(got) = on_avx512(&cases, total, attention_outputs) else {
+    let Some(got) = on_avx512(&cases) else {
         return;
     };
     let mut at = 0;

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
+use super::{Fp8Multipliers, E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
 use crate::linear::Scales;
 
 /// BF16 row, `x` in [`super::InputOrder::Bf16`]: a 32-value block is one load, its lower
@@ -59,19 +59,9 @@ pub unsafe fn dot_fp8_rows<const R: usize>(
     x: &[f32],
     scales: [Scales; R],
 ) -> [f32; R] {
-    let blocks = x.len().div_ceil(128);
-    let mut bytes: [&[u8]; R] = [&[]; R];
-    let mut all_e8m0 = true;
-    for (row_bytes, scales) in bytes.iter_mut().zip(scales) {
-        match scales {
-            Scales::E8M0(b) if b.len() >= blocks => *row_bytes = b,
-            _ => all_e8m0 = false,
-        }
-    }
-    if all_e8m0 {
-        fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b]))
-    } else {
-        fp8_blocks(q, x, |r, b| scales[r].multiplier(b))
+    match Fp8Multipliers::settle(scales, x.len()) {
+        Fp8Multipliers::E8M0(bytes) => fp8_blocks(q, x, |r, b| super::e8m0_multiplier(bytes[r][b])),
+        Fp8Multipliers::Other(scales) => fp8_blocks(q, x, |r, b| scales[r].multiplier(b)),
     }
 }
 
@@ -109,17 +99,7 @@ unsafe fn fp8_blocks<const R: usize>(
             total[r] = _mm512_fmadd_ps(block, m, total[r]);
         }
     }
-    // A last partial block (widths that are not a multiple of 128).
-    let start = 128 * whole;
-    let mut sums = [0.0f32; R];
-    for r in 0..R {
-        sums[r] = _mm512_reduce_add_ps(total[r]);
-        if start < n {
-            let part = super::scalar::dot_e4m3(&q[r][start..], &x[start..]);
-            sums[r] += part * multiplier(r, whole);
-        }
-    }
-    sums
+    super::scalar::with_fp8_partial_block(q, x, multiplier, total.map(|t| _mm512_reduce_add_ps(t)))
 }
 
 /// 64 E4M3 bytes at `p` as four f32 vectors (times 2^-120), vector `v` holding bytes

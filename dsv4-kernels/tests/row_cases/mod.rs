@@ -98,48 +98,15 @@ impl Case {
 
     /// The scalar twins' sums.
     fn scalar(&self, out: &mut [f32]) {
-        let x = &self.x;
-        match &self.kernel {
-            Kernel::Bf16(w) => out[0] = scalar::dot_bf16_row(w, x),
-            Kernel::Fp8 {
-                rows,
-                scales: s,
-                f32_scales,
-            } => {
-                for r in 0..2 {
-                    out[r] = scalar::dot_fp8_row(&rows[r], x, scales(&s[r], *f32_scales));
-                }
-                out[2] = out[0];
-            }
-            Kernel::Fp4 {
-                packed,
-                scales: s,
-                f32_scales,
-            } => out[0] = scalar::dot_fp4_row(packed, x, scales(s, *f32_scales)),
-        }
+        // SAFETY: the scalar kernels run on any CPU.
+        unsafe { self.run(&SCALAR, out) }
     }
 
     /// The sums of the kernels this CPU runs (what the linear layers call).
     #[allow(dead_code)] // Each test file uses one of `dispatched` and `avx512`.
     pub fn dispatched(&self, out: &mut [f32]) {
-        let x = &self.x;
-        match &self.kernel {
-            Kernel::Bf16(w) => out[0] = simd::dot_bf16_row(w, x),
-            Kernel::Fp8 {
-                rows,
-                scales: s,
-                f32_scales,
-            } => {
-                let s = [scales(&s[0], *f32_scales), scales(&s[1], *f32_scales)];
-                [out[0], out[1]] = simd::dot_fp8_rows([&rows[0][..], &rows[1][..]], x, s);
-                out[2] = simd::dot_fp8_row(&rows[0], x, s[0]);
-            }
-            Kernel::Fp4 {
-                packed,
-                scales: s,
-                f32_scales,
-            } => out[0] = simd::dot_fp4_row(packed, x, scales(s, *f32_scales)),
-        }
+        // SAFETY: the dispatchers pick what this CPU runs.
+        unsafe { self.run(&DISPATCHED, out) }
     }
 
     /// The AVX-512 kernels' sums. Allocation-free, so it can run on the emulated CPU.
@@ -148,26 +115,74 @@ impl Case {
     /// The CPU must have AVX-512 F and BW.
     #[allow(dead_code)]
     pub unsafe fn avx512(&self, out: &mut [f32]) {
+        self.run(&AVX512, out)
+    }
+
+    /// The case's sums by `kernels`: an FP8 case gives its pair's two and its first row's alone.
+    ///
+    /// # Safety
+    /// The CPU must run `kernels`.
+    unsafe fn run(&self, kernels: &RowKernels, out: &mut [f32]) {
         let x = &self.x;
         match &self.kernel {
-            Kernel::Bf16(w) => out[0] = simd::avx512::dot_bf16_row(w, x),
+            Kernel::Bf16(w) => out[0] = (kernels.bf16)(w, x),
             Kernel::Fp8 {
                 rows,
                 scales: s,
                 f32_scales,
             } => {
                 let s = [scales(&s[0], *f32_scales), scales(&s[1], *f32_scales)];
-                [out[0], out[1]] = simd::avx512::dot_fp8_rows([&rows[0][..], &rows[1][..]], x, s);
-                [out[2]] = simd::avx512::dot_fp8_rows([&rows[0][..]], x, [s[0]]);
+                [out[0], out[1]] = (kernels.fp8_pair)([&rows[0][..], &rows[1][..]], x, s);
+                [out[2]] = (kernels.fp8_one)([&rows[0][..]], x, [s[0]]);
             }
             Kernel::Fp4 {
                 packed,
                 scales: s,
                 f32_scales,
-            } => out[0] = simd::avx512::dot_fp4_row(packed, x, scales(s, *f32_scales)),
+            } => out[0] = (kernels.fp4)(packed, x, scales(s, *f32_scales)),
         }
     }
 }
+
+/// `R` FP8 rows against one input.
+type Fp8Rows<const R: usize> = unsafe fn([&[u8]; R], &[f32], [Scales; R]) -> [f32; R];
+
+/// One implementation of each row kernel.
+struct RowKernels {
+    bf16: unsafe fn(&[u8], &[f32]) -> f32,
+    fp8_pair: Fp8Rows<2>,
+    fp8_one: Fp8Rows<1>,
+    fp4: unsafe fn(&[u8], &[f32], Scales) -> f32,
+}
+
+/// The portable twins, the reference.
+const SCALAR: RowKernels = RowKernels {
+    bf16: scalar::dot_bf16_row,
+    fp8_pair: scalar_fp8_rows::<2>,
+    fp8_one: scalar_fp8_rows::<1>,
+    fp4: scalar::dot_fp4_row,
+};
+
+/// The scalar FP8 row, row by row.
+fn scalar_fp8_rows<const R: usize>(q: [&[u8]; R], x: &[f32], s: [Scales; R]) -> [f32; R] {
+    std::array::from_fn(|r| scalar::dot_fp8_row(q[r], x, s[r]))
+}
+
+/// What the linear layers call.
+const DISPATCHED: RowKernels = RowKernels {
+    bf16: simd::dot_bf16_row,
+    fp8_pair: simd::dot_fp8_rows::<2>,
+    fp8_one: simd::dot_fp8_rows::<1>,
+    fp4: simd::dot_fp4_row,
+};
+
+/// The 512-bit kernels.
+const AVX512: RowKernels = RowKernels {
+    bf16: simd::avx512::dot_bf16_row,
+    fp8_pair: simd::avx512::dot_fp8_rows::<2>,
+    fp8_one: simd::avx512::dot_fp8_rows::<1>,
+    fp4: simd::avx512::dot_fp4_row,
+};
 
 /// Every row kernel at widths with and without whole blocks, runs of groups and tails.
 pub fn cases() -> Vec<Case> {
