@@ -51,6 +51,8 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 struct BenchReport {
     threads: usize,
+    /// The instruction set the CPU kernels run with.
+    cpu_kernels: &'static str,
     prompt_tokens: usize,
     prefill_tokens_per_s: f64,
     decode_tokens: usize,
@@ -127,6 +129,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let effective = weight_bytes_per_token as f64 * decode_tokens_per_s;
     let report = BenchReport {
         threads: rayon::current_num_threads(),
+        cpu_kernels: dsv4_kernels::simd::kernel_instruction_set(),
         prompt_tokens: args.prompt_len,
         prefill_tokens_per_s: args.prompt_len as f64 / prefill,
         decode_tokens: steps,
@@ -141,6 +144,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("threads                    {}", report.threads);
+        println!("CPU kernels                {}", report.cpu_kernels);
         println!(
             "prefill                    {:.1} tok/s ({} tokens)",
             report.prefill_tokens_per_s, report.prompt_tokens

@@ -201,6 +201,18 @@ pub fn has_avx512() -> bool {
     })
 }
 
+/// The instruction set the kernels run with here, for reports (`dsv4 bench` prints it): the
+/// speed of every kernel depends on it.
+pub fn kernel_instruction_set() -> &'static str {
+    if has_avx512() {
+        "AVX-512"
+    } else if has_avx2() {
+        "AVX2+FMA"
+    } else {
+        "portable"
+    }
+}
+
 /// Scalar versions, the reference the SIMD versions are tested against.
 pub mod scalar {
     use super::{e4m3_shifted, InputOrder, E2M1_VALUES, E4M3_RESCALE};
