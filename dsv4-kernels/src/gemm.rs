@@ -89,6 +89,13 @@ pub(crate) fn matmul(w: &LinearView, rows: Range<usize>, x: &[f32], y: &mut [f32
 /// columns past `count` are zero).
 fn pack_panel(w: &LinearView, first: usize, count: usize, row: &mut [f32], panel: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() && w.inp.is_multiple_of(16) {
+        // SAFETY: AVX-512 F and BW were detected; rows first..first + count exist, k is a
+        // multiple of 16 and the panel holds k × 16 values.
+        unsafe { crate::simd::avx512::pack_panel(w, first, count, panel) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() && w.inp.is_multiple_of(8) {
         // SAFETY: AVX2 and FMA were detected; rows first..first + count exist, k is a
         // multiple of 8 and the panel holds k × 16 values.

@@ -1,5 +1,6 @@
 //! The AVX-512 kernels: the row kernels against their scalar twins on the same inputs in the
-//! same layout, the blocked product's tile and attention's kernels against sums in f64.
+//! same layout, the blocked product's tile and attention's kernels against sums in f64, and the
+//! panel packing against the exact row decode, bit for bit.
 //! Where this CPU has AVX-512 they run natively; elsewhere on an emulated CPU that has it
 //! (see `emulated`), which CI installs; with neither the test says so and passes untested.
 
@@ -7,7 +8,8 @@ mod common;
 mod emulated;
 mod row_cases;
 
-use common::floats;
+use common::{bytes, e4m3_bytes, floats};
+use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 use dsv4_kernels::simd;
 use dsv4_kernels::simd::scalar;
 use row_cases::{cases, check, Case};
@@ -289,5 +291,157 @@ fn avx512_attention_kernels_match_sums_in_f64() {
             );
         }
         at += case.outputs();
+    }
+}
+
+/// One panel packed from a stored weight (which the case owns): rows `first..first + count`.
+struct PackCase {
+    label: &'static str,
+    out: usize,
+    inp: usize,
+    data: Vec<u8>,
+    scales: Vec<u8>,
+    first: usize,
+    count: usize,
+}
+
+impl PackCase {
+    /// The stored weight, its format named by the label.
+    fn view(&self) -> LinearView<'_> {
+        let weight = match self.label {
+            "f32" | "bf16" | "f16" => LinearWeight::Float {
+                dtype: match self.label {
+                    "f32" => FloatDtype::F32,
+                    "bf16" => FloatDtype::Bf16,
+                    _ => FloatDtype::F16,
+                },
+                data: &self.data,
+            },
+            "fp8" => LinearWeight::Fp8Block {
+                q: &self.data,
+                scales: Scales::E8M0(&self.scales),
+            },
+            "fp8 with f32 scales" => LinearWeight::Fp8Block {
+                q: &self.data,
+                scales: Scales::F32(&self.scales),
+            },
+            _ => LinearWeight::Fp4Group {
+                packed: &self.data,
+                scales: Scales::E8M0(&self.scales),
+            },
+        };
+        LinearView {
+            out: self.out,
+            inp: self.inp,
+            weight,
+        }
+    }
+
+    /// The panel from the exact row decode: column `j` is row `first + j`, zero past `count`.
+    fn reference(&self) -> Vec<f32> {
+        let view = self.view();
+        let mut panel = vec![0.0f32; 16 * self.inp];
+        let mut row = vec![0.0f32; self.inp];
+        for j in 0..self.count {
+            view.row(self.first + j, &mut row);
+            for (kk, &v) in row.iter().enumerate() {
+                panel[16 * kk + j] = v;
+            }
+        }
+        panel
+    }
+}
+
+impl Avx512Case for PackCase {
+    fn outputs(&self) -> usize {
+        16 * self.inp
+    }
+
+    unsafe fn avx512(&self, out: &mut [f32]) {
+        simd::avx512::pack_panel(&self.view(), self.first, self.count, out)
+    }
+}
+
+/// The AVX-512 panel packing of every stored format equals the exact row decode bit for bit,
+/// for whole panels, a short last one and one that starts between panels.
+#[test]
+fn avx512_panel_packing_equals_the_exact_decode() {
+    let (out, inp) = (40, 256);
+    let formats: [(&str, Vec<u8>, Vec<u8>); 6] = [
+        (
+            "f32",
+            floats(out * inp, 1)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Vec::new(),
+        ),
+        (
+            "bf16",
+            bytes(2 * out * inp, 2)
+                .chunks(2)
+                .flat_map(|c| [c[0], c[1] & 0xBF])
+                .collect(),
+            Vec::new(),
+        ),
+        (
+            "f16",
+            bytes(2 * out * inp, 3)
+                .chunks(2)
+                .flat_map(|c| [c[0], c[1] & 0xBB])
+                .collect(),
+            Vec::new(),
+        ),
+        ("fp8", e4m3_bytes(out * inp, 4), vec![121, 126]),
+        (
+            "fp8 with f32 scales",
+            e4m3_bytes(out * inp, 5),
+            [0.375f32, 3.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "fp4",
+            bytes(out * inp / 2, 6),
+            bytes(out * inp / 32, 7)
+                .iter()
+                .map(|b| 118 + b % 9)
+                .collect(),
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (label, data, scales) in formats {
+        for (first, count) in [(0, 16), (16, 16), (32, 8), (5, 11)] {
+            cases.push(PackCase {
+                label,
+                out,
+                inp,
+                data: data.clone(),
+                scales: scales.clone(),
+                first,
+                count,
+            });
+        }
+    }
+    let Some(got) = on_avx512(&cases) else {
+        return;
+    };
+    let mut at = 0;
+    for case in &cases {
+        let want = case.reference();
+        for (i, (g, w)) in got[at..at + want.len()].iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{} rows {}..{}: input {} column {}: AVX-512 {g} against {w}",
+                case.label,
+                case.first,
+                case.first + case.count,
+                i / 16,
+                i % 16
+            );
+        }
+        at += want.len();
     }
 }

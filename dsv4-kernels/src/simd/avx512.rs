@@ -9,7 +9,8 @@
 use std::arch::x86_64::*;
 
 use super::{Fp8Multipliers, E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
-use crate::linear::Scales;
+use crate::formats::E2M1_VALUES;
+use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// BF16 row, `x` in [`super::InputOrder::Bf16`]: a 32-value block is one load, its lower
 /// halves (one shift) the first 16 slots and its upper halves (one mask) the next 16.
@@ -418,4 +419,129 @@ pub unsafe fn weighted_sum4<'r>(
     for (w, o) in weights.into_iter().zip(out) {
         super::scalar::weighted_sum(&row, w, &mut o[start..], start);
     }
+}
+
+/// Packs weight rows `first..first + count` (at most 16) into the blocked product's `k × 16`
+/// panel (column `j` = row `first + j`, columns past `count` zero), sixteen rows × sixteen
+/// inputs at a time: each row's sixteen values are decoded straight from storage into a
+/// register, and the 16 × 16 block is transposed in registers into sixteen panel lines. The
+/// format is matched once per panel.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW ([`super::has_avx512`]); `w.inp` is a multiple of 16,
+/// rows `first..first + count` exist and `panel` holds `w.inp × 16` values.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn pack_panel(w: &LinearView, first: usize, count: usize, panel: &mut [f32]) {
+    let k = w.inp;
+    // Where input `kk` of panel row `r` sits in the stored matrix, in values.
+    let offset = |r: usize, kk: usize| (first + r) * k + kk;
+    match w.weight {
+        LinearWeight::Float { dtype, data } => match dtype {
+            FloatDtype::F32 => pack_rows(k, count, panel, |r, kk| {
+                let at = offset(r, kk);
+                _mm512_loadu_ps(data[4 * at..4 * (at + 16)].as_ptr().cast())
+            }),
+            FloatDtype::Bf16 => pack_rows(k, count, panel, |r, kk| {
+                let at = offset(r, kk);
+                let raw = _mm256_loadu_si256(data[2 * at..2 * (at + 16)].as_ptr().cast());
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16))
+            }),
+            FloatDtype::F16 => pack_rows(k, count, panel, |r, kk| {
+                let at = offset(r, kk);
+                _mm512_cvtph_ps(_mm256_loadu_si256(
+                    data[2 * at..2 * (at + 16)].as_ptr().cast(),
+                ))
+            }),
+        },
+        LinearWeight::Fp8Block { q, scales } => {
+            let cols = k.div_ceil(128);
+            let fields = _mm512_set1_epi32(0x87F0_0000u32 as i32);
+            pack_rows(k, count, panel, |r, kk| {
+                let s = scales.multiplier(((first + r) / 128) * cols + kk / 128);
+                let at = offset(r, kk);
+                // Sign-extended bytes shifted so exponent and mantissa land in f32's fields
+                // (times 2^-120, undone with the scale).
+                let wide = _mm512_cvtepi8_epi32(_mm_loadu_si128(q[at..at + 16].as_ptr().cast()));
+                let value =
+                    _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(wide, 20), fields));
+                _mm512_mul_ps(value, _mm512_set1_ps(s * E4M3_RESCALE))
+            })
+        }
+        LinearWeight::Fp4Group { packed, scales } => {
+            // All sixteen codes, signs included, in one register.
+            let values = _mm512_loadu_ps(E2M1_VALUES.as_ptr());
+            let shifts = _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+            let nibble = _mm512_set1_epi32(0xF);
+            pack_rows(k, count, panel, |r, kk| {
+                let at = offset(r, kk);
+                let s = scales.multiplier(at / 32);
+                let b = &packed[at / 2..at / 2 + 8];
+                let word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                // Each byte twice, shifted so lane i holds code i in its low four bits.
+                let bytes = _mm_cvtsi64_si128(word as i64);
+                let wide = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
+                let codes = _mm512_and_si512(_mm512_srlv_epi32(wide, shifts), nibble);
+                _mm512_mul_ps(_mm512_permutexvar_ps(codes, values), _mm512_set1_ps(s))
+            })
+        }
+    }
+}
+
+/// The packing loop of [`pack_panel`] for panel rows `0..count` (the rest zero), with
+/// `decode16(r, kk)` giving inputs `kk..kk + 16` of panel row `r` as f32, exactly (`kk` a
+/// multiple of 16, so one scale covers them).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_rows(
+    k: usize,
+    count: usize,
+    panel: &mut [f32],
+    decode16: impl Fn(usize, usize) -> __m512,
+) {
+    for kk in (0..k).step_by(16) {
+        let mut block = [_mm512_setzero_ps(); 16];
+        for (r, v) in block.iter_mut().enumerate().take(count) {
+            *v = decode16(r, kk);
+        }
+        let lines = transpose16(block);
+        let lines_at = panel[kk * TILE_WIDTH..(kk + 16) * TILE_WIDTH].as_mut_ptr();
+        for (i, line) in lines.iter().enumerate() {
+            _mm512_storeu_ps(lines_at.add(i * TILE_WIDTH), *line);
+        }
+    }
+}
+
+/// The transpose of a 16 × 16 block held as sixteen rows: pairs of rows interleaved, then
+/// fours within each 128-bit lane, then lanes gathered across the groups of four rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved (elements 0, 1 and 2, 3 of each lane).
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + j]: lane L holds element 4L + j of rows 4g..4g + 4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let t = &t[4 * g..4 * g + 4];
+        u[4 * g] = _mm512_shuffle_ps::<0x44>(t[0], t[2]);
+        u[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(t[0], t[2]);
+        u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(t[1], t[3]);
+        u[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(t[1], t[3]);
+    }
+    // Line 4L + j: lane L of u[j], u[4 + j], u[8 + j], u[12 + j].
+    let mut lines = [_mm512_setzero_ps(); 16];
+    for j in 0..4 {
+        let even_front = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+        let odd_front = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+        let even_back = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+        let odd_back = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+        lines[j] = _mm512_shuffle_f32x4::<0x88>(even_front, even_back);
+        lines[8 + j] = _mm512_shuffle_f32x4::<0xDD>(even_front, even_back);
+        lines[4 + j] = _mm512_shuffle_f32x4::<0x88>(odd_front, odd_back);
+        lines[12 + j] = _mm512_shuffle_f32x4::<0xDD>(odd_front, odd_back);
+    }
+    lines
 }
