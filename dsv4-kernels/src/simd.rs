@@ -40,22 +40,22 @@ const E2M1_BF16_HIGH: [u8; 16] = e2m1_bf16_bytes(24);
 /// How a row kernel wants its input vector laid out. Each SIMD decode produces weights in an
 /// order of its own (whatever needs the fewest shuffles); rather than undo that per row, the
 /// input is rearranged to match once per product, and every row of the matrix then reads it
-/// in place. The layouts are those of the 512-bit decodes; a 256-bit decode yields each half of
-/// a 512-bit vector in turn, so it reads the same layout at other offsets. The scalar twins read
-/// the same layout too, so every version computes the same sum.
+/// in place. The layouts are the AVX2 decodes'; the AVX-512 kernels decode the same 32 bytes
+/// into both halves of a register and keep one half's elements in each, so they read the same
+/// layout, as do the scalar twins: all compute the same sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputOrder {
     /// Element `i` at `i` (f32 and F16 rows).
     Natural,
-    /// BF16 rows: in each whole 32-value block, the even elements then the odd ones (the two
+    /// BF16 rows: in each whole 16-value block, the even elements then the odd ones (the two
     /// halves of each 32-bit pair widen to f32 with one shift or one mask).
     Bf16,
-    /// FP8 rows: in each whole 128-block, each 64-value chunk holds four runs of 16, run `v`
-    /// taking bytes `4k + o` then `32 + 4k + o` (`k = 0..8`, `o = [0, 2, 1, 3][v]`): what 16-bit
-    /// shifts of 64 loaded bytes yield. A trailing partial block stays natural.
+    /// FP8 rows: in each whole 128-block, each 32-value chunk holds bytes `4k`, `4k+2`,
+    /// `4k+1`, `4k+3` for `k = 0..8` (what 16-bit shifts of 32 loaded bytes yield); a trailing
+    /// partial block stays natural.
     Fp8,
-    /// FP4 rows: in each whole run of four 32-groups (one group per 128-bit lane), the order
-    /// the BF16 byte-table decode produces; trailing groups outside such a run stay natural.
+    /// FP4 rows: in each whole pair of 32-groups (one group per 128-bit lane), the order the
+    /// BF16 byte-table decode produces; a trailing unpaired group stays natural.
     Fp4,
 }
 
@@ -68,44 +68,42 @@ struct Permutation {
 }
 
 /// Source element of each slot of a BF16 block: evens, then odds.
-const BF16_SOURCE: [u8; 32] = {
-    let mut t = [0u8; 32];
+const BF16_SOURCE: [u8; 16] = {
+    let mut t = [0u8; 16];
     let mut k = 0;
-    while k < 16 {
+    while k < 8 {
         t[k] = 2 * k as u8;
-        t[16 + k] = 2 * k as u8 + 1;
+        t[8 + k] = 2 * k as u8 + 1;
         k += 1;
     }
     t
 };
 
-/// Source byte of each slot of a 64-value FP8 chunk: run `v` takes byte `4k + [0, 2, 1, 3][v]`
-/// of each 32-byte half in turn.
-const FP8_SOURCE: [u8; 64] = {
-    let mut t = [0u8; 64];
-    let byte_of_run = [0u8, 2, 1, 3];
+/// Source byte of each slot of an FP8 chunk: vectors take byte `4k + [0, 2, 1, 3][v]`.
+const FP8_SOURCE: [u8; 32] = {
+    let mut t = [0u8; 32];
+    let byte_of_vector = [0u8, 2, 1, 3];
     let mut j = 0;
-    while j < 64 {
-        let (run, half, k) = (j / 16, j % 16 / 8, j % 8);
-        t[j] = 32 * half as u8 + 4 * k as u8 + byte_of_run[run];
+    while j < 32 {
+        t[j] = 4 * (j % 8) as u8 + byte_of_vector[j / 8];
         j += 1;
     }
     t
 };
 
-/// Source element of each slot of a run of four FP4 groups. Element `r` lies in lane `r / 32`;
+/// Source element of each slot of an FP4 pair of groups. Element `r` lies in lane `r / 32`;
 /// within it, byte `r % 32 / 2` and nibble `r % 2`. Looking up the even nibbles, then the odd
-/// ones, and widening bytes 0..8 then 8..16 of each lane gives four 32-bit pairs per lane and
-/// step: the even halves of the pairs become one vector, the odd ones the next.
-const FP4_SOURCE: [u8; 128] = {
-    let mut t = [0u8; 128];
+/// ones, and widening bytes 0..8 then 8..16 of each lane gives four 32-bit pairs per step: the
+/// even halves of the pairs become one vector, the odd ones the next.
+const FP4_SOURCE: [u8; 64] = {
+    let mut t = [0u8; 64];
     let mut r = 0;
-    while r < 128 {
+    while r < 64 {
         let (lane, k) = (r / 32, r % 32);
         let (parity, byte) = (k % 2, k / 2);
         let (half, within) = (byte / 8, byte % 8);
         let vector = 4 * parity + 2 * half + within % 2;
-        t[16 * vector + 4 * lane + within / 2] = r as u8;
+        t[8 * vector + 4 * lane + within / 2] = r as u8;
         r += 1;
     }
     t
@@ -165,6 +163,7 @@ pub const NO_AVX512_ENV: &str = "DSV4_NO_AVX512";
 
 /// Whether the AVX2+FMA versions can run here and are not switched off by [`NO_SIMD_ENV`]
 /// (checked once).
+#[inline]
 pub fn has_avx2() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -184,6 +183,7 @@ pub fn has_avx2() -> bool {
 
 /// Whether the AVX-512 (F and BW) row kernels can run here and are switched off by neither
 /// [`NO_SIMD_ENV`] nor [`NO_AVX512_ENV`] (checked once).
+#[inline]
 pub fn has_avx512() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -333,7 +333,7 @@ pub mod scalar {
     }
 
     /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x`, `x` in [`InputOrder::Fp4`] (which
-    /// keeps every element in its run of four groups).
+    /// keeps every element in its pair of groups).
     pub fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
         let n = x.len();
         let code = |i: usize| {
@@ -346,14 +346,15 @@ pub mod scalar {
             E2M1_VALUES[usize::from(nibble)]
         };
         let mut total = 0.0;
-        for (run, xs) in x.chunks(128).enumerate() {
-            let mut sums = [0.0f32; 4];
+        for (pair, xs) in x.chunks(64).enumerate() {
+            let mut sums = [0.0f32; 2];
             for (k, v) in xs.iter().enumerate() {
-                let i = InputOrder::Fp4.source(128 * run + k, n);
-                sums[i / 32 - 4 * run] += code(i) * v;
+                let i = InputOrder::Fp4.source(64 * pair + k, n);
+                sums[i / 32 - 2 * pair] += code(i) * v;
             }
-            for (lane, sum) in sums.iter().enumerate().take(xs.len().div_ceil(32)) {
-                total += sum * scales.multiplier(4 * run + lane);
+            total += sums[0] * scales.multiplier(2 * pair);
+            if xs.len() > 32 {
+                total += sums[1] * scales.multiplier(2 * pair + 1);
             }
         }
         total
@@ -546,27 +547,31 @@ pub(crate) mod avx2 {
     }
 
     /// BF16 row, `x` in [`InputOrder::Bf16`]: each 32-bit pair of BF16 values widens to two
-    /// f32 with one shift (the lower) and one mask (the upper); no shuffles. A 32-value block
-    /// is two loads: the lower halves of the first are slots 0..8, of the second 8..16, and
-    /// the upper halves follow 16 slots later.
+    /// f32 with one shift (the lower) and one mask (the upper); no shuffles.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         let upper = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
         let mut acc = [_mm256_setzero_ps(); 4];
+        let block = |i: usize, [even, odd]: [__m256; 2]| {
+            let raw = _mm256_loadu_si256(w.as_ptr().add(2 * i).cast());
+            let lower = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+            let higher = _mm256_castsi256_ps(_mm256_and_si256(raw, upper));
+            [
+                _mm256_fmadd_ps(lower, _mm256_loadu_ps(x.as_ptr().add(i)), even),
+                _mm256_fmadd_ps(higher, _mm256_loadu_ps(x.as_ptr().add(i + 8)), odd),
+            ]
+        };
         let mut i = 0;
-        // Each load into accumulators of its own, so the FMA chains overlap.
+        // Two blocks per step into four accumulators, so the FMA chains overlap.
         while i + 32 <= n {
-            for half in 0..2 {
-                let raw = _mm256_loadu_si256(w.as_ptr().add(2 * i + 32 * half).cast());
-                let lower = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
-                let higher = _mm256_castsi256_ps(_mm256_and_si256(raw, upper));
-                let xs = x.as_ptr().add(i + 8 * half);
-                acc[2 * half] = _mm256_fmadd_ps(lower, _mm256_loadu_ps(xs), acc[2 * half]);
-                acc[2 * half + 1] =
-                    _mm256_fmadd_ps(higher, _mm256_loadu_ps(xs.add(16)), acc[2 * half + 1]);
-            }
+            [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
+            [acc[2], acc[3]] = block(i + 16, [acc[2], acc[3]]);
             i += 32;
+        }
+        if i + 16 <= n {
+            [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
+            i += 16;
         }
         let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         hsum(sum) + super::scalar::dot_bf16(&w[2 * i..], &x[i..])
@@ -626,11 +631,8 @@ pub(crate) mod avx2 {
                 for (w, row) in w.iter_mut().zip(&q) {
                     *w = e4m3x32(row.as_ptr().add(step), fields);
                 }
-                // This step's vectors are the first or second half of each 16-value run of
-                // its 64-value chunk.
-                let chunk = x.as_ptr().add(step - step % 64 + step % 64 / 4);
                 for j in 0..4 {
-                    let xs = _mm256_loadu_ps(chunk.add(16 * j));
+                    let xs = _mm256_loadu_ps(x.as_ptr().add(step + 8 * j));
                     for r in 0..R {
                         acc[r][j] = _mm256_fmadd_ps(w[r][j], xs, acc[r][j]);
                     }
@@ -643,7 +645,11 @@ pub(crate) mod avx2 {
                 total[r] = _mm256_fmadd_ps(block, m, total[r]);
             }
         }
-        super::scalar::with_fp8_partial_block(q, x, multiplier, total.map(|t| hsum(t)))
+        let mut sums = [0.0f32; R];
+        for (sum, total) in sums.iter_mut().zip(total) {
+            *sum = hsum(total);
+        }
+        super::scalar::with_fp8_partial_block(q, x, multiplier, sums)
     }
 
     /// 32 E4M3 bytes at `p` as four f32 vectors (times 2^-120, as from [`e4m3x8`]) holding
@@ -666,25 +672,23 @@ pub(crate) mod avx2 {
         .map(|w| _mm256_castsi256_ps(_mm256_and_si256(w, fields)))
     }
 
-    /// FP4 row, `x` in [`InputOrder::Fp4`]: two groups per step, one per 128-bit lane (the
-    /// first or second half of each 16-value vector of their run of four). Each code is looked
-    /// up as the two bytes of its BF16 value, and unpacking the byte pairs against zero yields
-    /// f32 directly. Eight groups' multipliers are decoded at once, and each step's two lane
-    /// sums are scaled into the total by one FMA.
+    /// FP4 row, `x` in [`InputOrder::Fp4`]: two groups per step, one per 128-bit lane. Each code
+    /// is looked up as the two bytes of its BF16 value, and unpacking the byte pairs against
+    /// zero yields f32 directly. Eight groups' multipliers are decoded at once, and each step's
+    /// two lane sums are scaled into the total by one FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
         let groups = x.len() / 32;
-        let runs = groups / 4 * 4;
         let low = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_LOW.as_ptr().cast()));
         let high = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_BF16_HIGH.as_ptr().cast()));
         let nibble = _mm256_set1_epi8(0x0F);
         let upper = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
-        // The lane sums of groups g and g + 1 (unscaled; g even, inside a run of four).
+        // The lane sums of groups g and g + 1 (unscaled).
         let pair = |g: usize| {
             let bytes = _mm256_loadu_si256(packed.as_ptr().add(16 * g).cast());
             let even = _mm256_and_si256(bytes, nibble);
             let odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
-            let xs = x.as_ptr().add(32 * (g - g % 4) + 4 * (g % 4));
+            let xs = x.as_ptr().add(32 * g);
             let mut w = [_mm256_setzero_ps(); 8];
             for (parity, codes) in [even, odd].into_iter().enumerate() {
                 let lo = _mm256_shuffle_epi8(low, codes);
@@ -698,10 +702,10 @@ pub(crate) mod avx2 {
             }
             // Two product chains of four.
             let mut a = _mm256_mul_ps(w[0], _mm256_loadu_ps(xs));
-            let mut b = _mm256_mul_ps(w[1], _mm256_loadu_ps(xs.add(16)));
+            let mut b = _mm256_mul_ps(w[1], _mm256_loadu_ps(xs.add(8)));
             for j in (2..8).step_by(2) {
-                a = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(xs.add(16 * j)), a);
-                b = _mm256_fmadd_ps(w[j + 1], _mm256_loadu_ps(xs.add(16 * j + 16)), b);
+                a = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(xs.add(8 * j)), a);
+                b = _mm256_fmadd_ps(w[j + 1], _mm256_loadu_ps(xs.add(8 * j + 8)), b);
             }
             _mm256_add_ps(a, b)
         };
@@ -713,7 +717,7 @@ pub(crate) mod avx2 {
         // Two running totals, so the FMAs of consecutive pairs do not wait on each other.
         let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut g = 0;
-        while g + 8 <= runs {
+        while g + 8 <= groups {
             let m = multipliers8(scales, g);
             t0 = _mm256_fmadd_ps(pair(g), spread(m, 0), t0);
             t1 = _mm256_fmadd_ps(pair(g + 2), spread(m, 2), t1);
@@ -721,7 +725,7 @@ pub(crate) mod avx2 {
             t1 = _mm256_fmadd_ps(pair(g + 6), spread(m, 6), t1);
             g += 8;
         }
-        while g + 2 <= runs {
+        while g + 2 <= groups {
             let m = _mm256_setr_m128(
                 _mm_set1_ps(scales.multiplier(g)),
                 _mm_set1_ps(scales.multiplier(g + 1)),
@@ -729,7 +733,12 @@ pub(crate) mod avx2 {
             t0 = _mm256_fmadd_ps(pair(g), m, t0);
             g += 2;
         }
-        hsum(_mm256_add_ps(t0, t1)) + super::scalar::dot_fp4_groups(packed, x, scales, g)
+        let mut sum = hsum(_mm256_add_ps(t0, t1));
+        if g < groups {
+            let (p, xs) = (&packed[16 * g..16 * g + 16], &x[32 * g..32 * g + 32]);
+            sum += super::scalar::dot_e2m1(p, xs) * scales.multiplier(g);
+        }
+        sum
     }
 
     /// The multipliers of scales `g..g + 8` (which must exist). UE8M0 bytes widen and shift
@@ -737,7 +746,7 @@ pub(crate) mod avx2 {
     /// its bit pattern.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn multipliers8(scales: Scales, g: usize) -> __m256 {
+    pub(super) unsafe fn multipliers8(scales: Scales, g: usize) -> __m256 {
         match scales {
             Scales::E8M0(bytes) => {
                 let b = &bytes[g..g + 8];
@@ -788,12 +797,14 @@ impl<'a, const R: usize> Fp8Multipliers<'a, R> {
 
 /// Σ over 128-blocks of `scale(b) · Σ e4m3(q)·x` for one FP8 row, `x` in
 /// [`InputOrder::Fp8`].
+#[inline]
 pub fn dot_fp8_row(q: &[u8], x: &[f32], scales: Scales) -> f32 {
     let [dot] = dot_fp8_rows([q], x, [scales]);
     dot
 }
 
 /// [`dot_fp8_row`] of `R` rows against the same `x`, faster per row than one at a time.
+#[inline]
 pub fn dot_fp8_rows<const R: usize>(q: [&[u8]; R], x: &[f32], scales: [Scales; R]) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && q.iter().all(|row| row.len() == x.len()) {
@@ -811,6 +822,7 @@ pub fn dot_fp8_rows<const R: usize>(q: [&[u8]; R], x: &[f32], scales: [Scales; R
 
 /// Σ over 32-groups of `scale(g) · Σ e2m1(code)·x` for one packed FP4 row, `x` in
 /// [`InputOrder::Fp4`].
+#[inline]
 pub fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && x.len().is_multiple_of(32) && packed.len() == x.len() / 2 {
@@ -828,6 +840,7 @@ pub fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
 
 /// Σ bf16(w)·x for one BF16 row (`x.len()` little-endian values), `x` in
 /// [`InputOrder::Bf16`].
+#[inline]
 pub fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && w.len() == 2 * x.len() {
@@ -844,6 +857,7 @@ pub fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Σ a·b.
+#[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && a.len() == b.len() {
@@ -878,6 +892,7 @@ pub fn max_f32(x: &[f32]) -> f32 {
 
 /// Σ w·x over little-endian F32 bytes `w` (four per value of `x`), read in place: F32 weights
 /// (hyper-connection projections) need no decoded copy.
+#[inline]
 pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && w.len() == 4 * x.len() {
@@ -894,6 +909,7 @@ pub fn dot_f32_le(w: &[u8], x: &[f32]) -> f32 {
 }
 
 /// `wₖ · xᵣ` for `K` rows of equal length against four vectors of at least that length.
+#[inline]
 pub fn dots4<const K: usize>(w: [&[f32]; K], x: [&[f32]; 4]) -> [[f32; 4]; K] {
     let n = w.first().map_or(0, |r| r.len());
     #[cfg(target_arch = "x86_64")]

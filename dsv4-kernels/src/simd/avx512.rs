@@ -1,8 +1,9 @@
 //! The kernels in 512-bit vectors (AVX-512 F and BW), chosen at run time where the CPU has
-//! them: the row kernels of decode's linears, the blocked product's register tile, and
-//! attention's dot products and weighted sums. The row kernels read the same input layout as
-//! their AVX2 and scalar twins ([`InputOrder`]), which is laid out for these decodes: one load of
-//! a row covers what two AVX2 loads do, and every vector of `x` is one contiguous load.
+//! them: the row kernels of decode's linears, the blocked product's panel packing and register
+//! tile, and attention's dot products and weighted sums. The row kernels read the AVX2 kernels'
+//! input layouts ([`InputOrder`]): they decode 32 stored bytes into both 256-bit halves of a
+//! register and keep, by a per-half shift, what AVX2 would put in two registers, so every
+//! vector of `x` is still one contiguous load and no shuffle is added.
 //!
 //! [`InputOrder`]: super::InputOrder
 
@@ -12,8 +13,9 @@ use super::{Fp8Multipliers, E2M1_BF16_HIGH, E2M1_BF16_LOW, E4M3_RESCALE};
 use crate::formats::E2M1_VALUES;
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
-/// BF16 row, `x` in [`super::InputOrder::Bf16`]: a 32-value block is one load, its lower
-/// halves (one shift) the first 16 slots and its upper halves (one mask) the next 16.
+/// BF16 row, `x` in [`super::InputOrder::Bf16`]: a 16-value block's 32 bytes go to both halves
+/// of a register; the lower half keeps each pair's lower BF16 (shifted up), the upper half its
+/// upper one (masked), which are the block's 16 slots in order.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW ([`super::has_avx512`]).
@@ -21,33 +23,40 @@ use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 pub unsafe fn dot_bf16_row(w: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
     let upper = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
-    // Two blocks per step into four accumulators, so the FMA chains overlap.
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let block = |i: usize, [even, odd]: [__m512; 2]| {
-        let raw = _mm512_loadu_si512(w.as_ptr().add(2 * i).cast());
-        let lower = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
-        let higher = _mm512_castsi512_ps(_mm512_and_si512(raw, upper));
-        [
-            _mm512_fmadd_ps(lower, _mm512_loadu_ps(x.as_ptr().add(i)), even),
-            _mm512_fmadd_ps(higher, _mm512_loadu_ps(x.as_ptr().add(i + 16)), odd),
-        ]
+    let halves = lower_half_shift();
+    let block = |i: usize, acc: __m512| {
+        let raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(w.as_ptr().add(2 * i).cast()));
+        let values = _mm512_castsi512_ps(_mm512_and_si512(_mm512_sllv_epi32(raw, halves), upper));
+        _mm512_fmadd_ps(values, _mm512_loadu_ps(x.as_ptr().add(i)), acc)
     };
+    // Four blocks per step into four accumulators, so the FMA chains overlap.
+    let mut acc = [_mm512_setzero_ps(); 4];
     let mut i = 0;
     while i + 64 <= n {
-        [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
-        [acc[2], acc[3]] = block(i + 32, [acc[2], acc[3]]);
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = block(i + 16 * k, *a);
+        }
         i += 64;
     }
-    if i + 32 <= n {
-        [acc[0], acc[1]] = block(i, [acc[0], acc[1]]);
-        i += 32;
+    while i + 16 <= n {
+        acc[0] = block(i, acc[0]);
+        i += 16;
     }
     let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     _mm512_reduce_add_ps(sum) + super::scalar::dot_bf16(&w[2 * i..], &x[i..])
 }
 
-/// `R` FP8 rows against one `x` in [`super::InputOrder::Fp8`]: per 128-block, 64 bytes of each
-/// row at a time become four vectors by shifts ([`e4m3x64`]), each against one load of `x`.
+/// Per-lane shift counts that move the lower 16 bits of each 32-bit lane up in the lower half
+/// of a register and leave the upper half alone: with a mask of the upper 16 bits after it, the
+/// lower half holds what AVX2 gets by a shift and the upper half what it gets by a mask.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn lower_half_shift() -> __m512i {
+    _mm512_setr_epi32(16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0)
+}
+
+/// `R` FP8 rows against one `x` in [`super::InputOrder::Fp8`]: per 128-block, 32 bytes of each
+/// row at a time become two vectors by shifts ([`e4m3x32`]), each against one load of `x`.
 /// UE8M0 scales (every checkpoint's) decode inline, the scale type settled once per call so
 /// the loop has no branch between its loads.
 ///
@@ -77,19 +86,24 @@ unsafe fn fp8_blocks<const R: usize>(
     let n = x.len();
     let whole = n / 128;
     let fields = _mm512_set1_epi32(0x87F0_0000u32 as i32);
+    let halves = lower_half_shift();
     let mut total = [_mm512_setzero_ps(); R];
     for b in 0..whole {
         let start = 128 * b;
+        // Four accumulators per row: the steps alternate between two pairs of them.
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for step in [start, start + 64] {
-            let mut w = [[_mm512_setzero_ps(); 4]; R];
-            for (w, row) in w.iter_mut().zip(&q) {
-                *w = e4m3x64(row.as_ptr().add(step), fields);
+        for step in 0..4 {
+            let at = start + 32 * step;
+            // w[j][r]: row r's vector j.
+            let mut w = [[_mm512_setzero_ps(); R]; 2];
+            for (r, row) in q.iter().enumerate() {
+                [w[0][r], w[1][r]] = e4m3x32(row.as_ptr().add(at), fields, halves);
             }
-            for j in 0..4 {
-                let xs = _mm512_loadu_ps(x.as_ptr().add(step + 16 * j));
+            for (j, wj) in w.iter().enumerate() {
+                let xs = _mm512_loadu_ps(x.as_ptr().add(at + 16 * j));
+                let k = 2 * (step % 2) + j;
                 for r in 0..R {
-                    acc[r][j] = _mm512_fmadd_ps(w[r][j], xs, acc[r][j]);
+                    acc[r][k] = _mm512_fmadd_ps(wj[r], xs, acc[r][k]);
                 }
             }
         }
@@ -100,130 +114,94 @@ unsafe fn fp8_blocks<const R: usize>(
             total[r] = _mm512_fmadd_ps(block, m, total[r]);
         }
     }
-    super::scalar::with_fp8_partial_block(q, x, multiplier, total.map(|t| _mm512_reduce_add_ps(t)))
+    let mut sums = [0.0f32; R];
+    for (sum, total) in sums.iter_mut().zip(total) {
+        *sum = _mm512_reduce_add_ps(total);
+    }
+    super::scalar::with_fp8_partial_block(q, x, multiplier, sums)
 }
 
-/// 64 E4M3 bytes at `p` as four f32 vectors (times 2^-120), vector `v` holding bytes
-/// `4k + o` of each 32-byte half (`o = [0, 2, 1, 3][v]`): the 256-bit decode of the AVX2
-/// kernel in both halves at once. An arithmetic shift right by 4 puts a 16-bit lane's upper
-/// byte's exponent and mantissa into BF16's fields with its sign smeared above them; the lower
-/// byte gets the same after a shift left by 8. A 32-bit lane's upper BF16 is then an f32 once
-/// masked (`fields`), its lower one after a shift by 16.
+/// 32 E4M3 bytes at `p` as two f32 vectors (times 2^-120) holding bytes `4k`, `4k+2` and
+/// `4k+1`, `4k+3` (`k = 0..8`): the AVX2 kernel's four vectors, two to a register. The bytes go
+/// to both halves of a register; an arithmetic shift right by 4 puts a 16-bit lane's upper
+/// byte's exponent and mantissa into BF16's fields with its sign smeared above them, and the
+/// lower byte gets the same after a shift left by 8. The lower half of each register then
+/// shifts its 32-bit lanes' lower BF16 up (`halves`), the upper half keeps the upper one, and
+/// the mask (`fields`) makes both f32.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn e4m3x64(p: *const u8, fields: __m512i) -> [__m512; 4] {
-    let raw = _mm512_loadu_si512(p.cast());
+unsafe fn e4m3x32(p: *const u8, fields: __m512i, halves: __m512i) -> [__m512; 2] {
+    let raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.cast()));
     let upper = _mm512_srai_epi16(raw, 4);
     let lower = _mm512_srai_epi16(_mm512_slli_epi16(raw, 8), 4);
-    [
-        _mm512_slli_epi32(lower, 16),
-        lower,
-        _mm512_slli_epi32(upper, 16),
-        upper,
-    ]
-    .map(|w| _mm512_castsi512_ps(_mm512_and_si512(w, fields)))
+    [lower, upper]
+        .map(|w| _mm512_castsi512_ps(_mm512_and_si512(_mm512_sllv_epi32(w, halves), fields)))
 }
 
-/// FP4 row, `x` in [`super::InputOrder::Fp4`]: a run of four groups per step, one per 128-bit
-/// lane, decoded as in the AVX2 kernel (each code looked up as the two bytes of its BF16 value,
-/// the byte pairs unpacked into f32). Sixteen groups' multipliers are decoded at once, and
-/// each step's four lane sums are scaled into the total by one FMA.
+/// FP4 row, `x` in [`super::InputOrder::Fp4`]: two groups per step, one per 128-bit lane of
+/// each register half, decoded as in the AVX2 kernel (each code looked up as the two bytes of its
+/// BF16 value, the byte pairs unpacked), with both halves of a BF16 pair widened into one
+/// register ([`lower_half_shift`]). Eight groups' multipliers are decoded at once, and each
+/// step's lane sums are scaled into the total by one FMA.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW ([`super::has_avx512`]).
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn dot_fp4_row(packed: &[u8], x: &[f32], scales: Scales) -> f32 {
     let groups = x.len() / 32;
-    let runs = groups / 4 * 4;
     let low = _mm512_broadcast_i32x4(_mm_loadu_si128(E2M1_BF16_LOW.as_ptr().cast()));
     let high = _mm512_broadcast_i32x4(_mm_loadu_si128(E2M1_BF16_HIGH.as_ptr().cast()));
     let nibble = _mm512_set1_epi8(0x0F);
     let upper = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
-    // The lane sums of groups g..g + 4 (unscaled; g a multiple of four).
-    let run = |g: usize| {
-        let bytes = _mm512_loadu_si512(packed.as_ptr().add(16 * g).cast());
+    let halves = lower_half_shift();
+    // The lane sums of groups g and g + 1 (unscaled): lanes 0–3 and 8–11 hold group g's,
+    // lanes 4–7 and 12–15 group g + 1's.
+    let pair = |g: usize| {
+        let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(packed.as_ptr().add(16 * g).cast()));
         let even = _mm512_and_si512(bytes, nibble);
         let odd = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
         let xs = x.as_ptr().add(32 * g);
-        let mut w = [_mm512_setzero_ps(); 8];
+        let mut w = [_mm512_setzero_ps(); 4];
         for (parity, codes) in [even, odd].into_iter().enumerate() {
             let lo = _mm512_shuffle_epi8(low, codes);
             let hi = _mm512_shuffle_epi8(high, codes);
-            let halves = [_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi)];
-            for (half, bf16) in halves.into_iter().enumerate() {
-                let j = 4 * parity + 2 * half;
-                w[j] = _mm512_castsi512_ps(_mm512_slli_epi32(bf16, 16));
-                w[j + 1] = _mm512_castsi512_ps(_mm512_and_si512(bf16, upper));
+            let bf16 = [_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi)];
+            for (half, pairs) in bf16.into_iter().enumerate() {
+                let values = _mm512_and_si512(_mm512_sllv_epi32(pairs, halves), upper);
+                w[2 * parity + half] = _mm512_castsi512_ps(values);
             }
         }
-        // Two product chains of four.
-        let mut a = _mm512_mul_ps(w[0], _mm512_loadu_ps(xs));
-        let mut b = _mm512_mul_ps(w[1], _mm512_loadu_ps(xs.add(16)));
-        for j in (2..8).step_by(2) {
-            a = _mm512_fmadd_ps(w[j], _mm512_loadu_ps(xs.add(16 * j)), a);
-            b = _mm512_fmadd_ps(w[j + 1], _mm512_loadu_ps(xs.add(16 * j + 16)), b);
-        }
+        let a = _mm512_mul_ps(w[0], _mm512_loadu_ps(xs));
+        let b = _mm512_mul_ps(w[1], _mm512_loadu_ps(xs.add(16)));
+        let a = _mm512_fmadd_ps(w[2], _mm512_loadu_ps(xs.add(32)), a);
+        let b = _mm512_fmadd_ps(w[3], _mm512_loadu_ps(xs.add(48)), b);
         _mm512_add_ps(a, b)
     };
-    // Lane quarter `l` takes the multiplier of group `p + l`.
-    let spread = |m: __m512, p: i32| {
-        let index = _mm512_setr_epi32(
-            p,
-            p,
-            p,
-            p,
-            p + 1,
-            p + 1,
-            p + 1,
-            p + 1,
-            p + 2,
-            p + 2,
-            p + 2,
-            p + 2,
-            p + 3,
-            p + 3,
-            p + 3,
-            p + 3,
-        );
-        _mm512_permutexvar_ps(index, m)
+    // Each group's multiplier on its lanes, for the pair starting at `p` of eight.
+    let spread = |m: __m256, p: i32| {
+        let (a, b) = (p, p + 1);
+        let index = _mm512_setr_epi32(a, a, a, a, b, b, b, b, a, a, a, a, b, b, b, b);
+        _mm512_permutexvar_ps(index, _mm512_castps256_ps512(m))
     };
-    // Two running totals, so the FMAs of consecutive runs do not wait on each other.
+    // Two running totals, so the FMAs of consecutive pairs do not wait on each other.
     let (mut t0, mut t1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut g = 0;
-    while g + 16 <= runs {
-        let m = multipliers16(scales, g);
-        t0 = _mm512_fmadd_ps(run(g), spread(m, 0), t0);
-        t1 = _mm512_fmadd_ps(run(g + 4), spread(m, 4), t1);
-        t0 = _mm512_fmadd_ps(run(g + 8), spread(m, 8), t0);
-        t1 = _mm512_fmadd_ps(run(g + 12), spread(m, 12), t1);
-        g += 16;
+    while g + 8 <= groups {
+        let m = super::avx2::multipliers8(scales, g);
+        t0 = _mm512_fmadd_ps(pair(g), spread(m, 0), t0);
+        t1 = _mm512_fmadd_ps(pair(g + 2), spread(m, 2), t1);
+        t0 = _mm512_fmadd_ps(pair(g + 4), spread(m, 4), t0);
+        t1 = _mm512_fmadd_ps(pair(g + 6), spread(m, 6), t1);
+        g += 8;
     }
-    while g + 4 <= runs {
-        let m: [f32; 4] = std::array::from_fn(|l| scales.multiplier(g + l));
-        let m = _mm512_castps128_ps512(_mm_loadu_ps(m.as_ptr()));
-        t0 = _mm512_fmadd_ps(run(g), spread(m, 0), t0);
-        g += 4;
+    while g + 2 <= groups {
+        let (m0, m1) = (scales.multiplier(g), scales.multiplier(g + 1));
+        let m = _mm256_setr_ps(m0, m1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        t0 = _mm512_fmadd_ps(pair(g), spread(m, 0), t0);
+        g += 2;
     }
     _mm512_reduce_add_ps(_mm512_add_ps(t0, t1))
         + super::scalar::dot_fp4_groups(packed, x, scales, g)
-}
-
-/// The multipliers of scales `g..g + 16` (which must exist). UE8M0 bytes widen and shift
-/// into f32's exponent field; byte 0 (2^-127, a subnormal) comes out of the maximum with its
-/// bit pattern.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn multipliers16(scales: Scales, g: usize) -> __m512 {
-    match scales {
-        Scales::E8M0(bytes) => {
-            let b = &bytes[g..g + 16];
-            let wide = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.as_ptr().cast()));
-            let bits =
-                _mm512_max_epu32(_mm512_slli_epi32(wide, 23), _mm512_set1_epi32(0x0040_0000));
-            _mm512_castsi512_ps(bits)
-        }
-        Scales::F32(bytes) => _mm512_loadu_ps(bytes[4 * g..4 * (g + 16)].as_ptr().cast()),
-    }
 }
 
 /// Outputs per panel line of the blocked product: one 512-bit vector.
