@@ -181,7 +181,7 @@ pub fn has_avx2() -> bool {
     })
 }
 
-/// Whether the AVX-512 (F and BW) row kernels can run here and are switched off by neither
+/// Whether the AVX-512 (F and BW) kernels can run here and are switched off by neither
 /// [`NO_SIMD_ENV`] nor [`NO_AVX512_ENV`] (checked once).
 #[inline]
 pub fn has_avx512() -> bool {
