@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// Prompt tokens per prefill chunk.
     #[arg(long, value_name = "N", default_value_t = 512)]
     prefill_chunk: usize,
-    /// Worker threads [default: all cores].
+    /// Worker threads [default: all cores; at most 1024].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Backend.
@@ -74,6 +74,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.prompt_len == 0 || args.gen < 2 {
         bail!("--prompt-len must be at least 1 and --gen at least 2");
     }
+    if args.prefill_chunk == 0 {
+        bail!("--prefill-chunk 0: expected at least 1");
+    }
     set_threads(args.threads)?;
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
@@ -102,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let (prefill, steps, decode) = rayon::scope(|_| -> Result<(f64, usize, f64)> {
         let start = Instant::now();
         let mut logits = Vec::new();
-        for piece in prompt.chunks(args.prefill_chunk.max(1)) {
+        for piece in prompt.chunks(args.prefill_chunk) {
             model.forward_into(piece, &mut state, Logits::Last, &mut logits)?;
         }
         let prefill = start.elapsed().as_secs_f64();

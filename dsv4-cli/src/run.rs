@@ -72,7 +72,7 @@ pub struct RunArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
-    /// Worker threads [default: all cores].
+    /// Worker threads [default: all cores; at most 1024].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     #[command(flatten)]
@@ -90,11 +90,18 @@ struct RunOutput<'a> {
     generation: &'a dsv4_runtime::Generation,
 }
 
+/// Most worker threads `--threads` accepts: more than any machine's cores, and a mistyped count
+/// fails at once (999999 threads had not started after 30 s).
+const MAX_THREADS: usize = 1024;
+
 /// Sets the worker count of the global thread pool.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
             bail!("--threads 0: expected at least 1");
+        }
+        if n > MAX_THREADS {
+            bail!("--threads {n}: at most {MAX_THREADS}");
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -110,6 +117,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         bail!("--device cuda: the CUDA backend is not built yet; use --device cpu");
     }
     set_threads(args.threads)?;
+    if args.prefill_chunk == 0 {
+        bail!("--prefill-chunk 0: expected at least 1");
+    }
     let demo_dir;
     let (dir, label) = match &args.weights {
         Some(dir) => (dir.clone(), dir.display().to_string()),

@@ -75,6 +75,10 @@ fn bad_bench_flags_are_one_line_errors() {
     let weights = fixture.to_str().expect("utf-8 path");
     let e = error(&["bench", "--weights", weights, "--gen", "1"]);
     assert!(e.contains("--gen at least 2"), "{e}");
+    let e = error(&["bench", "--weights", weights, "--prefill-chunk", "0"]);
+    assert!(e.contains("--prefill-chunk 0: expected at least 1"), "{e}");
+    let e = error(&["bench", "--weights", weights, "--threads", "5000"]);
+    assert!(e.contains("--threads 5000: at most 1024"), "{e}");
     let e = error(&["bench", "--weights", weights, "--device", "cuda"]);
     assert!(e.contains("CUDA backend"), "{e}");
     let e = error(&["bench", "--weights", "/nonexistent/checkpoint"]);

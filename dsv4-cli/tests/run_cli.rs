@@ -208,6 +208,26 @@ fn bad_input_gets_one_line_errors() {
             .contains("needs a tokenizer")
     );
     assert!(error(&["run", "--weights", w]).contains("--prompt"));
+    assert!(error(&[
+        "run",
+        "--weights",
+        w,
+        "--prompt-ids",
+        "0",
+        "--prefill-chunk",
+        "0"
+    ])
+    .contains("--prefill-chunk 0"));
+    assert!(error(&[
+        "run",
+        "--weights",
+        w,
+        "--prompt-ids",
+        "0",
+        "--threads",
+        "999999"
+    ])
+    .contains("--threads 999999: at most 1024"));
     assert!(
         error(&["run", "--weights", "/nonexistent/dir", "--prompt-ids", "0"])
             .contains("/nonexistent/dir")
