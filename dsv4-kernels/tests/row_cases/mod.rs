@@ -1,5 +1,5 @@
 //! Row-kernel cases shared by the kernel tests: every stored format at widths with and without
-//! whole blocks, runs of groups and tails, each checked against its scalar twin within a bound
+//! whole blocks, pairs of groups and tails, each checked against its scalar twin within a bound
 //! on float rounding (a fraction of Σ|w·x|).
 
 use super::common::{bytes, e4m3_bytes, floats};
@@ -184,7 +184,7 @@ const AVX512: RowKernels = RowKernels {
     fp4: simd::avx512::dot_fp4_row,
 };
 
-/// Every row kernel at widths with and without whole blocks, runs of groups and tails.
+/// Every row kernel at widths with and without whole blocks, pairs of groups and tails.
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for n in [1, 31, 32, 64, 96, 100, 1000, 1024] {
