@@ -15,8 +15,7 @@ pub fn with_model<R>(
     f: impl FnOnce(&Model) -> R,
 ) -> R {
     let loaded = LoadedCheckpoint::open(dir).expect("fixture loads");
-    let weights =
-        ModelWeights::bind(&loaded.config, &loaded.checkpoint, &loaded.report).expect("binds");
+    let weights = ModelWeights::bind(&loaded).expect("binds");
     let model = Model::new(
         &loaded.config,
         weights,

@@ -43,7 +43,7 @@ impl EngineArgs {
     /// The model of an opened checkpoint, with these numerics and cache settings.
     pub fn model<'a>(&self, loaded: &'a LoadedCheckpoint) -> Result<Model<'a>> {
         let config = &loaded.config;
-        let weights = ModelWeights::bind(config, &loaded.checkpoint, &loaded.report)?;
+        let weights = ModelWeights::bind(loaded)?;
         let model = Model::new(
             config,
             weights,

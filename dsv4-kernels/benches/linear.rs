@@ -1,5 +1,6 @@
-//! Throughput of the linears in each stored format: one input row (decode) and 64 rows
-//! (prefill), on shapes of the `small` preset. Bytes are the weight bytes each call reads.
+//! Throughput of the packed linears in each stored format: one input row (decode) and 64 rows
+//! (prefill), on shapes of the `small` preset, with the kernel set this CPU runs
+//! (`DSV4_NO_AVX512=1`, `DSV4_NO_SIMD=1` choose another). Bytes are the stored weight bytes.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
@@ -50,11 +51,14 @@ fn bench(c: &mut Criterion) {
     for (name, bytes, weight) in views {
         let view = LinearView { out, inp, weight };
         group.throughput(Throughput::Bytes(bytes as u64));
+        let packed = view.pack().expect("packs");
+        let linear = packed.linear();
+        let mut y = vec![0.0; 64 * out];
         group.bench_function(format!("{name} decode (1 row)"), |b| {
-            b.iter(|| view.forward_vec(&x[..inp]))
+            b.iter(|| linear.forward(&x[..inp], &mut y[..out]))
         });
         group.bench_function(format!("{name} prefill (64 rows)"), |b| {
-            b.iter(|| view.forward_vec(&x))
+            b.iter(|| linear.forward(&x, &mut y))
         });
     }
     group.finish();

@@ -5,9 +5,9 @@
 pub mod attend;
 pub mod cache_codec;
 pub mod formats;
-mod gemm;
 pub mod linear;
 pub mod ops;
+pub mod panel;
 pub mod quant;
 pub mod scratch;
 pub mod simd;

@@ -1,18 +1,17 @@
-//! The AVX-512 kernels: the row kernels against their scalar twins on the same inputs in the
-//! same layout, the blocked product's tile and attention's kernels against sums in f64, and the
-//! panel packing against the exact row decode, bit for bit.
+//! The AVX-512 kernels: the packed products of every stored format bit for bit against the order
+//! the `panel` module documents (as every kernel set must give it), and attention's kernels
+//! against sums in f64.
 //! Where this CPU has AVX-512 they run natively; elsewhere on an emulated CPU that has it
 //! (see `emulated`), which CI installs; with neither the test says so and passes untested.
 
 mod common;
 mod emulated;
-mod row_cases;
+mod packed_cases;
 
-use common::{bytes, e4m3_bytes, floats};
-use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
-use dsv4_kernels::simd;
-use dsv4_kernels::simd::scalar;
-use row_cases::{cases, check, Case};
+use common::{assert_bits_eq, floats};
+use dsv4_kernels::panel::PackedWeights;
+use dsv4_kernels::simd::{self, scalar, KernelSet};
+use packed_cases::{cases, inputs, reference};
 
 /// What an emulated call receives: the cases and where their results go (`len` values).
 struct Work<'a, C> {
@@ -43,16 +42,6 @@ trait Avx512Case {
     /// # Safety
     /// The CPU must have AVX-512 F and BW.
     unsafe fn avx512(&self, out: &mut [f32]);
-}
-
-impl Avx512Case for Case {
-    fn outputs(&self) -> usize {
-        Case::outputs(self)
-    }
-
-    unsafe fn avx512(&self, out: &mut [f32]) {
-        Case::avx512(self, out)
-    }
 }
 
 /// Every case's AVX-512 results, in case order, for the `Work` at `work`.
@@ -98,69 +87,49 @@ fn on_avx512<C: Avx512Case>(cases: &[C]) -> Option<Vec<f32>> {
     Some(got)
 }
 
-#[test]
-fn avx512_row_kernels_match_their_scalar_twins() {
-    let cases = cases();
-    if let Some(got) = on_avx512(&cases) {
-        check(&cases, &got, "AVX-512");
-    }
-}
-
-/// A register tile of the blocked product: a `k × 16` panel and `m` rows of `k` inputs.
-struct TileCase {
-    k: usize,
-    panel: Vec<f32>,
+/// A product of weights packed for the AVX-512 set with `rows` rows of input.
+struct ProductCase {
+    label: String,
+    packed: PackedWeights,
     x: Vec<f32>,
+    outputs: usize,
 }
 
-impl TileCase {
-    fn rows(&self) -> usize {
-        self.x.len() / self.k
-    }
-}
-
-impl Avx512Case for TileCase {
+impl Avx512Case for ProductCase {
     fn outputs(&self) -> usize {
-        16 * self.rows()
+        self.outputs
     }
 
     unsafe fn avx512(&self, out: &mut [f32]) {
-        simd::avx512::tile(&self.panel, &self.x, self.k, out)
+        self.packed.linear().forward_on_this_thread(&self.x, out);
     }
 }
 
-/// The AVX-512 tile, at every row count the blocked product uses, against the product in f64.
+/// The packed products of every format and odd shape, one input row (decode's tiles of eight
+/// groups) and thirteen (a twelve-row tile and a one-row one), equal the documented order bit
+/// for bit.
 #[test]
-fn avx512_tile_matches_the_product_in_f64() {
-    let mut cases = Vec::new();
-    for k in [1, 7, 64, 384] {
-        for rows in 1..=12 {
-            let panel = floats(16 * k, k as u64);
-            let x = floats(rows * k, 100 + rows as u64);
-            cases.push(TileCase { k, panel, x });
+fn avx512_products_compute_the_documented_order_bit_for_bit() {
+    let mut products = Vec::new();
+    let mut wanted = Vec::new();
+    for case in cases() {
+        for rows in [1, 13] {
+            let x = inputs(&case, rows);
+            wanted.push(reference(&case.view(), &x));
+            products.push(ProductCase {
+                label: format!("{} x {rows} rows", case.label),
+                packed: case.view().pack_for(KernelSet::Avx512).expect("packs"),
+                x,
+                outputs: rows * case.out,
+            });
         }
     }
-    let Some(got) = on_avx512(&cases) else {
-        return;
-    };
-    let mut at = 0;
-    for case in &cases {
-        for r in 0..case.rows() {
-            for j in 0..16 {
-                let terms = (0..case.k).map(|kk| {
-                    f64::from(case.x[r * case.k + kk]) * f64::from(case.panel[16 * kk + j])
-                });
-                let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                let g = f64::from(got[at + 16 * r + j]);
-                assert!(
-                    (g - want).abs() <= 1e-6 * size,
-                    "k {} rows {}: output {r},{j}: AVX-512 {g} against {want}",
-                    case.k,
-                    case.rows()
-                );
-            }
+    if let Some(got) = on_avx512(&products) {
+        let mut at = 0;
+        for (product, want) in products.iter().zip(&wanted) {
+            assert_bits_eq(&got[at..at + product.outputs], want, &product.label);
+            at += product.outputs;
         }
-        at += 16 * case.rows();
     }
 }
 
@@ -291,157 +260,5 @@ fn avx512_attention_kernels_match_sums_in_f64() {
             );
         }
         at += case.outputs();
-    }
-}
-
-/// One panel packed from a stored weight (which the case owns): rows `first..first + count`.
-struct PackCase {
-    label: &'static str,
-    out: usize,
-    inp: usize,
-    data: Vec<u8>,
-    scales: Vec<u8>,
-    first: usize,
-    count: usize,
-}
-
-impl PackCase {
-    /// The stored weight, its format named by the label.
-    fn view(&self) -> LinearView<'_> {
-        let weight = match self.label {
-            "f32" | "bf16" | "f16" => LinearWeight::Float {
-                dtype: match self.label {
-                    "f32" => FloatDtype::F32,
-                    "bf16" => FloatDtype::Bf16,
-                    _ => FloatDtype::F16,
-                },
-                data: &self.data,
-            },
-            "fp8" => LinearWeight::Fp8Block {
-                q: &self.data,
-                scales: Scales::E8M0(&self.scales),
-            },
-            "fp8 with f32 scales" => LinearWeight::Fp8Block {
-                q: &self.data,
-                scales: Scales::F32(&self.scales),
-            },
-            _ => LinearWeight::Fp4Group {
-                packed: &self.data,
-                scales: Scales::E8M0(&self.scales),
-            },
-        };
-        LinearView {
-            out: self.out,
-            inp: self.inp,
-            weight,
-        }
-    }
-
-    /// The panel from the exact row decode: column `j` is row `first + j`, zero past `count`.
-    fn reference(&self) -> Vec<f32> {
-        let view = self.view();
-        let mut panel = vec![0.0f32; 16 * self.inp];
-        let mut row = vec![0.0f32; self.inp];
-        for j in 0..self.count {
-            view.row(self.first + j, &mut row);
-            for (kk, &v) in row.iter().enumerate() {
-                panel[16 * kk + j] = v;
-            }
-        }
-        panel
-    }
-}
-
-impl Avx512Case for PackCase {
-    fn outputs(&self) -> usize {
-        16 * self.inp
-    }
-
-    unsafe fn avx512(&self, out: &mut [f32]) {
-        simd::avx512::pack_panel(&self.view(), self.first, self.count, out)
-    }
-}
-
-/// The AVX-512 panel packing of every stored format equals the exact row decode bit for bit,
-/// for whole panels, a short last one and one that starts between panels.
-#[test]
-fn avx512_panel_packing_equals_the_exact_decode() {
-    let (out, inp) = (40, 256);
-    let formats: [(&str, Vec<u8>, Vec<u8>); 6] = [
-        (
-            "f32",
-            floats(out * inp, 1)
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            Vec::new(),
-        ),
-        (
-            "bf16",
-            bytes(2 * out * inp, 2)
-                .chunks(2)
-                .flat_map(|c| [c[0], c[1] & 0xBF])
-                .collect(),
-            Vec::new(),
-        ),
-        (
-            "f16",
-            bytes(2 * out * inp, 3)
-                .chunks(2)
-                .flat_map(|c| [c[0], c[1] & 0xBB])
-                .collect(),
-            Vec::new(),
-        ),
-        ("fp8", e4m3_bytes(out * inp, 4), vec![121, 126]),
-        (
-            "fp8 with f32 scales",
-            e4m3_bytes(out * inp, 5),
-            [0.375f32, 3.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        (
-            "fp4",
-            bytes(out * inp / 2, 6),
-            bytes(out * inp / 32, 7)
-                .iter()
-                .map(|b| 118 + b % 9)
-                .collect(),
-        ),
-    ];
-    let mut cases = Vec::new();
-    for (label, data, scales) in formats {
-        for (first, count) in [(0, 16), (16, 16), (32, 8), (5, 11)] {
-            cases.push(PackCase {
-                label,
-                out,
-                inp,
-                data: data.clone(),
-                scales: scales.clone(),
-                first,
-                count,
-            });
-        }
-    }
-    let Some(got) = on_avx512(&cases) else {
-        return;
-    };
-    let mut at = 0;
-    for case in &cases {
-        let want = case.reference();
-        for (i, (g, w)) in got[at..at + want.len()].iter().zip(&want).enumerate() {
-            assert_eq!(
-                g.to_bits(),
-                w.to_bits(),
-                "{} rows {}..{}: input {} column {}: AVX-512 {g} against {w}",
-                case.label,
-                case.first,
-                case.first + case.count,
-                i / 16,
-                i % 16
-            );
-        }
-        at += want.len();
     }
 }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::Mmap;
 use serde::Deserialize;
 
 use crate::names::{fused_experts, native_name};
@@ -78,9 +78,7 @@ struct SafetensorsFile {
 /// Where a tensor's bytes are.
 struct TensorLocation {
     stored: String,
-    /// The file it was read from (its name is what views and messages report).
-    origin: usize,
-    /// The buffer holding its bytes now: the origin, or the resident copy.
+    /// The file it was read from.
     file: usize,
     dtype: DType,
     shape: Vec<usize>,
@@ -105,10 +103,8 @@ pub struct TensorView<'a> {
 /// An opened checkpoint directory: what could be read, and the problems met while reading.
 pub struct Checkpoint {
     dir: PathBuf,
-    /// The mapped files, then (after [`Checkpoint::make_resident`]) the resident copies.
+    /// The mapped files.
     files: Vec<SafetensorsFile>,
-    /// How many of `files` are mapped files.
-    mapped_files: usize,
     tensors: BTreeMap<String, TensorLocation>,
     /// File- and header-level problems (absent shards, truncation, lying offsets, …).
     pub problems: Vec<Problem>,
@@ -133,7 +129,6 @@ impl Checkpoint {
         let mut checkpoint = Self {
             dir: dir.to_path_buf(),
             files: Vec::new(),
-            mapped_files: 0,
             tensors: BTreeMap::new(),
             problems: Vec::new(),
         };
@@ -243,7 +238,6 @@ impl Checkpoint {
                         }
                         let location = TensorLocation {
                             stored,
-                            origin: file,
                             file,
                             dtype,
                             shape,
@@ -271,7 +265,6 @@ impl Checkpoint {
             name: name.to_string(),
             map,
         });
-        self.mapped_files = self.files.len();
         Some(file)
     }
 
@@ -280,7 +273,7 @@ impl Checkpoint {
         let loc = self.tensors.get(name)?;
         Some(TensorView {
             name: &loc.stored,
-            file: &self.files[loc.origin].name,
+            file: &self.files[loc.file].name,
             dtype: loc.dtype,
             shape: &loc.shape,
             data: &self.files[loc.file].map[loc.bytes.clone()],
@@ -304,68 +297,25 @@ impl Checkpoint {
 
     /// Names of the files that were mapped.
     pub fn file_names(&self) -> impl Iterator<Item = &str> {
-        self.files[..self.mapped_files]
-            .iter()
-            .map(|f| f.name.as_str())
+        self.files.iter().map(|f| f.name.as_str())
     }
 
-    /// Copies the tensors `keep` selects (by native name) into anonymous memory that asks for
-    /// transparent huge pages, and serves them from there from now on; the rest stay mapped.
-    /// For inference: decode streams every dense weight per token, and 2 MiB pages keep the
-    /// hardware prefetcher running and the TLB hitting (about 15% more bandwidth on the BF16
-    /// head here), while row lookups such as the embedding stay mapped and touch only the rows
-    /// used. Each source range is dropped from this process's mapping once copied (the page
-    /// cache keeps it), so the resident size never holds both copies.
-    pub fn make_resident(&mut self, keep: impl Fn(&str) -> bool) -> std::io::Result<()> {
-        const ALIGN: usize = 64;
-        let chosen: Vec<String> = self
-            .tensors
-            .iter()
-            .filter(|(name, loc)| keep(name) && loc.file == loc.origin)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let total: usize = chosen
-            .iter()
-            .filter_map(|name| self.tensors.get(name))
-            .map(|loc| loc.bytes.len().next_multiple_of(ALIGN))
-            .sum();
-        if total == 0 {
-            return Ok(());
-        }
-        let mut memory = MmapMut::map_anon(total)?;
-        #[cfg(target_os = "linux")]
-        {
-            // Only a request: without transparent huge pages the copy sits in 4 KiB pages.
-            let _ = memory.advise(memmap2::Advice::HugePage);
-        }
-        let resident = self.files.len();
-        let mut offset = 0;
-        for name in &chosen {
-            let Some(loc) = self.tensors.get_mut(name) else {
-                continue;
-            };
-            let len = loc.bytes.len();
-            let source = &self.files[loc.file].map;
-            memory[offset..offset + len].copy_from_slice(&source[loc.bytes.clone()]);
-            // SAFETY: the map is a read-only private file mapping; dropping its pages only makes
-            // a later read fault them in again from the page cache. No view into this range is
-            // alive: `&mut self` excludes them.
-            let _ = unsafe {
-                source.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    loc.bytes.start,
-                    len,
-                )
-            };
-            loc.file = resident;
-            loc.bytes = offset..offset + len;
-            offset += len.next_multiple_of(ALIGN);
-        }
-        self.files.push(SafetensorsFile {
-            name: "(resident copies)".to_string(),
-            map: memory.make_read_only()?,
-        });
-        Ok(())
+    /// Drops the pages of tensor `name` from this process's mapping (the page cache keeps them,
+    /// and a later read faults them in again): for a tensor copied elsewhere, so the resident
+    /// size never holds both copies.
+    pub fn release(&self, name: &str) {
+        let Some(loc) = self.tensors.get(name) else {
+            return;
+        };
+        // SAFETY: the map is a read-only private file mapping; dropping its pages only makes a
+        // later read fault them in again from the page cache.
+        let _ = unsafe {
+            self.files[loc.file].map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                loc.bytes.start,
+                loc.bytes.len(),
+            )
+        };
     }
 }
 

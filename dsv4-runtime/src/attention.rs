@@ -4,10 +4,10 @@
 //! rotation of the output and the grouped output projection.
 
 use dsv4_cache::{BlockPool, PagedEntries, StoreError};
+use dsv4_kernels::panel::{PackedLinear, PackedWeights};
 use std::cell::RefCell;
 
 use dsv4_kernels::attend::attend_shared_kv;
-use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
 use dsv4_kernels::ops::{best_first, keep_best, rms_norm, RopeFrequencies};
 use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
@@ -105,7 +105,7 @@ pub struct AttentionBuffers {
 /// Runs attention for `h` (`T × D`, already normed) and writes the outputs of tokens
 /// `first_output..T` into `y` (`(T − first_output) × D`).
 pub fn attention(
-    w: &AttentionWeights,
+    w: &AttentionWeights<PackedLinear>,
     h: &[f32],
     step: AttentionStep,
     dims: AttentionDims,
@@ -121,7 +121,7 @@ pub fn attention(
         pool,
         rope,
     } = step;
-    let d = w.wq_a.inp;
+    let d = w.wq_a.inp();
     let t_len = h.len() / d;
     // Tokens with an output, from absolute position `q0`.
     let (h_out, q0) = (&h[first_output * d..], p0 + first_output);
@@ -349,8 +349,8 @@ pub fn attention(
         state.window.write(p0 + t, row)?;
     }
 
-    // Grouped output projection: group g's heads through rows g·Ro..(g+1)·Ro of wo_a, the
-    // groups in one parallel region.
+    // Grouped output projection: group g's heads through its rows of wo_a, the groups in one
+    // parallel region.
     let groups = dims.groups;
     let group_in = heads * dh / groups;
     let ro = dims.group_rank;
@@ -364,9 +364,7 @@ pub fn attention(
         .par_chunks_mut(t_out * ro)
         .zip(group_inputs.par_chunks(t_out * group_in))
         .enumerate()
-        .for_each(|(g, (part, input))| {
-            w.wo_a.forward_rows(g * ro..(g + 1) * ro, input, part);
-        });
+        .for_each(|(g, (part, input))| w.wo_a[g].forward(input, part));
     let z = zeroed(z, t_out * groups * ro);
     for (g, part) in parts.chunks(t_out * ro).enumerate() {
         for t in 0..t_out {
@@ -387,8 +385,8 @@ struct Selection<'a> {
 /// queries share, and each piece's own top-k before the merge.
 #[derive(Debug, Default)]
 struct IndexerScratch {
-    /// The queries' heads as little-endian bytes, so each query is a linear over the keys.
-    q_bytes: Vec<u8>,
+    /// Each query's heads packed as a linear over the keys.
+    heads: Vec<PackedWeights>,
     tile: Vec<f32>,
     piece_slots: Vec<(f32, usize)>,
     piece_len: Vec<usize>,
@@ -416,10 +414,13 @@ fn indexer_top_k(
         return Ok(());
     };
     let total = visible(t_len - 1);
-    let q_bytes = &mut scratch.q_bytes;
-    q_bytes.clear();
-    q_bytes.extend(index_q.iter().flat_map(|v| v.to_le_bytes()));
-    let q_bytes = &q_bytes[..];
+    if scratch.heads.len() < t_len {
+        scratch.heads.resize_with(t_len, PackedWeights::default);
+    }
+    for (heads, q) in scratch.heads.iter_mut().zip(index_q.chunks(hi * di)) {
+        heads.repack_f32(q, hi, di);
+    }
+    let heads = &scratch.heads[..t_len];
     // Several queries share one decoded tile of keys. A lone query (decode) has each piece
     // decode its own keys instead, which then stay in its worker's cache for the product.
     let shared_tile = t_len > 1;
@@ -464,16 +465,9 @@ fn indexer_top_k(
                 if first >= last {
                     return Ok(());
                 }
-                // The query's heads as a linear over the piece's keys: one blocked product
-                // gives every head's dot with every key.
-                let heads = LinearView {
-                    out: hi,
-                    inp: di,
-                    weight: LinearWeight::Float {
-                        dtype: FloatDtype::F32,
-                        data: &q_bytes[4 * t * hi * di..][..4 * hi * di],
-                    },
-                };
+                // The query's heads as a linear over the piece's keys: one product gives
+                // every head's dot with every key.
+                let heads = heads[t].linear();
                 let weights = &index_w[t * hi..][..hi];
                 let mut select = |piece_keys: &[f32]| {
                     with_buffer(&HEAD_DOTS, |dots| {
@@ -563,7 +557,7 @@ struct EntrySink<'s> {
 /// the entries it closes: normed, RoPE at `m·w` on the trailing `dr` dims, then `finish` (the
 /// reference's simulation), then encoded into the sink's stream. `entry` is scratch.
 fn compress(
-    w: &CompressorWeights,
+    w: &CompressorWeights<PackedLinear>,
     (a, g): (&[f32], &[f32]),
     tail: &mut CompressorState,
     sink: EntrySink,
@@ -572,7 +566,7 @@ fn compress(
     finish: impl Fn(&mut [f32]),
 ) -> Result<(), StoreError> {
     let _range = profile::range(c"compressor");
-    let cw = w.wkv.out;
+    let cw = w.wkv.out();
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
         if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.eps, entry) {
             let width = entry.len();

@@ -3,6 +3,7 @@
 //! current window's B-half, so each entry summarises 2m tokens at stride m.
 
 use dsv4_kernels::ops::rms_norm;
+use dsv4_kernels::panel::PackedLinear;
 
 use crate::weights::CompressorWeights;
 
@@ -65,7 +66,7 @@ impl CompressorState {
         &mut self,
         position: usize,
         (a, g): (&[f32], &[f32]),
-        w: &CompressorWeights,
+        w: &CompressorWeights<PackedLinear>,
         norm_eps: f32,
         entry: &mut Vec<f32>,
     ) -> Option<usize> {

@@ -2,8 +2,9 @@
 //! sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 
-use dsv4_kernels::linear::dot;
+use dsv4_kernels::simd::dot_f32;
 use dsv4_kernels::ops::{sigmoid, softmax};
+use dsv4_kernels::panel::PackedLinear;
 
 use crate::weights::HcWeights;
 
@@ -32,7 +33,7 @@ pub struct HcMixes {
 
 impl HcMixes {
     /// Computes the mix of every token of `x` (`T × n·D`, stream-major per token).
-    pub fn compute(&mut self, x: &[f32], d: usize, w: &HcWeights, c: HcConfig) {
+    pub fn compute(&mut self, x: &[f32], d: usize, w: &HcWeights<PackedLinear>, c: HcConfig) {
         let n = c.streams;
         let tokens = x.len() / (n * d);
         self.streams = n;
@@ -43,7 +44,7 @@ impl HcMixes {
         self.comb.clear();
         self.comb.resize(tokens * n * n, 0.0);
         project(x, w, c.norm_eps, &mut self.mu);
-        for (t, mu) in self.mu.chunks(w.proj.out).enumerate() {
+        for (t, mu) in self.mu.chunks(w.proj.out()).enumerate() {
             mix_into(
                 mu,
                 w,
@@ -78,7 +79,13 @@ impl HcMixes {
 
     /// The final collapse of one token's streams `x` into `out`:
     /// `Σᵢ (sigmoid(s·μᵢ + bᵢ) + eps) · xᵢ`.
-    pub fn collapse(&mut self, x: &[f32], w: &HcWeights, c: HcConfig, out: &mut [f32]) {
+    pub fn collapse(
+        &mut self,
+        x: &[f32],
+        w: &HcWeights<PackedLinear>,
+        c: HcConfig,
+        out: &mut [f32],
+    ) {
         let n = c.streams;
         let mu = &mut self.mu;
         project(x, w, c.norm_eps, mu);
@@ -104,13 +111,13 @@ pub struct HcConfig {
 
 /// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for each token's flattened streams `x̄` (`x` is
 /// `T × n·D`), one value per row of φ, into `mu` (`T × rows`).
-fn project(x: &[f32], w: &HcWeights, norm_eps: f32, mu: &mut Vec<f32>) {
-    let (width, rows) = (w.proj.inp, w.proj.out);
+fn project(x: &[f32], w: &HcWeights<PackedLinear>, norm_eps: f32, mu: &mut Vec<f32>) {
+    let (width, rows) = (w.proj.inp(), w.proj.out());
     mu.clear();
     mu.resize(x.len() / width * rows, 0.0);
     w.proj.forward(x, mu);
     for (xt, mt) in x.chunks(width).zip(mu.chunks_mut(rows)) {
-        let r = 1.0 / (dot(xt, xt) / width as f32 + norm_eps).sqrt();
+        let r = 1.0 / (dot_f32(xt, xt) / width as f32 + norm_eps).sqrt();
         mt.iter_mut().for_each(|v| *v *= r);
     }
 }
@@ -119,7 +126,7 @@ fn project(x: &[f32], w: &HcWeights, norm_eps: f32, mu: &mut Vec<f32>) {
 /// `comb` (`n × n`).
 fn mix_into(
     mu: &[f32],
-    w: &HcWeights,
+    w: &HcWeights<PackedLinear>,
     c: HcConfig,
     pre: &mut [f32],
     post: &mut [f32],
@@ -189,25 +196,19 @@ pub fn hc_post(x: &mut [f32], y: &[f32], mix: HcMix, old: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight};
+    use dsv4_kernels::panel::PackedWeights;
 
     #[test]
     fn sinkhorn_makes_comb_nearly_doubly_stochastic_and_keeps_orientation() {
         let n = 3;
         let d = 2;
         let rows = (2 + n) * n;
-        let proj: Vec<u8> = (0..rows * n * d)
-            .flat_map(|i| (((i * 7 % 11) as f32 - 5.0) * 0.1).to_le_bytes())
+        let proj: Vec<f32> = (0..rows * n * d)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
             .collect();
+        let mut packed = PackedWeights::default();
         let w = HcWeights {
-            proj: LinearView {
-                out: rows,
-                inp: n * d,
-                weight: LinearWeight::Float {
-                    dtype: FloatDtype::F32,
-                    data: &proj,
-                },
-            },
+            proj: packed.repack_f32(&proj, rows, n * d),
             base: (0..rows).map(|i| (i as f32) * 0.05).collect(),
             scale: vec![1.0, 1.0, 1.0],
         };

@@ -2,6 +2,7 @@
 //! hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE → hc_post, then hc_head →
 //! norm → head. One call processes a chunk of consecutive tokens of one request.
 
+use dsv4_kernels::panel::PackedLinear;
 use std::ffi::CString;
 
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
@@ -286,7 +287,7 @@ impl<'a> Model<'a> {
     fn enter(
         &self,
         x: &[f32],
-        hc: &crate::weights::HcWeights,
+        hc: &crate::weights::HcWeights<PackedLinear>,
         norm: &[f32],
         mixes: &mut HcMixes,
         h: &mut Vec<f32>,

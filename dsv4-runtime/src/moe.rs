@@ -3,6 +3,7 @@
 //! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
 
 use dsv4_kernels::ops::{silu, softplus, top_k_into};
+use dsv4_kernels::panel::PackedLinear;
 
 use rayon::prelude::*;
 
@@ -49,7 +50,7 @@ struct ExpertBuffers {
 /// Routes token `t` by its router scores: pushes `(t, weight)` onto the rows of each chosen
 /// expert.
 fn route(
-    w: &MoeWeights,
+    w: &MoeWeights<PackedLinear>,
     scores: &[f32],
     (t, token): (usize, u32),
     c: MoeConfig,
@@ -89,11 +90,16 @@ fn route(
 
 /// One expert on its gathered rows `b.x` (`n × D`), each row scaled by its routing weight;
 /// the result lands in `b.y`.
-fn expert(e: &ExpertWeights, b: &mut ExpertBuffers, c: MoeConfig, numerics: Numerics) {
+fn expert(
+    e: &ExpertWeights<PackedLinear>,
+    b: &mut ExpertBuffers,
+    c: MoeConfig,
+    numerics: Numerics,
+) {
     numerics.linear_into(&e.w1, &b.x, &mut b.gate);
     numerics.linear_into(&e.w3, &b.x, &mut b.up);
     let limit = c.swiglu_limit;
-    let inter = e.w1.out;
+    let inter = e.w1.out();
     for (row, (g, v)) in b.gate.chunks_mut(inter).zip(b.up.chunks(inter)).enumerate() {
         for (g, &v) in g.iter_mut().zip(v) {
             let (gate, up) = if limit > 0.0 {
@@ -110,7 +116,7 @@ fn expert(e: &ExpertWeights, b: &mut ExpertBuffers, c: MoeConfig, numerics: Nume
     }
     numerics.linear_into(&e.w2, &b.gate, &mut b.y);
     if numerics == Numerics::Exact {
-        let d = e.w2.out;
+        let d = e.w2.out();
         for (row, out) in b.y.chunks_mut(d).enumerate() {
             out.iter_mut().for_each(|v| *v *= b.gamma[row]);
         }
@@ -119,7 +125,7 @@ fn expert(e: &ExpertWeights, b: &mut ExpertBuffers, c: MoeConfig, numerics: Nume
 
 /// The MoE output for `h` (`T × D`, normed) of tokens `tokens`, into `out` (`T × D`).
 pub fn moe(
-    w: &MoeWeights,
+    w: &MoeWeights<PackedLinear>,
     h: &[f32],
     tokens: &[u32],
     c: MoeConfig,
@@ -127,7 +133,7 @@ pub fn moe(
     buf: &mut MoeBuffers,
     out: &mut Vec<f32>,
 ) {
-    let d = w.gate.inp;
+    let d = w.gate.inp();
     // Group tokens by expert so each expert's weights are read once per chunk.
     let routing = profile::range(c"moe routing");
     buf.experts
@@ -141,9 +147,9 @@ pub fn moe(
     // Every token's router scores in one product, then each token's choice.
     let mut scores = std::mem::take(&mut buf.scores);
     w.gate
-        .forward(h, zeroed(&mut scores, tokens.len() * w.gate.out));
+        .forward(h, zeroed(&mut scores, tokens.len() * w.gate.out()));
     scores.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
-    for (t, (row, &token)) in scores.chunks(w.gate.out).zip(tokens).enumerate() {
+    for (t, (row, &token)) in scores.chunks(w.gate.out()).zip(tokens).enumerate() {
         route(w, row, (t, token), c, buf);
     }
     buf.scores = scores;

@@ -2,9 +2,9 @@
 //! dequantized exactly and nothing else quantized (what transformers' float32 model computes);
 //! `reference` adds the release's quantization simulations.
 
+use dsv4_kernels::panel::PackedLinear;
 use std::cell::RefCell;
 
-use dsv4_kernels::linear::{LinearView, LinearWeight};
 use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
 use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
@@ -17,7 +17,7 @@ thread_local! {
 /// One product of [`Numerics::linears`]: `y = W x`.
 pub struct Product<'a> {
     /// The weight.
-    pub weight: &'a LinearView<'a>,
+    pub weight: &'a PackedLinear<'a>,
     /// Input rows.
     pub x: &'a [f32],
     /// Output, resized to fit.
@@ -39,18 +39,14 @@ pub enum Numerics {
 impl Numerics {
     /// `W x` for each row of `x` into `y` (resized; its capacity reused), quantizing the input
     /// first where the reference does.
-    pub fn linear_into(self, w: &LinearView, x: &[f32], y: &mut Vec<f32>) {
+    pub fn linear_into(self, w: &PackedLinear, x: &[f32], y: &mut Vec<f32>) {
         y.clear();
-        y.resize(x.len() / w.inp * w.out, 0.0);
-        let quantized = matches!(
-            w.weight,
-            LinearWeight::Fp8Block { .. } | LinearWeight::Fp4Group { .. }
-        );
-        if self == Self::Reference && quantized {
+        y.resize(x.len() / w.inp() * w.out(), 0.0);
+        if self == Self::Reference && w.is_quantized() {
             with_buffer(&QUANTIZED_INPUT, |xq| {
                 xq.clear();
                 xq.extend_from_slice(x);
-                xq.chunks_mut(w.inp).for_each(act_quant_fp8);
+                xq.chunks_mut(w.inp()).for_each(act_quant_fp8);
                 w.forward(xq, y);
             });
         } else {

@@ -1,12 +1,18 @@
-//! The model's weights as the forward pass reads them: large linears as borrowed views of the
-//! mapped checkpoint (FP8, FP4 or float, never dequantized whole), small vectors copied to f32.
+//! The model's weights as the forward pass reads them: linears packed for the kernels (FP8, FP4
+//! or float, never dequantized whole; see [`crate::load`]), the embedding a view of the mapped
+//! checkpoint, small vectors copied to f32. The structs are generic over the linear type `L`:
+//! loading binds them once with the stored views to find every linear, then with the packed
+//! ones.
 
 use std::collections::HashMap;
 
 use dsv4_kernels::linear::LinearView;
+use dsv4_kernels::panel::PackedLinear;
 use dsv4_model::{
     CheckReport, Checkpoint, LayerSchedule, LayerSpec, MlpKind, ModelConfig, TensorSpec,
 };
+
+use crate::load::{LinearRows, LoadedCheckpoint};
 
 /// Why weights could not be bound to the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,10 +37,10 @@ pub enum WeightsError {
 
 /// Mixing parameters of one hyper-connection (`hc_*_fn`, `_base`, `_scale`).
 #[derive(Debug, Clone)]
-pub struct HcWeights<'a> {
+pub struct HcWeights<L> {
     /// `[rows, n·D]` projection of the flattened streams (a linear, so one token's rows split
     /// over the workers and a chunk's tokens go through the blocked product).
-    pub proj: LinearView<'a>,
+    pub proj: L,
     /// Bias per row.
     pub base: Vec<f32>,
     /// Scales of the pre, post and comb parts (the head has only the first).
@@ -42,77 +48,78 @@ pub struct HcWeights<'a> {
 }
 
 /// A compressor: value and gate projections, gate position bias, output norm.
-pub struct CompressorWeights<'a> {
+pub struct CompressorWeights<L> {
     /// `[m, c·w]` gate bias by position in window.
     pub ape: Vec<f32>,
     /// Value projection `[c·w, D]`.
-    pub wkv: LinearView<'a>,
+    pub wkv: L,
     /// Gate projection `[c·w, D]`.
-    pub wgate: LinearView<'a>,
+    pub wgate: L,
     /// RMSNorm weight `[w]`.
     pub norm: Vec<f32>,
 }
 
 /// The Lightning Indexer of a CSA layer.
-pub struct IndexerWeights<'a> {
+pub struct IndexerWeights<L> {
     /// Query projection from the query latent, `[Hi·Di, Rq]`.
-    pub wq_b: LinearView<'a>,
+    pub wq_b: L,
     /// Per-head weights from the normed input, `[Hi, D]`.
-    pub weights_proj: LinearView<'a>,
+    pub weights_proj: L,
     /// The indexer's own compressor (width Di).
-    pub compressor: CompressorWeights<'a>,
+    pub compressor: CompressorWeights<L>,
 }
 
 /// Attention of one layer.
-pub struct AttentionWeights<'a> {
+pub struct AttentionWeights<L> {
     /// `[Rq, D]`.
-    pub wq_a: LinearView<'a>,
+    pub wq_a: L,
     /// `[Rq]`.
     pub q_norm: Vec<f32>,
     /// `[H·Dh, Rq]`.
-    pub wq_b: LinearView<'a>,
+    pub wq_b: L,
     /// `[Dh, D]`.
-    pub wkv: LinearView<'a>,
+    pub wkv: L,
     /// `[Dh]`.
     pub kv_norm: Vec<f32>,
-    /// `[G·Ro, H·Dh/G]`, applied per group.
-    pub wo_a: LinearView<'a>,
+    /// `[G·Ro, H·Dh/G]`, applied per group: group `g`'s rows `g·Ro..(g+1)·Ro` as a linear of
+    /// their own.
+    pub wo_a: Vec<L>,
     /// `[D, G·Ro]`.
-    pub wo_b: LinearView<'a>,
+    pub wo_b: L,
     /// Per-head sink logits `[H]`.
     pub sink: Vec<f32>,
     /// Main compressor (CSA, HCA).
-    pub compressor: Option<CompressorWeights<'a>>,
+    pub compressor: Option<CompressorWeights<L>>,
     /// Lightning Indexer (CSA).
-    pub indexer: Option<IndexerWeights<'a>>,
+    pub indexer: Option<IndexerWeights<L>>,
 }
 
 /// One SwiGLU expert.
-pub struct ExpertWeights<'a> {
+pub struct ExpertWeights<L> {
     /// Gate projection `[I, D]`.
-    pub w1: LinearView<'a>,
+    pub w1: L,
     /// Down projection `[D, I]`.
-    pub w2: LinearView<'a>,
+    pub w2: L,
     /// Up projection `[I, D]`.
-    pub w3: LinearView<'a>,
+    pub w3: L,
 }
 
 /// The MoE of one layer.
-pub struct MoeWeights<'a> {
+pub struct MoeWeights<L> {
     /// Router `[E, D]`.
-    pub gate: LinearView<'a>,
+    pub gate: L,
     /// Selection bias `[E]` (routed layers).
     pub bias: Option<Vec<f32>>,
     /// Experts of each token id, `[V, K]` (hash layers).
     pub tid2eid: Option<Vec<usize>>,
     /// Routed experts.
-    pub experts: Vec<ExpertWeights<'a>>,
+    pub experts: Vec<ExpertWeights<L>>,
     /// The shared expert.
-    pub shared: ExpertWeights<'a>,
+    pub shared: ExpertWeights<L>,
 }
 
 /// One decoder block.
-pub struct LayerWeights<'a> {
+pub struct LayerWeights<L> {
     /// Its place in the schedule.
     pub spec: LayerSpec,
     /// Pre-attention RMSNorm.
@@ -120,36 +127,46 @@ pub struct LayerWeights<'a> {
     /// Pre-MoE RMSNorm.
     pub ffn_norm: Vec<f32>,
     /// Hyper-connection around attention.
-    pub hc_attn: HcWeights<'a>,
+    pub hc_attn: HcWeights<L>,
     /// Hyper-connection around the MoE.
-    pub hc_ffn: HcWeights<'a>,
+    pub hc_ffn: HcWeights<L>,
     /// Attention.
-    pub attn: AttentionWeights<'a>,
+    pub attn: AttentionWeights<L>,
     /// MoE.
-    pub moe: MoeWeights<'a>,
+    pub moe: MoeWeights<L>,
 }
 
-/// Every weight of the decoder.
-pub struct ModelWeights<'a> {
+/// Every weight of the decoder, its linears packed for the kernels (`L` as bound for use).
+pub struct ModelWeights<'a, L = PackedLinear<'a>> {
     /// `[V, D]` embedding rows.
     pub embed: LinearView<'a>,
     /// `[V, D]` output head.
-    pub head: LinearView<'a>,
+    pub head: L,
     /// Final RMSNorm.
     pub norm: Vec<f32>,
     /// Final stream collapse.
-    pub hc_head: HcWeights<'a>,
+    pub hc_head: HcWeights<L>,
     /// Decoder blocks.
-    pub layers: Vec<LayerWeights<'a>>,
+    pub layers: Vec<LayerWeights<L>>,
 }
 
-/// Reads tensors of a checked checkpoint by native name.
-struct Binder<'a, 'r> {
+/// What a bound linear becomes: the stored view (to pack it), or the packed one.
+pub(crate) trait LinearSource<'a> {
+    /// The linear type of the bound weights.
+    type Linear;
+
+    /// The linear of weight tensor `name`, rows `rows`.
+    fn linear(&self, name: &str, rows: LinearRows<'a>) -> Result<Self::Linear, WeightsError>;
+}
+
+/// Reads tensors of a checked checkpoint by native name, its linears through `source`.
+struct Binder<'a, 'r, S> {
     checkpoint: &'a Checkpoint,
     specs: HashMap<&'r str, &'r TensorSpec>,
+    source: &'r S,
 }
 
-impl<'a> Binder<'a, '_> {
+impl<'a, S: LinearSource<'a>> Binder<'a, '_, S> {
     fn missing(name: &str) -> WeightsError {
         WeightsError::Invalid {
             tensor: name.to_string(),
@@ -164,27 +181,54 @@ impl<'a> Binder<'a, '_> {
             .ok_or_else(|| Self::missing(name))
     }
 
-    fn linear(&self, base: &str) -> Result<LinearView<'a>, WeightsError> {
+    /// The stored view of the linear `base` (`base.weight`, and `base.scale` when quantized).
+    fn stored(&self, base: &str) -> Result<(String, LinearView<'a>), WeightsError> {
         let weight = format!("{base}.weight");
-        let linear = self
+        let view = self
             .specs
             .get(weight.as_str())
             .and_then(|s| s.linear)
+            .and_then(|linear| self.checkpoint.linear(base, linear))
             .ok_or_else(|| Self::missing(&weight))?;
-        self.checkpoint
-            .linear(base, linear)
-            .ok_or_else(|| Self::missing(&weight))
+        Ok((weight, view))
     }
 
-    /// A 2-D float tensor used as a linear (BF16 projections, embeddings, head).
-    fn float_linear(&self, name: &str) -> Result<LinearView<'a>, WeightsError> {
+    fn linear(&self, base: &str) -> Result<S::Linear, WeightsError> {
+        let (name, view) = self.stored(base)?;
+        self.source.linear(&name, LinearRows::all(view))
+    }
+
+    /// The linear `base` cut into `groups` linears of consecutive rows.
+    fn linear_groups(&self, base: &str, groups: usize) -> Result<Vec<S::Linear>, WeightsError> {
+        let (name, view) = self.stored(base)?;
+        let count = view.out / groups.max(1);
+        (0..groups)
+            .map(|g| {
+                let rows = LinearRows {
+                    view,
+                    first: g * count,
+                    count,
+                };
+                self.source.linear(&name, rows)
+            })
+            .collect()
+    }
+
+    /// A 2-D float tensor used as a linear (BF16 projections, head).
+    fn float_linear(&self, name: &str) -> Result<S::Linear, WeightsError> {
+        let view = self.float_view(name)?;
+        self.source.linear(name, LinearRows::all(view))
+    }
+
+    /// A 2-D float tensor as a stored view (the embedding, read by rows).
+    fn float_view(&self, name: &str) -> Result<LinearView<'a>, WeightsError> {
         self.checkpoint
             .tensor(name)
             .and_then(|t| t.as_linear())
             .ok_or_else(|| Self::missing(name))
     }
 
-    fn hc(&self, prefix: &str) -> Result<HcWeights<'a>, WeightsError> {
+    fn hc(&self, prefix: &str) -> Result<HcWeights<S::Linear>, WeightsError> {
         Ok(HcWeights {
             proj: self.float_linear(&format!("{prefix}_fn"))?,
             base: self.floats(&format!("{prefix}_base"))?,
@@ -192,7 +236,7 @@ impl<'a> Binder<'a, '_> {
         })
     }
 
-    fn compressor(&self, prefix: &str) -> Result<CompressorWeights<'a>, WeightsError> {
+    fn compressor(&self, prefix: &str) -> Result<CompressorWeights<S::Linear>, WeightsError> {
         Ok(CompressorWeights {
             ape: self.floats(&format!("{prefix}.ape"))?,
             wkv: self.float_linear(&format!("{prefix}.wkv.weight"))?,
@@ -201,7 +245,7 @@ impl<'a> Binder<'a, '_> {
         })
     }
 
-    fn expert(&self, prefix: &str) -> Result<ExpertWeights<'a>, WeightsError> {
+    fn expert(&self, prefix: &str) -> Result<ExpertWeights<S::Linear>, WeightsError> {
         Ok(ExpertWeights {
             w1: self.linear(&format!("{prefix}.w1"))?,
             w2: self.linear(&format!("{prefix}.w2"))?,
@@ -213,7 +257,7 @@ impl<'a> Binder<'a, '_> {
         &self,
         config: &ModelConfig,
         spec: LayerSpec,
-    ) -> Result<LayerWeights<'a>, WeightsError> {
+    ) -> Result<LayerWeights<S::Linear>, WeightsError> {
         let p = format!("layers.{}.", spec.index);
         let a = |s: &str| format!("{p}attn.{s}");
         let compressor = match spec.attention.ratio() {
@@ -235,7 +279,7 @@ impl<'a> Binder<'a, '_> {
             wq_b: self.linear(&a("wq_b"))?,
             wkv: self.linear(&a("wkv"))?,
             kv_norm: self.floats(&a("kv_norm.weight"))?,
-            wo_a: self.linear(&a("wo_a"))?,
+            wo_a: self.linear_groups(&a("wo_a"), config.o_groups)?,
             wo_b: self.linear(&a("wo_b"))?,
             sink: self.floats(&a("attn_sink"))?,
             compressor,
@@ -301,12 +345,25 @@ impl<'a> Binder<'a, '_> {
 }
 
 impl<'a> ModelWeights<'a> {
+    /// Binds the weights of a loaded checkpoint, its linears as packed at load.
+    pub fn bind(loaded: &'a LoadedCheckpoint) -> Result<Self, WeightsError> {
+        Self::bind_with(
+            &loaded.config,
+            &loaded.checkpoint,
+            &loaded.report,
+            &&loaded.packed,
+        )
+    }
+}
+
+impl<'a, L> ModelWeights<'a, L> {
     /// Binds the weights of a checkpoint that passed `check` (its report is required so no
-    /// unchecked byte is ever read).
-    pub fn bind(
+    /// unchecked byte is ever read), each linear through `source`.
+    pub(crate) fn bind_with<S: LinearSource<'a, Linear = L>>(
         config: &ModelConfig,
         checkpoint: &'a Checkpoint,
         report: &CheckReport,
+        source: &S,
     ) -> Result<Self, WeightsError> {
         if let Some(first) = report.problems.first() {
             return Err(WeightsError::Problems {
@@ -322,6 +379,7 @@ impl<'a> ModelWeights<'a> {
                 .iter()
                 .map(|t| (t.name.as_str(), t))
                 .collect(),
+            source,
         };
         let layers = LayerSchedule::new(config)
             .layers
@@ -329,7 +387,7 @@ impl<'a> ModelWeights<'a> {
             .map(|spec| binder.layer(config, spec))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            embed: binder.float_linear("embed.weight")?,
+            embed: binder.float_view("embed.weight")?,
             head: binder.float_linear("head.weight")?,
             norm: binder.floats("norm.weight")?,
             hc_head: binder.hc("hc_head")?,

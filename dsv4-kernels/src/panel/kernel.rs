@@ -1,0 +1,251 @@
+//! The one tile loop every kernel set runs ([`tile`]), generic over a set's vector type
+//! ([`Lanes`]) and a format's decoder for it ([`Decoder`]); each set instantiates it inside a
+//! function compiled for its instructions, where everything here inlines.
+
+use std::ops::Range;
+
+use super::{PackedFormat, ScaleType};
+
+/// Most vectors one step of a group decodes into per input (32 rows of 8-lane vectors).
+pub(crate) const MAX_VECS: usize = 4;
+
+/// A packed linear as the tile loop reads it.
+pub(crate) struct Job {
+    pub(crate) weights: *const u8,
+    pub(crate) scales: *const u8,
+    pub(crate) scale_type: Option<ScaleType>,
+    pub(crate) inp: usize,
+    pub(crate) out: usize,
+    pub(crate) rows: usize,
+    pub(crate) groups: usize,
+    pub(crate) steps: usize,
+    pub(crate) step_bytes: usize,
+    pub(crate) steps_per_block: usize,
+    pub(crate) blocks: usize,
+    pub(crate) format: PackedFormat,
+}
+
+// SAFETY: the pointers are into a packed linear's bytes, which are only read and outlive the
+// product that shares the job between its tasks.
+unsafe impl Sync for Job {}
+
+/// `y` (`n × width`) shared by tasks that each write the columns of their own groups.
+pub(crate) struct SharedOutput {
+    ptr: *mut f32,
+    width: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges of rows inside the slice the pointer came from,
+// which outlives the parallel call.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    pub(crate) fn new(y: &mut [f32], width: usize) -> Self {
+        Self {
+            ptr: y.as_mut_ptr(),
+            width,
+        }
+    }
+
+    /// Writes `values` at row `t`, columns `first..first + values.len()`.
+    ///
+    /// SAFETY: the columns lie inside the row and belong to the calling task.
+    unsafe fn write(&self, t: usize, first: usize, values: &[f32]) {
+        let dst = self.ptr.add(t * self.width + first);
+        std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len());
+    }
+}
+
+/// A kernel set's vector of f32 lanes. Every operation rounds as IEEE does; `fma` once.
+pub(crate) trait Lanes: Copy {
+    /// Lanes per vector.
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(v: f32) -> Self;
+    /// `a · b + c`, rounded once.
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    /// Stores the lanes at `p` (`LANES` values).
+    unsafe fn store(self, p: *mut f32);
+    /// `LANES` block scales at `p` as multipliers (UE8M0 byte `b` is 2^(b − 127)).
+    unsafe fn scales(p: *const u8, kind: ScaleType) -> Self;
+}
+
+/// One format's decoding for one kernel set: a step of a group (`STEP` inputs of
+/// `VECS · LANES` rows) into vectors, rows in lane order.
+pub(crate) trait Decoder {
+    type V: Lanes;
+    /// Vectors per input of a group.
+    const VECS: usize;
+    /// Inputs per step.
+    const STEP: usize;
+    /// Factor on every block sum that undoes the decode's own offset (FP8's 2^8).
+    const OFFSET: f32 = 1.0;
+    /// `out[j][v]`: input `j` of the step, rows `v·LANES..` of the group (`v < VECS`).
+    unsafe fn decode(p: *const u8) -> [[Self::V; MAX_VECS]; 2];
+}
+
+/// Runs groups `range` of `job` against the `n` rows of `x`: one row in tiles of `GEMV` groups
+/// (independent sums to cover the latency of the fused multiply-adds), several in tiles of one
+/// group and up to `ROWS` rows of `x`. Only speed depends on the tiles.
+///
+/// SAFETY: as [`tile`], for every group of `range`.
+#[inline(always)]
+pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize>(
+    job: &Job,
+    range: Range<usize>,
+    x: &[f32],
+    n: usize,
+    output: &SharedOutput,
+) {
+    if n == 1 {
+        let mut g = range.start;
+        while g + GEMV <= range.end {
+            tile::<D, GEMV, 1>(job, g, x, 0, output);
+            g += GEMV;
+        }
+        for g in g..range.end {
+            tile::<D, 1, 1>(job, g, x, 0, output);
+        }
+        return;
+    }
+    for g in range {
+        let mut t = 0;
+        while t + ROWS <= n {
+            tile::<D, 1, ROWS>(job, g, x, t, output);
+            t += ROWS;
+        }
+        // The rest in tiles of 8, 4, 2 and 1 rows (those shorter than `ROWS`).
+        if ROWS > 8 && n - t >= 8 {
+            tile::<D, 1, 8>(job, g, x, t, output);
+            t += 8;
+        }
+        if ROWS > 4 && n - t >= 4 {
+            tile::<D, 1, 4>(job, g, x, t, output);
+            t += 4;
+        }
+        while ROWS > 2 && n - t >= 2 {
+            tile::<D, 1, 2>(job, g, x, t, output);
+            t += 2;
+        }
+        if t < n {
+            tile::<D, 1, 1>(job, g, x, t, output);
+        }
+    }
+}
+
+/// Groups `g0..g0 + P` of `job` times rows `t0..t0 + M` of `x`: every output's per-block sums
+/// and total in registers, each decoded step shared by the `M` rows. (Plain indexed loops
+/// throughout: iterators or `array::from_fn` over these arrays kept them in memory.)
+///
+/// SAFETY: the groups exist, `x` holds rows `t0..t0 + M` of `inp` values, `output` those rows
+/// of `out`, and no other task writes these groups' columns.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<D: Decoder, const P: usize, const M: usize>(
+    job: &Job,
+    g0: usize,
+    x: &[f32],
+    t0: usize,
+    output: &SharedOutput,
+) {
+    let lanes = <D::V as Lanes>::LANES;
+    let group_bytes = job.steps * job.step_bytes;
+    let zero = <D::V as Lanes>::zero();
+    let mut weights = [job.weights; P];
+    for (p, w) in weights.iter_mut().enumerate() {
+        *w = job.weights.add((g0 + p) * group_bytes);
+    }
+    let mut xs = [x.as_ptr(); M];
+    for (m, row) in xs.iter_mut().enumerate() {
+        *row = x.as_ptr().add((t0 + m) * job.inp);
+    }
+    let mut total = [[[zero; MAX_VECS]; M]; P];
+    // Steps whose every input exists (all but a last odd input of a two-input step).
+    let whole = job.inp / D::STEP;
+    for b in 0..job.blocks {
+        let first = b * job.steps_per_block;
+        let end = (first + job.steps_per_block).min(job.steps);
+        let mut acc = [[[zero; MAX_VECS]; M]; P];
+        for s in first..end.min(whole) {
+            step::<D, P, M>(
+                &mut acc,
+                &weights,
+                &xs,
+                s * job.step_bytes,
+                s * D::STEP,
+                D::STEP,
+            );
+        }
+        if end > whole {
+            let k = whole * D::STEP;
+            step::<D, P, M>(
+                &mut acc,
+                &weights,
+                &xs,
+                whole * job.step_bytes,
+                k,
+                job.inp - k,
+            );
+        }
+        for p in 0..P {
+            let mut multipliers = [<D::V as Lanes>::splat(1.0); MAX_VECS];
+            if let Some(kind) = job.scale_type {
+                let at = ((g0 + p) * job.blocks + b) * job.rows;
+                for v in 0..D::VECS {
+                    let scales = job.scales.add((at + v * lanes) * kind.size());
+                    multipliers[v] = <D::V as Lanes>::scales(scales, kind);
+                }
+            }
+            for m in 0..M {
+                for v in 0..D::VECS {
+                    let mut sum = acc[p][m][v];
+                    if D::OFFSET != 1.0 {
+                        // Exact: a power of two on a sum of values decoded times its inverse.
+                        sum = <D::V as Lanes>::mul(sum, <D::V as Lanes>::splat(D::OFFSET));
+                    }
+                    total[p][m][v] = <D::V as Lanes>::fma(sum, multipliers[v], total[p][m][v]);
+                }
+            }
+        }
+    }
+    let mut values = [0.0f32; MAX_VECS * 16];
+    for p in 0..P {
+        let first = (g0 + p) * job.rows;
+        let count = job.rows.min(job.out - first);
+        for m in 0..M {
+            for v in 0..D::VECS {
+                total[p][m][v].store(values.as_mut_ptr().add(v * lanes));
+            }
+            output.write(t0 + m, first, &values[..count]);
+        }
+    }
+}
+
+/// One step of [`tile`]: inputs `k..k + inputs` (`inputs <= STEP`), decoded from `offset` in
+/// each group, into the accumulators.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn step<D: Decoder, const P: usize, const M: usize>(
+    acc: &mut [[[D::V; MAX_VECS]; M]; P],
+    weights: &[*const u8; P],
+    xs: &[*const f32; M],
+    offset: usize,
+    k: usize,
+    inputs: usize,
+) {
+    for p in 0..P {
+        let w = D::decode(weights[p].add(offset));
+        for j in 0..D::STEP {
+            if j >= inputs {
+                break;
+            }
+            for m in 0..M {
+                let xv = <D::V as Lanes>::splat(*xs[m].add(k + j));
+                for v in 0..D::VECS {
+                    acc[p][m][v] = <D::V as Lanes>::fma(w[j][v], xv, acc[p][m][v]);
+                }
+            }
+        }
+    }
+}
