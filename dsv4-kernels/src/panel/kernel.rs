@@ -87,7 +87,8 @@ pub(crate) trait Decoder {
 
 /// Runs groups `range` of `job` against the `n` rows of `x`: one row in tiles of `GEMV` groups
 /// (independent sums to cover the latency of the fused multiply-adds), several in tiles of one
-/// group and up to `ROWS` rows of `x`. Only speed depends on the tiles.
+/// group and up to `ROWS` rows of `x`. Only speed depends on the tiles: every output's order is
+/// the same in all of them.
 ///
 /// SAFETY: as [`tile`], for every group of `range`.
 #[inline(always)]
@@ -104,7 +105,17 @@ pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize
             tile::<D, GEMV, 1>(job, g, x, 0, output);
             g += GEMV;
         }
-        for g in g..range.end {
+        // The rest in tiles of 4, 2 and 1 groups (those smaller than `GEMV`): a tile of one
+        // group is a single chain of dependent multiply-adds.
+        if GEMV > 4 && range.end - g >= 4 {
+            tile::<D, 4, 1>(job, g, x, 0, output);
+            g += 4;
+        }
+        while GEMV > 2 && range.end - g >= 2 {
+            tile::<D, 2, 1>(job, g, x, 0, output);
+            g += 2;
+        }
+        if g < range.end {
             tile::<D, 1, 1>(job, g, x, 0, output);
         }
         return;
