@@ -26,8 +26,15 @@ use rayon::prelude::*;
 
 use crate::formats::{FP4_GROUP, FP8_BLOCK};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+use crate::scratch::{with_buffer, Buffers};
 use crate::simd::KernelSet;
 use kernel::{Job, SharedOutput};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Each worker's scratch for a group decoded once and read by every tile of rows.
+    static SCRATCH: Buffers<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Inputs per accumulation block of every format but FP4 (FP8's scale block).
 const BLOCK: usize = FP8_BLOCK;
@@ -494,8 +501,19 @@ impl<'a> PackedLinear<'a> {
             .for_each(|task| {
                 let first = task * per_task;
                 let range = first..(first + per_task).min(groups);
-                // SAFETY: tasks write the columns of disjoint groups of rows.
-                unsafe { self.spec.set.run(&job, range, x, n, &output) };
+                with_buffer(&SCRATCH, |scratch| {
+                    let len = job.scratch_len(n);
+                    if scratch.len() < len {
+                        scratch.resize(len, 0.0);
+                    }
+                    // SAFETY: tasks write the columns of disjoint groups of rows, and each has
+                    // its own scratch.
+                    unsafe {
+                        self.spec
+                            .set
+                            .run(&job, range, x, n, &output, &mut scratch[..len])
+                    };
+                });
             });
     }
 
@@ -507,7 +525,9 @@ impl<'a> PackedLinear<'a> {
     pub unsafe fn forward_on_this_thread(&self, x: &[f32], y: &mut [f32]) {
         if let Some((job, n)) = self.prepare(x, y) {
             let output = SharedOutput::new(y, self.spec.out);
-            self.spec.set.run(&job, 0..job.groups, x, n, &output);
+            self.spec
+                .set
+                .run(&job, 0..job.groups, x, n, &output, &mut []);
         }
     }
 
@@ -537,6 +557,7 @@ impl<'a> PackedLinear<'a> {
             rows: layout.rows,
             groups: spec.groups(),
             steps: spec.steps(),
+            step: layout.step,
             step_bytes: spec.step_bytes(),
             steps_per_block: spec.format.block() / layout.step,
             blocks: spec.blocks(),
@@ -566,7 +587,7 @@ impl KernelSet {
     /// Runs `job` for groups `range` against the `n` rows of `x`.
     ///
     /// SAFETY: `job` comes from a packed linear of this set, `x` holds `n × inp` values and
-    /// `output` `n × out`; no other task writes these groups' columns meanwhile.
+    /// `output` `n × out`; no other task writes these groups' columns or `scratch` meanwhile.
     unsafe fn run(
         self,
         job: &Job,
@@ -574,15 +595,16 @@ impl KernelSet {
         x: &[f32],
         n: usize,
         output: &SharedOutput,
+        scratch: &mut [f32],
     ) {
         match self {
-            KernelSet::Portable => portable::run(job, range, x, n, output),
+            KernelSet::Portable => portable::run(job, range, x, n, output, scratch),
             #[cfg(target_arch = "x86_64")]
-            KernelSet::Avx2 => avx2::run(job, range, x, n, output),
+            KernelSet::Avx2 => avx2::run(job, range, x, n, output, scratch),
             #[cfg(target_arch = "x86_64")]
-            KernelSet::Avx512 => avx512::run(job, range, x, n, output),
+            KernelSet::Avx512 => avx512::run(job, range, x, n, output, scratch),
             #[cfg(not(target_arch = "x86_64"))]
-            _ => portable::run(job, range, x, n, output),
+            _ => portable::run(job, range, x, n, output, scratch),
         }
     }
 }

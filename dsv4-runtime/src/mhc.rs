@@ -2,9 +2,9 @@
 //! sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 
-use dsv4_kernels::simd::dot_f32;
 use dsv4_kernels::ops::{sigmoid, softmax};
 use dsv4_kernels::panel::PackedLinear;
+use dsv4_kernels::simd::dot_f32;
 
 use crate::weights::HcWeights;
 

@@ -32,6 +32,11 @@ impl Lanes for __m256 {
     }
 
     #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm256_loadu_ps(p)
+    }
+
+    #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         _mm256_storeu_ps(p, self)
     }
@@ -225,12 +230,13 @@ pub(super) unsafe fn run(
     x: &[f32],
     n: usize,
     output: &SharedOutput,
+    scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 4, 6>(job, range, x, n, output),
-        PackedFormat::Bf16 => run_groups::<Bf16, 4, 6>(job, range, x, n, output),
-        PackedFormat::F16 => run_groups::<F16, 4, 6>(job, range, x, n, output),
-        PackedFormat::Fp8 => run_groups::<Fp8, 4, 6>(job, range, x, n, output),
-        PackedFormat::Fp4 => run_groups::<Fp4, 2, 3>(job, range, x, n, output),
+        PackedFormat::F32 => run_groups::<F32, 4, 6>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 4, 5>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 4, 6>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 4, 6>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 2, 2>(job, range, x, n, output, scratch),
     }
 }

@@ -31,6 +31,11 @@ impl Lanes for __m512 {
     }
 
     #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm512_loadu_ps(p)
+    }
+
+    #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         _mm512_storeu_ps(p, self)
     }
@@ -153,12 +158,13 @@ pub(super) unsafe fn run(
     x: &[f32],
     n: usize,
     output: &SharedOutput,
+    scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 8, 12>(job, range, x, n, output),
-        PackedFormat::Bf16 => run_groups::<Bf16, 8, 12>(job, range, x, n, output),
-        PackedFormat::F16 => run_groups::<F16, 8, 12>(job, range, x, n, output),
-        PackedFormat::Fp8 => run_groups::<Fp8, 8, 12>(job, range, x, n, output),
-        PackedFormat::Fp4 => run_groups::<Fp4, 8, 12>(job, range, x, n, output),
+        PackedFormat::F32 => run_groups::<F32, 8, 12>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 8, 12>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 8, 12>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 8, 12>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 8, 12>(job, range, x, n, output, scratch),
     }
 }

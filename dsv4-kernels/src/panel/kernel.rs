@@ -19,6 +19,8 @@ pub(crate) struct Job {
     pub(crate) rows: usize,
     pub(crate) groups: usize,
     pub(crate) steps: usize,
+    /// Inputs per step.
+    pub(crate) step: usize,
     pub(crate) step_bytes: usize,
     pub(crate) steps_per_block: usize,
     pub(crate) blocks: usize,
@@ -65,6 +67,8 @@ pub(crate) trait Lanes: Copy {
     /// `a · b + c`, rounded once.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn mul(a: Self, b: Self) -> Self;
+    /// Loads `LANES` values from `p`.
+    unsafe fn load(p: *const f32) -> Self;
     /// Stores the lanes at `p` (`LANES` values).
     unsafe fn store(self, p: *mut f32);
     /// `LANES` block scales at `p` as multipliers (UE8M0 byte `b` is 2^(b − 127)).
@@ -85,12 +89,48 @@ pub(crate) trait Decoder {
     unsafe fn decode(p: *const u8) -> [[Self::V; MAX_VECS]; 2];
 }
 
+/// A group already decoded by `D` into f32, step after step (`STEP · VECS` vectors each): the
+/// same values `D` gives, read back with plain loads.
+struct Decoded<D>(std::marker::PhantomData<D>);
+
+impl<D: Decoder> Decoder for Decoded<D> {
+    type V = D::V;
+    const VECS: usize = D::VECS;
+    const STEP: usize = D::STEP;
+    const OFFSET: f32 = D::OFFSET;
+
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> [[Self::V; MAX_VECS]; 2] {
+        let lanes = <D::V as Lanes>::LANES;
+        let p = p.cast::<f32>();
+        let mut w = [[<D::V as Lanes>::zero(); MAX_VECS]; 2];
+        for (j, w) in w.iter_mut().enumerate().take(D::STEP) {
+            for (v, w) in w.iter_mut().enumerate().take(D::VECS) {
+                *w = <D::V as Lanes>::load(p.add((j * D::VECS + v) * lanes));
+            }
+        }
+        w
+    }
+}
+
+impl Job {
+    /// Floats of scratch a task of a product of `n` rows hands [`run_groups`]: one group
+    /// decoded (used when the rows take more than one tile).
+    pub(crate) fn scratch_len(&self, n: usize) -> usize {
+        if n > 1 {
+            self.steps * self.step * self.rows
+        } else {
+            0
+        }
+    }
+}
+
 /// Runs groups `range` of `job` against the `n` rows of `x`: one row in tiles of `GEMV` groups
 /// (independent sums to cover the latency of the fused multiply-adds), several in tiles of one
 /// group and up to `ROWS` rows of `x`. Only speed depends on the tiles: every output's order is
 /// the same in all of them.
 ///
-/// SAFETY: as [`tile`], for every group of `range`.
+/// SAFETY: as [`tile`], for every group of `range`; `scratch` is this task's alone.
 #[inline(always)]
 pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize>(
     job: &Job,
@@ -98,50 +138,107 @@ pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize
     x: &[f32],
     n: usize,
     output: &SharedOutput,
+    scratch: &mut [f32],
 ) {
     if n == 1 {
+        let source = Source::packed(job);
         let mut g = range.start;
         while g + GEMV <= range.end {
-            tile::<D, GEMV, 1>(job, g, x, 0, output);
+            tile::<D, GEMV, 1>(job, &source, g, x, 0, output);
             g += GEMV;
         }
         // The rest in tiles of 4, 2 and 1 groups (those smaller than `GEMV`): a tile of one
         // group is a single chain of dependent multiply-adds.
         if GEMV > 4 && range.end - g >= 4 {
-            tile::<D, 4, 1>(job, g, x, 0, output);
+            tile::<D, 4, 1>(job, &source, g, x, 0, output);
             g += 4;
         }
         while GEMV > 2 && range.end - g >= 2 {
-            tile::<D, 2, 1>(job, g, x, 0, output);
+            tile::<D, 2, 1>(job, &source, g, x, 0, output);
             g += 2;
         }
         if g < range.end {
-            tile::<D, 1, 1>(job, g, x, 0, output);
+            tile::<D, 1, 1>(job, &source, g, x, 0, output);
         }
         return;
     }
+    // Several tiles of rows: each group is decoded once into `scratch` and every tile reads the
+    // decoded values (the same values, so the same sums) instead of decoding again.
+    let decoded = n > ROWS && scratch.len() >= job.scratch_len(n);
+    let lanes = <D::V as Lanes>::LANES;
+    let scratch_step = D::STEP * D::VECS * lanes * 4;
     for g in range {
-        let mut t = 0;
-        while t + ROWS <= n {
-            tile::<D, 1, ROWS>(job, g, x, t, output);
-            t += ROWS;
+        if decoded {
+            let group = job.weights.add(g * job.steps * job.step_bytes);
+            let out = scratch.as_mut_ptr();
+            for s in 0..job.steps {
+                let w = D::decode(group.add(s * job.step_bytes));
+                for (j, w) in w.iter().enumerate().take(D::STEP) {
+                    for (v, w) in w.iter().enumerate().take(D::VECS) {
+                        w.store(out.add(((s * D::STEP + j) * D::VECS + v) * lanes));
+                    }
+                }
+            }
+            let source = Source {
+                base: scratch.as_ptr().cast::<u8>(),
+                group_bytes: 0,
+                step_bytes: scratch_step,
+            };
+            row_tiles::<Decoded<D>, ROWS>(job, &source, g, x, n, output);
+        } else {
+            row_tiles::<D, ROWS>(job, &Source::packed(job), g, x, n, output);
         }
-        // The rest in tiles of 8, 4, 2 and 1 rows (those shorter than `ROWS`).
-        if ROWS > 8 && n - t >= 8 {
-            tile::<D, 1, 8>(job, g, x, t, output);
-            t += 8;
+    }
+}
+
+/// Where a tile reads group `g`'s steps: `base + g · group_bytes + s · step_bytes`.
+struct Source {
+    base: *const u8,
+    group_bytes: usize,
+    step_bytes: usize,
+}
+
+impl Source {
+    /// The packed weights themselves.
+    fn packed(job: &Job) -> Self {
+        Self {
+            base: job.weights,
+            group_bytes: job.steps * job.step_bytes,
+            step_bytes: job.step_bytes,
         }
-        if ROWS > 4 && n - t >= 4 {
-            tile::<D, 1, 4>(job, g, x, t, output);
-            t += 4;
-        }
-        while ROWS > 2 && n - t >= 2 {
-            tile::<D, 1, 2>(job, g, x, t, output);
-            t += 2;
-        }
-        if t < n {
-            tile::<D, 1, 1>(job, g, x, t, output);
-        }
+    }
+}
+
+/// Group `g` against the `n` rows of `x`, in tiles of `ROWS` rows, then 8, 4, 2 and 1 (those
+/// shorter than `ROWS`).
+#[inline(always)]
+unsafe fn row_tiles<D: Decoder, const ROWS: usize>(
+    job: &Job,
+    source: &Source,
+    g: usize,
+    x: &[f32],
+    n: usize,
+    output: &SharedOutput,
+) {
+    let mut t = 0;
+    while t + ROWS <= n {
+        tile::<D, 1, ROWS>(job, source, g, x, t, output);
+        t += ROWS;
+    }
+    if ROWS > 8 && n - t >= 8 {
+        tile::<D, 1, 8>(job, source, g, x, t, output);
+        t += 8;
+    }
+    if ROWS > 4 && n - t >= 4 {
+        tile::<D, 1, 4>(job, source, g, x, t, output);
+        t += 4;
+    }
+    while ROWS > 2 && n - t >= 2 {
+        tile::<D, 1, 2>(job, source, g, x, t, output);
+        t += 2;
+    }
+    if t < n {
+        tile::<D, 1, 1>(job, source, g, x, t, output);
     }
 }
 
@@ -155,17 +252,17 @@ pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile<D: Decoder, const P: usize, const M: usize>(
     job: &Job,
+    source: &Source,
     g0: usize,
     x: &[f32],
     t0: usize,
     output: &SharedOutput,
 ) {
     let lanes = <D::V as Lanes>::LANES;
-    let group_bytes = job.steps * job.step_bytes;
     let zero = <D::V as Lanes>::zero();
-    let mut weights = [job.weights; P];
+    let mut weights = [source.base; P];
     for (p, w) in weights.iter_mut().enumerate() {
-        *w = job.weights.add((g0 + p) * group_bytes);
+        *w = source.base.add((g0 + p) * source.group_bytes);
     }
     let mut xs = [x.as_ptr(); M];
     for (m, row) in xs.iter_mut().enumerate() {
@@ -183,7 +280,7 @@ unsafe fn tile<D: Decoder, const P: usize, const M: usize>(
                 &mut acc,
                 &weights,
                 &xs,
-                s * job.step_bytes,
+                s * source.step_bytes,
                 s * D::STEP,
                 D::STEP,
             );
@@ -194,7 +291,7 @@ unsafe fn tile<D: Decoder, const P: usize, const M: usize>(
                 &mut acc,
                 &weights,
                 &xs,
-                whole * job.step_bytes,
+                whole * source.step_bytes,
                 k,
                 job.inp - k,
             );

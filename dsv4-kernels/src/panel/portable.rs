@@ -35,6 +35,11 @@ impl Lanes for Lanes16 {
     }
 
     #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Self(std::array::from_fn(|i| *p.add(i)))
+    }
+
+    #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, 16);
     }
@@ -164,12 +169,13 @@ pub(super) unsafe fn run(
     x: &[f32],
     n: usize,
     output: &SharedOutput,
+    scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 2, 4>(job, range, x, n, output),
-        PackedFormat::Bf16 => run_groups::<Bf16, 2, 4>(job, range, x, n, output),
-        PackedFormat::F16 => run_groups::<F16, 2, 4>(job, range, x, n, output),
-        PackedFormat::Fp8 => run_groups::<Fp8, 2, 4>(job, range, x, n, output),
-        PackedFormat::Fp4 => run_groups::<Fp4, 2, 4>(job, range, x, n, output),
+        PackedFormat::F32 => run_groups::<F32, 2, 4>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 2, 4>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 2, 4>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 2, 4>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 2, 4>(job, range, x, n, output, scratch),
     }
 }
