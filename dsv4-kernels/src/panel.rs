@@ -494,7 +494,8 @@ impl<'a> PackedLinear<'a> {
                 .min(groups.div_ceil(TASKS_PER_WORKER * workers))
                 .max(1)
         } else {
-            1
+            // Pairs of groups: the widest tile of several rows (AVX-512's) takes two.
+            2
         };
         (0..groups.div_ceil(per_task))
             .into_par_iter()

@@ -233,10 +233,10 @@ pub(super) unsafe fn run(
     scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 4, 6>(job, range, x, n, output, scratch),
-        PackedFormat::Bf16 => run_groups::<Bf16, 4, 5>(job, range, x, n, output, scratch),
-        PackedFormat::F16 => run_groups::<F16, 4, 6>(job, range, x, n, output, scratch),
-        PackedFormat::Fp8 => run_groups::<Fp8, 4, 6>(job, range, x, n, output, scratch),
-        PackedFormat::Fp4 => run_groups::<Fp4, 2, 2>(job, range, x, n, output, scratch),
+        PackedFormat::F32 => run_groups::<F32, 4, 6, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 4, 5, 1>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 4, 6, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 4, 6, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 2, 2, 1>(job, range, x, n, output, scratch),
     }
 }

@@ -161,10 +161,10 @@ pub(super) unsafe fn run(
     scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 8, 12>(job, range, x, n, output, scratch),
-        PackedFormat::Bf16 => run_groups::<Bf16, 8, 12>(job, range, x, n, output, scratch),
-        PackedFormat::F16 => run_groups::<F16, 8, 12>(job, range, x, n, output, scratch),
-        PackedFormat::Fp8 => run_groups::<Fp8, 8, 12>(job, range, x, n, output, scratch),
-        PackedFormat::Fp4 => run_groups::<Fp4, 8, 12>(job, range, x, n, output, scratch),
+        PackedFormat::F32 => run_groups::<F32, 8, 6, 2>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 8, 6, 2>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 8, 6, 2>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 8, 6, 2>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 8, 6, 2>(job, range, x, n, output, scratch),
     }
 }

@@ -114,11 +114,11 @@ impl<D: Decoder> Decoder for Decoded<D> {
 }
 
 impl Job {
-    /// Floats of scratch a task of a product of `n` rows hands [`run_groups`]: one group
+    /// Floats of scratch a task of a product of `n` rows hands [`run_groups`]: two groups
     /// decoded (used when the rows take more than one tile).
     pub(crate) fn scratch_len(&self, n: usize) -> usize {
         if n > 1 {
-            self.steps * self.step * self.rows
+            2 * self.steps * self.step * self.rows
         } else {
             0
         }
@@ -126,13 +126,19 @@ impl Job {
 }
 
 /// Runs groups `range` of `job` against the `n` rows of `x`: one row in tiles of `GEMV` groups
-/// (independent sums to cover the latency of the fused multiply-adds), several in tiles of one
-/// group and up to `ROWS` rows of `x`. Only speed depends on the tiles: every output's order is
+/// (independent sums to cover the latency of the fused multiply-adds), several in tiles of
+/// `WIDE` groups (at most 2) and up to `ROWS` rows of `x`. Only speed depends on the tiles: every output's order is
 /// the same in all of them.
 ///
 /// SAFETY: as [`tile`], for every group of `range`; `scratch` is this task's alone.
 #[inline(always)]
-pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize>(
+#[allow(clippy::needless_range_loop)]
+pub(crate) unsafe fn run_groups<
+    D: Decoder,
+    const GEMV: usize,
+    const ROWS: usize,
+    const WIDE: usize,
+>(
     job: &Job,
     range: Range<usize>,
     x: &[f32],
@@ -163,37 +169,52 @@ pub(crate) unsafe fn run_groups<D: Decoder, const GEMV: usize, const ROWS: usize
         return;
     }
     // Several tiles of rows: each group is decoded once into `scratch` and every tile reads the
-    // decoded values (the same values, so the same sums) instead of decoding again.
-    let decoded = n > ROWS && scratch.len() >= job.scratch_len(n);
+    // decoded values (the same values, so the same sums) instead of decoding again, `WIDE`
+    // groups to a tile (more outputs per broadcast input).
+    if n <= ROWS || scratch.len() < job.scratch_len(n) {
+        for g in range {
+            row_tiles::<D, 1, ROWS>(job, &Source::packed(job), g, x, n, output);
+        }
+        return;
+    }
     let lanes = <D::V as Lanes>::LANES;
-    let scratch_step = D::STEP * D::VECS * lanes * 4;
-    for g in range {
-        if decoded {
-            let group = job.weights.add(g * job.steps * job.step_bytes);
-            let out = scratch.as_mut_ptr();
+    let group_floats = job.steps * D::STEP * D::VECS * lanes;
+    let mut g = range.start;
+    while g < range.end {
+        let wide = WIDE.min(range.end - g);
+        for p in 0..wide {
+            let group = job.weights.add((g + p) * job.steps * job.step_bytes);
+            let out = scratch.as_mut_ptr().add(p * group_floats);
             for s in 0..job.steps {
                 let w = D::decode(group.add(s * job.step_bytes));
-                for (j, w) in w.iter().enumerate().take(D::STEP) {
-                    for (v, w) in w.iter().enumerate().take(D::VECS) {
-                        w.store(out.add(((s * D::STEP + j) * D::VECS + v) * lanes));
+                for j in 0..D::STEP {
+                    for v in 0..D::VECS {
+                        w[j][v].store(out.add(((s * D::STEP + j) * D::VECS + v) * lanes));
                     }
                 }
             }
-            let source = Source {
-                base: scratch.as_ptr().cast::<u8>(),
-                group_bytes: 0,
-                step_bytes: scratch_step,
-            };
-            row_tiles::<Decoded<D>, ROWS>(job, &source, g, x, n, output);
-        } else {
-            row_tiles::<D, ROWS>(job, &Source::packed(job), g, x, n, output);
         }
+        let source = Source {
+            base: scratch.as_ptr().cast::<u8>(),
+            first: g,
+            group_bytes: group_floats * 4,
+            step_bytes: D::STEP * D::VECS * lanes * 4,
+        };
+        if wide == WIDE {
+            row_tiles::<Decoded<D>, WIDE, ROWS>(job, &source, g, x, n, output);
+        } else {
+            for p in 0..wide {
+                row_tiles::<Decoded<D>, 1, ROWS>(job, &source, g + p, x, n, output);
+            }
+        }
+        g += wide;
     }
 }
 
-/// Where a tile reads group `g`'s steps: `base + g · group_bytes + s · step_bytes`.
+/// Where a tile reads group `g`'s steps: `base + (g − first) · group_bytes + s · step_bytes`.
 struct Source {
     base: *const u8,
+    first: usize,
     group_bytes: usize,
     step_bytes: usize,
 }
@@ -203,16 +224,17 @@ impl Source {
     fn packed(job: &Job) -> Self {
         Self {
             base: job.weights,
+            first: 0,
             group_bytes: job.steps * job.step_bytes,
             step_bytes: job.step_bytes,
         }
     }
 }
 
-/// Group `g` against the `n` rows of `x`, in tiles of `ROWS` rows, then 8, 4, 2 and 1 (those
-/// shorter than `ROWS`).
+/// Groups `g..g + P` against the `n` rows of `x`, in tiles of `ROWS` rows, then 8, 4, 2 and 1
+/// (those shorter than `ROWS`).
 #[inline(always)]
-unsafe fn row_tiles<D: Decoder, const ROWS: usize>(
+unsafe fn row_tiles<D: Decoder, const P: usize, const ROWS: usize>(
     job: &Job,
     source: &Source,
     g: usize,
@@ -222,23 +244,23 @@ unsafe fn row_tiles<D: Decoder, const ROWS: usize>(
 ) {
     let mut t = 0;
     while t + ROWS <= n {
-        tile::<D, 1, ROWS>(job, source, g, x, t, output);
+        tile::<D, P, ROWS>(job, source, g, x, t, output);
         t += ROWS;
     }
     if ROWS > 8 && n - t >= 8 {
-        tile::<D, 1, 8>(job, source, g, x, t, output);
+        tile::<D, P, 8>(job, source, g, x, t, output);
         t += 8;
     }
     if ROWS > 4 && n - t >= 4 {
-        tile::<D, 1, 4>(job, source, g, x, t, output);
+        tile::<D, P, 4>(job, source, g, x, t, output);
         t += 4;
     }
     while ROWS > 2 && n - t >= 2 {
-        tile::<D, 1, 2>(job, source, g, x, t, output);
+        tile::<D, P, 2>(job, source, g, x, t, output);
         t += 2;
     }
     if t < n {
-        tile::<D, 1, 1>(job, source, g, x, t, output);
+        tile::<D, P, 1>(job, source, g, x, t, output);
     }
 }
 
@@ -262,7 +284,9 @@ unsafe fn tile<D: Decoder, const P: usize, const M: usize>(
     let zero = <D::V as Lanes>::zero();
     let mut weights = [source.base; P];
     for (p, w) in weights.iter_mut().enumerate() {
-        *w = source.base.add((g0 + p) * source.group_bytes);
+        *w = source
+            .base
+            .add((g0 + p - source.first) * source.group_bytes);
     }
     let mut xs = [x.as_ptr(); M];
     for (m, row) in xs.iter_mut().enumerate() {

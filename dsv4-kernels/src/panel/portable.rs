@@ -172,10 +172,10 @@ pub(super) unsafe fn run(
     scratch: &mut [f32],
 ) {
     match job.format {
-        PackedFormat::F32 => run_groups::<F32, 2, 4>(job, range, x, n, output, scratch),
-        PackedFormat::Bf16 => run_groups::<Bf16, 2, 4>(job, range, x, n, output, scratch),
-        PackedFormat::F16 => run_groups::<F16, 2, 4>(job, range, x, n, output, scratch),
-        PackedFormat::Fp8 => run_groups::<Fp8, 2, 4>(job, range, x, n, output, scratch),
-        PackedFormat::Fp4 => run_groups::<Fp4, 2, 4>(job, range, x, n, output, scratch),
+        PackedFormat::F32 => run_groups::<F32, 2, 4, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Bf16 => run_groups::<Bf16, 2, 4, 1>(job, range, x, n, output, scratch),
+        PackedFormat::F16 => run_groups::<F16, 2, 4, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Fp8 => run_groups::<Fp8, 2, 4, 1>(job, range, x, n, output, scratch),
+        PackedFormat::Fp4 => run_groups::<Fp4, 2, 4, 1>(job, range, x, n, output, scratch),
     }
 }
