@@ -38,8 +38,8 @@ pub enum WeightsError {
 /// Mixing parameters of one hyper-connection (`hc_*_fn`, `_base`, `_scale`).
 #[derive(Debug, Clone)]
 pub struct HcWeights<L> {
-    /// `[rows, n·D]` projection of the flattened streams (a linear, so one token's rows split
-    /// over the workers and a chunk's tokens go through the blocked product).
+    /// `[rows, n·D]` projection of the flattened streams (a linear, so its rows split over the
+    /// workers like any other).
     pub proj: L,
     /// Bias per row.
     pub base: Vec<f32>,
