@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dsv4_cache::{BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
+use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype};
 use dsv4_runtime::{Logits, Numerics};
 use dsv4_tests::with_model;
 
@@ -38,7 +38,7 @@ static GLOBAL: Counting = Counting;
 fn allocations_per_step(numerics: Numerics, dtypes: CacheDtypes, steps: u32) -> Vec<usize> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
     with_model(&dir, numerics, dtypes, |model| {
-        let mut state = model.new_state(BlockPool::unbounded());
+        let mut state = model.new_request(5 + steps as usize).expect("request");
         let mut logits = Vec::new();
         // As `generate` does: the loop runs on a pool thread, so parallel work goes to its own
         // queue rather than through the pool's injector (whose blocks are heap-allocated).

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dsv4_cache::{BlockBudget, BlockPool, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
+use dsv4_cache::{BlockBudget, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
 use dsv4_runtime::sampler::SamplingParams;
 use dsv4_runtime::{generate, FinishReason, GenerateRequest, Logits, Numerics};
 use dsv4_tests::with_model;
@@ -73,12 +73,14 @@ fn score_rows(
     which: Logits,
 ) -> (Vec<f32>, u64, u64) {
     with_model(&f.dir, numerics, dtypes, |model| {
-        let mut state = model.new_state(BlockPool::unbounded());
+        let mut state = model.new_request(f.ids.len()).expect("request");
         let mut out = Vec::new();
         for piece in f.ids.chunks(chunk) {
             out.extend(model.forward(piece, &mut state, which).expect("forward"));
         }
-        let planned = BlockBudget::new(model.cache_schema(), f.ids.len(), 1, 0).total_bytes;
+        let planned = BlockBudget::new(model.cache_schema(), f.ids.len(), 1, 0)
+            .expect("fits")
+            .total_bytes;
         (out, state.cache_bytes(), planned)
     })
 }

@@ -37,18 +37,32 @@ pub struct BlockBudget {
     pub total_bytes: u64,
 }
 
+/// A batch whose cache would not fit in 64 bits of bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cache of {batch} request(s) of {context} tokens would exceed 2^64 bytes")]
+pub struct BudgetOverflow {
+    /// Tokens per request.
+    pub context: usize,
+    /// Requests.
+    pub batch: usize,
+}
+
 impl BlockBudget {
     /// Budgets `batch` requests of `context` tokens with `headroom_percent` extra pages per pool.
+    /// Every product is checked: `batch` and `context` come from the user.
     pub fn new(
         schema: &ModelCacheSchema,
         context: usize,
         batch: usize,
         headroom_percent: u32,
-    ) -> Self {
+    ) -> Result<Self, BudgetOverflow> {
+        let overflow = BudgetOverflow { context, batch };
+        let mul = |a: u64, b: u64| a.checked_mul(b).ok_or(overflow.clone());
+        let add = |a: u64, b: u64| a.checked_add(b).ok_or(overflow.clone());
         let mut pools: Vec<PoolBudget> = Vec::new();
         for layer in &schema.layers {
             for stream in layer.streams() {
-                let blocks = stream.blocks(context) as u64 * batch as u64;
+                let blocks = mul(stream.blocks(context) as u64, batch as u64)?;
                 let pool = match pools.iter_mut().find(|p| p.page_bytes == stream.page_bytes) {
                     Some(pool) => pool,
                     None => {
@@ -63,25 +77,26 @@ impl BlockBudget {
                     }
                 };
                 pool.streams.push((layer.layer, stream.kind));
-                pool.blocks += blocks;
+                pool.blocks = add(pool.blocks, blocks)?;
             }
         }
         let percent = 100 + u64::from(headroom_percent);
+        let mut paged_bytes = 0u64;
         for pool in &mut pools {
-            pool.blocks = (pool.blocks * percent).div_ceil(100);
-            pool.bytes = pool.blocks * pool.page_bytes;
+            pool.blocks = mul(pool.blocks, percent)?.div_ceil(100);
+            pool.bytes = mul(pool.blocks, pool.page_bytes)?;
+            paged_bytes = add(paged_bytes, pool.bytes)?;
         }
         pools.sort_by_key(|p| std::cmp::Reverse(p.page_bytes));
-        let paged_bytes = pools.iter().map(|p| p.bytes).sum();
-        let fixed_bytes = schema.fixed_bytes_per_request() * batch as u64;
-        Self {
+        let fixed_bytes = mul(schema.fixed_bytes_per_request(), batch as u64)?;
+        Ok(Self {
             context,
             batch,
             headroom_percent,
             pools,
             paged_bytes,
             fixed_bytes,
-            total_bytes: paged_bytes + fixed_bytes,
-        }
+            total_bytes: add(paged_bytes, fixed_bytes)?,
+        })
     }
 }

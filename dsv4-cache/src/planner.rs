@@ -4,7 +4,9 @@
 use dsv4_model::ModelConfig;
 use serde::Serialize;
 
-use crate::{BlockBudget, BlockSizeError, CacheDtypes, ModelCacheSchema, PoolBudget};
+use crate::{
+    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema, PoolBudget,
+};
 
 /// Why a plan could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,6 +14,9 @@ pub enum PlanError {
     /// The block size does not suit the schedule.
     #[error(transparent)]
     BlockSize(#[from] BlockSizeError),
+    /// The sizes asked for do not fit in 64 bits of bytes.
+    #[error(transparent)]
+    TooLarge(#[from] BudgetOverflow),
     /// More tokens asked for than the model supports.
     #[error("context {context} exceeds the model's max_position_embeddings = {max}")]
     ContextTooLong {
@@ -107,8 +112,9 @@ pub struct DenseCache {
     pub description: String,
     /// Bytes per token of context (every token stored in every layer).
     pub bytes_per_token: u64,
-    /// For the plan's context and batch.
-    pub total_bytes: u64,
+    /// For the plan's context and batch; `None` beyond 2^64 bytes (a dense cache can overflow
+    /// where the compressed plan fits).
+    pub total_bytes: Option<u64>,
 }
 
 /// The answer to a memory question.
@@ -196,7 +202,7 @@ fn dense_caches(config: &ModelConfig, schema: &ModelCacheSchema, tokens: u64) ->
         name,
         description,
         bytes_per_token,
-        total_bytes: bytes_per_token * tokens,
+        total_bytes: bytes_per_token.checked_mul(tokens),
     };
     vec![
         dense(
@@ -246,11 +252,16 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
                     memory_bytes,
                 },
             )?;
-            let fits = |c: usize, b: usize| budget(c, b).total_bytes <= available_bytes;
-            let nothing_fits = |what: String, c: usize, b: usize| PlanError::NothingFits {
-                available_bytes,
-                what,
-                needed_bytes: budget(c, b).total_bytes,
+            let fits = |c: usize, b: usize| {
+                budget(c, b).is_ok_and(|budget| budget.total_bytes <= available_bytes)
+            };
+            let nothing_fits = |what: String, c: usize, b: usize| match budget(c, b) {
+                Ok(budget) => PlanError::NothingFits {
+                    available_bytes,
+                    what,
+                    needed_bytes: budget.total_bytes,
+                },
+                Err(overflow) => PlanError::TooLarge(overflow),
             };
             let mut fit = Fit {
                 memory_bytes,
@@ -278,7 +289,7 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
                         let what = format!("one request of {context} tokens");
                         return Err(nothing_fits(what, context, 1));
                     }
-                    let per_request = budget(context, 1).total_bytes.max(1);
+                    let per_request = budget(context, 1)?.total_bytes.max(1);
                     let upper =
                         usize::try_from(available_bytes / per_request + 1).unwrap_or(usize::MAX);
                     batch = largest(1, upper, |b| fits(context, b));
@@ -288,7 +299,7 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
             Some(fit)
         }
     };
-    let chosen = budget(context, batch);
+    let chosen = budget(context, batch)?;
     let layers = schema
         .layers
         .iter()
@@ -303,7 +314,9 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
             tail_bytes: l.tail_bytes(),
         })
         .collect();
-    let tokens = context as u64 * batch as u64;
+    let tokens = (context as u64)
+        .checked_mul(batch as u64)
+        .ok_or(BudgetOverflow { context, batch })?;
     Ok(PlanReport {
         context,
         batch,

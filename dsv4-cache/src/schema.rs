@@ -144,18 +144,27 @@ impl LayerCacheSchema {
     }
 }
 
-/// A block size that some layer's ratio does not divide.
+/// A block size the schedule cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "block size {block_size} is not a positive multiple of compress ratio {ratio} (layer {layer})"
-)]
-pub struct BlockSizeError {
-    /// The rejected block size.
-    pub block_size: usize,
-    /// The ratio it fails.
-    pub ratio: usize,
-    /// The first layer with that ratio.
-    pub layer: usize,
+pub enum BlockSizeError {
+    /// Some layer's ratio does not divide it.
+    #[error(
+        "block size {block_size} is not a positive multiple of compress ratio {ratio} (layer {layer})"
+    )]
+    NotMultiple {
+        /// The rejected block size.
+        block_size: usize,
+        /// The ratio it fails.
+        ratio: usize,
+        /// The first layer with that ratio.
+        layer: usize,
+    },
+    /// Larger than any context could fill, and large enough to overflow page sizes.
+    #[error("block size {block_size} is above the largest supported, {MAX_BLOCK_SIZE} tokens")]
+    TooLarge {
+        /// The rejected block size.
+        block_size: usize,
+    },
 }
 
 /// The cache schema of a whole model (decoder layers; MTP stages are not run).
@@ -172,6 +181,10 @@ pub struct ModelCacheSchema {
 /// Default tokens per logical block: 64 CSA entries, 2 HCA entries.
 pub const DEFAULT_BLOCK_SIZE: usize = 256;
 
+/// Largest block accepted: 2^20 tokens, the context V4 declares, so a page is at most one layer's
+/// whole context.
+pub const MAX_BLOCK_SIZE: usize = 1 << 20;
+
 impl ModelCacheSchema {
     /// Builds the schema; `block_size` must be a multiple of every compress ratio.
     pub fn new(
@@ -179,6 +192,9 @@ impl ModelCacheSchema {
         dtypes: CacheDtypes,
         block_size: usize,
     ) -> Result<Self, BlockSizeError> {
+        if block_size > MAX_BLOCK_SIZE {
+            return Err(BlockSizeError::TooLarge { block_size });
+        }
         let schedule = LayerSchedule::new(config);
         let (dh, dr, di) = (
             config.head_dim,
@@ -202,7 +218,7 @@ impl ModelCacheSchema {
             };
             if let Some(ratio) = attention.ratio() {
                 if block_size == 0 || !block_size.is_multiple_of(ratio) {
-                    return Err(BlockSizeError {
+                    return Err(BlockSizeError::NotMultiple {
                         block_size,
                         ratio,
                         layer: spec.index,

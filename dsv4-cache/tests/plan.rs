@@ -82,7 +82,7 @@ fn flash_at_one_million_tokens() {
     // V3.2-shaped dense MLA: 61 × ((512 + 64) × 2 + 128 × 2) = 85,888 B/token → 83.875 GiB.
     let v32 = &report.comparisons[0];
     assert_eq!(v32.bytes_per_token, 85_888);
-    assert_eq!(v32.total_bytes as f64 / GIB as f64, 83.875);
+    assert_eq!(v32.total_bytes.expect("fits") as f64 / GIB as f64, 83.875);
     // fp8 V3.2 cache: 61 × (512 + 4 × 4 + 128 + 128 + 4) B = 48,068 B/token.
     assert_eq!(report.comparisons[1].bytes_per_token, 48_068);
     // This model under full attention: 43 layers × 1024 B.
@@ -120,8 +120,8 @@ fn blocks_count_only_closed_windows_with_exact_ceilings() {
 #[test]
 fn headroom_rounds_blocks_up_per_pool() {
     let flash = schema(Preset::Flash, CacheDtypes::default());
-    let plain = BlockBudget::new(&flash, 4096, 1, 0);
-    let padded = BlockBudget::new(&flash, 4096, 1, 10);
+    let plain = BlockBudget::new(&flash, 4096, 1, 0).expect("fits");
+    let padded = BlockBudget::new(&flash, 4096, 1, 10).expect("fits");
     // 4096 tokens: 16 blocks per stream; 21 CSA streams = 336 blocks, +10% = 369.6 → 370.
     assert_eq!(plain.pools[0].blocks, 336);
     assert_eq!(padded.pools[0].blocks, 370);
@@ -133,8 +133,8 @@ fn headroom_rounds_blocks_up_per_pool() {
 #[test]
 fn batch_scales_every_part() {
     let flash = schema(Preset::Flash, CacheDtypes::default());
-    let one = BlockBudget::new(&flash, 10_000, 1, 0);
-    let three = BlockBudget::new(&flash, 10_000, 3, 0);
+    let one = BlockBudget::new(&flash, 10_000, 1, 0).expect("fits");
+    let three = BlockBudget::new(&flash, 10_000, 3, 0).expect("fits");
     assert_eq!(three.total_bytes, 3 * one.total_bytes);
 }
 
@@ -278,7 +278,7 @@ fn describe(preset: Preset, dtypes: CacheDtypes) -> String {
         }
     }
     for context in [4096, 131_072, 1_048_576] {
-        let budget = BlockBudget::new(&schema, context, 1, 0);
+        let budget = BlockBudget::new(&schema, context, 1, 0).expect("fits");
         let pools: Vec<String> = budget
             .pools
             .iter()

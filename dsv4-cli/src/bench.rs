@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use dsv4_cache::BlockPool;
 use dsv4_model::ParamReport;
 use dsv4_runtime::bandwidth::{median, triad_runs};
 use dsv4_runtime::sampler::{Sampler, SamplingParams};
@@ -80,7 +79,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     set_threads(args.threads)?;
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
-    if args.prompt_len + args.gen > config.max_position_embeddings {
+    let context = args.prompt_len.checked_add(args.gen);
+    if context.is_none_or(|c| c > config.max_position_embeddings) {
         bail!(
             "--prompt-len {} + --gen {} exceeds the model's context of {} tokens",
             args.prompt_len,
@@ -100,7 +100,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|i| ((i as u64 * 2_654_435_761) % config.vocab_size as u64) as u32)
         .collect();
-    let mut state = model.new_state(BlockPool::unbounded());
+    let mut state = model.new_request(args.prompt_len + args.gen)?;
     // Timed on a pool thread, as `generate` runs (see there).
     let (prefill, steps, decode) = rayon::scope(|_| -> Result<(f64, usize, f64)> {
         let start = Instant::now();

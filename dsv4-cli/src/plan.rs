@@ -197,13 +197,15 @@ fn render(label: &str, r: &PlanReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "the same tokens in a dense cache:");
     for dense in &r.comparisons {
-        let ratio = dense.total_bytes as f64 / r.total_bytes.max(1) as f64;
+        let tokens = r.context as f64 * r.batch as f64;
+        let ratio = dense.bytes_per_token as f64 * tokens / r.total_bytes.max(1) as f64;
+        let total = dense.total_bytes.map_or("> 16 EiB".into(), binary);
         let _ = writeln!(
             out,
             "  {:<72} {:>7} B/token {:>11} ({ratio:.1}x this plan)",
             dense.description,
             grouped(dense.bytes_per_token),
-            binary(dense.total_bytes)
+            total
         );
     }
     out

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dsv4_cache::BlockPool;
 use dsv4_runtime::npy::NpyF32Writer;
 use dsv4_runtime::Logits;
 
@@ -73,7 +72,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
     let model = args.engine.model(&loaded)?;
-    let mut state = model.new_state(BlockPool::unbounded());
+    let mut state = model.new_request(ids.len())?;
     let file =
         File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut writer = NpyF32Writer::new(BufWriter::new(file), &[ids.len(), config.vocab_size])

@@ -210,6 +210,81 @@ fn bad_input_gets_one_line_errors() {
     );
 }
 
+/// Sizes that would wrap 64 bits are refused, wherever the large number comes from: the batch,
+/// the block size, the headroom, or the memory question's search.
+#[test]
+fn sizes_beyond_64_bits_are_refused_not_wrapped() {
+    assert_eq!(
+        error(&["plan", "--preset", "flash", "--batch", "4294967296"]),
+        "error: the cache of 4294967296 request(s) of 1048576 tokens would exceed 2^64 bytes"
+    );
+    assert_eq!(
+        error(&[
+            "plan",
+            "--preset",
+            "flash",
+            "--batch",
+            &usize::MAX.to_string()
+        ]),
+        format!(
+            "error: the cache of {} request(s) of 1048576 tokens would exceed 2^64 bytes",
+            usize::MAX
+        )
+    );
+    for block in [
+        "9223372036854775808",
+        "18446744073709551600",
+        "1099511627776",
+    ] {
+        assert_eq!(
+            error(&["plan", "--preset", "flash", "--block-size", block]),
+            format!("error: block size {block} is above the largest supported, 1048576 tokens")
+        );
+    }
+    assert!(error(&[
+        "plan",
+        "--preset",
+        "pro",
+        "--headroom",
+        "4294967295",
+        "--batch",
+        "100000000"
+    ])
+    .ends_with("would exceed 2^64 bytes"));
+    // The memory question over a huge memory: the answer is bounded by the model, not wrapped.
+    let v = json(&[
+        "plan",
+        "--preset",
+        "flash",
+        "--memory",
+        "16000000TiB",
+        "--kv-only",
+    ]);
+    assert_eq!(v["context"], 1_048_576);
+    assert_eq!(v["fit"]["limited_by"], "max_position_embeddings");
+    let v = json(&[
+        "plan",
+        "--preset",
+        "flash",
+        "--memory",
+        "16000000TiB",
+        "--context",
+        "1048576",
+    ]);
+    let batch = v["batch"].as_u64().expect("batch");
+    let total = v["total_bytes"].as_u64().expect("total");
+    // 16,000,000 TiB over the 7,231,614,976 bytes one request of 2^20 tokens takes (hand-checked
+    // from the flash plan above), less the weights.
+    assert!(
+        batch > 2_000_000_000 && total <= 16_000_000u64 << 40,
+        "{batch} {total}"
+    );
+    // Where the plan fits but a dense comparison would not, the comparison says so.
+    let v = json(&["plan", "--preset", "flash", "--batch", "2000000000"]);
+    assert!(v["comparisons"][0]["total_bytes"].is_null());
+    assert!(v["total_bytes"].as_u64().is_some());
+}
+
 #[test]
 fn help_and_version() {
     let out = dsv4(&["--version"]);

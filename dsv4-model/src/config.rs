@@ -8,6 +8,19 @@ use serde_json::Value;
 
 use crate::json_fields::{show, JsonFields};
 
+/// Most MTP stages a config may declare (released models ship 1, later variants 3).
+const MAX_MTP_STAGES: usize = 16;
+/// Most decoder layers a config may declare (V4-Pro has 61).
+const MAX_LAYERS: usize = 1 << 10;
+/// Longest context a config may declare (V4 declares 2^20).
+const MAX_POSITIONS: usize = 1 << 26;
+/// Largest compress ratio accepted (HCA's is 128).
+const MAX_COMPRESS_RATIO: usize = 1 << 12;
+/// Most end-of-sequence ids accepted.
+const MAX_EOS_TOKENS: usize = 1 << 10;
+/// Why the upper bounds exist, for the error message.
+const BOUND_REASON: &str = "the engine's bound, far above any released model";
+
 /// Why a config could not be used; every variant renders as one line naming the field.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -180,6 +193,14 @@ impl ModelConfig {
     pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
         let f = JsonFields::root(value, "config")?;
         let num_hidden_layers = f.usize("num_hidden_layers")?;
+        if num_hidden_layers > MAX_LAYERS {
+            // Checked first: the per-layer lists are read against it.
+            return Err(f.invalid(
+                "num_hidden_layers",
+                &Value::from(num_hidden_layers),
+                &format!("a positive integer at most {MAX_LAYERS} ({BOUND_REASON})"),
+            ));
+        }
         let head_dim = f.usize("head_dim")?;
         let config = Self {
             vocab_size: f.usize("vocab_size")?,
@@ -244,6 +265,39 @@ impl ModelConfig {
         self.head_dim - self.qk_rope_head_dim
     }
 
+    /// The counts and widths that must be positive, each with its upper bound. Every bound is at
+    /// least eight times V4-Pro's value (vocab 129,280; hidden 7,168; 61 layers; 128 heads of 512;
+    /// window 128; 2^20 positions; index top-k 1,024; 384 experts of 3,072; 20 Sinkhorn
+    /// iterations) and keeps every size the engine derives from them within 64 bits and within
+    /// reason, so a hostile config is refused before anything is allocated.
+    fn bounded_fields(&self) -> [(&'static str, usize, usize); 19] {
+        [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("head_dim", self.head_dim, 1 << 12),
+            ("qk_rope_head_dim", self.qk_rope_head_dim, 1 << 12),
+            ("q_lora_rank", self.q_lora_rank, 1 << 16),
+            ("o_groups", self.o_groups, 1 << 10),
+            ("o_lora_rank", self.o_lora_rank, 1 << 16),
+            ("sliding_window", self.sliding_window, 1 << 16),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("index_n_heads", self.index_n_heads, 1 << 10),
+            ("index_head_dim", self.index_head_dim, 1 << 12),
+            ("index_topk", self.index_topk, 1 << 16),
+            ("hc_mult", self.hc_mult, 1 << 6),
+            ("hc_sinkhorn_iters", self.hc_sinkhorn_iters, 1 << 10),
+            ("n_routed_experts", self.n_routed_experts, 1 << 14),
+            ("num_experts_per_tok", self.num_experts_per_tok, 1 << 10),
+            ("moe_intermediate_size", self.moe_intermediate_size, 1 << 18),
+        ]
+    }
+
     /// Checks ranges and the consistency between fields; the first problem is returned.
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, value: String, expected: &str| {
@@ -253,30 +307,44 @@ impl ModelConfig {
                 expected: expected.to_string(),
             })
         };
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("head_dim", self.head_dim),
-            ("qk_rope_head_dim", self.qk_rope_head_dim),
-            ("q_lora_rank", self.q_lora_rank),
-            ("o_groups", self.o_groups),
-            ("o_lora_rank", self.o_lora_rank),
-            ("sliding_window", self.sliding_window),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("index_n_heads", self.index_n_heads),
-            ("index_head_dim", self.index_head_dim),
-            ("index_topk", self.index_topk),
-            ("hc_mult", self.hc_mult),
-            ("hc_sinkhorn_iters", self.hc_sinkhorn_iters),
-            ("n_routed_experts", self.n_routed_experts),
-            ("num_experts_per_tok", self.num_experts_per_tok),
-            ("moe_intermediate_size", self.moe_intermediate_size),
-        ] {
-            if value == 0 {
-                return bad(field, "0".into(), "a positive integer");
+        for &(field, value, max) in &self.bounded_fields() {
+            if value == 0 || value > max {
+                let expected = format!("a positive integer at most {max} ({})", BOUND_REASON);
+                return bad(field, value.to_string(), &expected);
             }
+        }
+        if self.num_nextn_predict_layers > MAX_MTP_STAGES {
+            return bad(
+                "num_nextn_predict_layers",
+                self.num_nextn_predict_layers.to_string(),
+                &format!("at most {MAX_MTP_STAGES} ({BOUND_REASON})"),
+            );
+        }
+        let max_ratios = self.num_hidden_layers + MAX_MTP_STAGES;
+        if self.compress_ratios.len() > max_ratios {
+            return bad(
+                "compress_ratios",
+                format!("{} entries", self.compress_ratios.len()),
+                &format!("at most num_hidden_layers + {MAX_MTP_STAGES} = {max_ratios} entries"),
+            );
+        }
+        if let Some(ratio) = self
+            .compress_ratios
+            .iter()
+            .find(|r| **r > MAX_COMPRESS_RATIO)
+        {
+            return bad(
+                "compress_ratios",
+                format!("an entry of {ratio}"),
+                &format!("ratios of at most {MAX_COMPRESS_RATIO} ({BOUND_REASON})"),
+            );
+        }
+        if self.eos_token_ids.len() > MAX_EOS_TOKENS {
+            return bad(
+                "eos_token_id",
+                format!("{} ids", self.eos_token_ids.len()),
+                &format!("at most {MAX_EOS_TOKENS} ids"),
+            );
         }
         if self.num_key_value_heads != 1 {
             return bad(
@@ -372,11 +440,12 @@ impl ModelConfig {
                     "a factor of at least 1",
                 );
             }
-            if yarn.original_max_position_embeddings == 0 {
+            let original = yarn.original_max_position_embeddings;
+            if original == 0 || original > MAX_POSITIONS {
                 return bad(
                     "rope_scaling.original_max_position_embeddings",
-                    "0".into(),
-                    "a positive integer",
+                    original.to_string(),
+                    &format!("a positive integer at most {MAX_POSITIONS} ({BOUND_REASON})"),
                 );
             }
             if !(yarn.beta_fast > yarn.beta_slow && yarn.beta_slow > 0.0) {

@@ -304,7 +304,7 @@ fn rejects_a_wrong_type() {
 fn rejects_out_of_range_values() {
     assert_eq!(
         error_of(with(flash_json(), "num_attention_heads", json!(0))),
-        "config field `num_attention_heads` = 0: expected a positive integer"
+        "config field `num_attention_heads` = 0: expected a positive integer at most 1024 (the engine's bound, far above any released model)"
     );
     assert_eq!(
         error_of(with(flash_json(), "num_key_value_heads", json!(8))),
@@ -370,4 +370,73 @@ fn rejects_inconsistent_fields() {
         error_of(hash),
         "config field `num_hash_layers` = 2: expected 3, the count of hash_moe entries in mlp_layer_types"
     );
+}
+
+/// Every integer field, set far beyond any real model, is refused by name before anything is
+/// sized from it (values of the kinds that crashed or wrapped: 2^64 - 1, 2^63, 2^40, 2^31, 10^8, 10^9).
+#[test]
+fn rejects_oversized_values_of_every_integer_field() {
+    let base = flash_json();
+    let keys: Vec<String> = base
+        .as_object()
+        .expect("the preset is an object")
+        .iter()
+        // RoPE bases are real numbers that the preset happens to write as integers.
+        .filter(|(k, v)| v.is_u64() && !k.ends_with("rope_theta"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(keys.len() >= 25, "{keys:?}");
+    for key in &keys {
+        for huge in [
+            u64::MAX,
+            1 << 63,
+            1 << 40,
+            1 << 31,
+            1_000_000_000,
+            100_000_000,
+        ] {
+            let config = with(base.clone(), key, json!(huge));
+            assert!(
+                ModelConfig::from_json(&config).is_err(),
+                "{key} = {huge} was accepted"
+            );
+            let message = error_of(config);
+            assert!(
+                message.contains(&format!("`{key}`")) || message.contains("`rope_scaling"),
+                "{key} = {huge}: {message}"
+            );
+        }
+    }
+    let mut nested = flash_json();
+    nested["rope_scaling"]["original_max_position_embeddings"] = json!(1u64 << 40);
+    assert!(error_of(nested).contains("`rope_scaling.original_max_position_embeddings` = 1099511627776: expected a positive integer at most 67108864"));
+    let ratios = with(flash_json(), "compress_ratios", json!(vec![1u64 << 40; 44]));
+    assert!(error_of(ratios).contains("ratios of at most 4096"));
+    let long = with(flash_json(), "compress_ratios", json!(vec![0; 100_000]));
+    assert_eq!(
+        error_of(long),
+        "config field `compress_ratios` = 100000 entries: expected at most num_hidden_layers + 16 = 59 entries"
+    );
+}
+
+/// The bounds sit far above the released models: eight times Pro's largest values still pass.
+#[test]
+fn accepts_values_well_beyond_the_released_models() {
+    let mut big = flash_json();
+    for (key, value) in [
+        ("vocab_size", 8 * 129_280),
+        ("hidden_size", 8 * 7168),
+        ("num_attention_heads", 8 * 128),
+        ("head_dim", 8 * 512),
+        ("sliding_window", 8 * 128),
+        ("max_position_embeddings", 8 << 20),
+        ("index_topk", 8 * 1024),
+        ("n_routed_experts", 8 * 384),
+        ("moe_intermediate_size", 8 * 3072),
+        ("hc_sinkhorn_iters", 8 * 20),
+        ("num_nextn_predict_layers", 8),
+    ] {
+        big = with(big, key, json!(value));
+    }
+    assert!(dsv4_model::ModelConfig::from_json(&big).is_ok());
 }

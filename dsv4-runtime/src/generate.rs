@@ -3,10 +3,9 @@
 
 use std::time::Instant;
 
-use dsv4_cache::BlockPool;
 use serde::Serialize;
 
-use crate::model::{ForwardError, Logits, Model};
+use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
 use crate::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::stop::{StopError, StopMatcher};
@@ -90,6 +89,9 @@ pub enum GenerateError {
     /// Stop strings without a tokenizer to see text.
     #[error("--stop needs a tokenizer (tokenizer.json beside the weights)")]
     StopWithoutTokenizer,
+    /// The request's cache could not be made.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The forward pass failed.
     #[error(transparent)]
     Forward(#[from] ForwardError),
@@ -173,7 +175,8 @@ fn generate_on_pool(
         tokenizer,
         shown: 0,
     });
-    let mut state = model.new_state(BlockPool::unbounded());
+    let tokens = prompt.len().saturating_add(request.max_new_tokens).min(max);
+    let mut state = model.new_request(tokens)?;
 
     let start = Instant::now();
     let chunk = request.prefill_chunk.max(1);

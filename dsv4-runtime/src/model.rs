@@ -8,9 +8,13 @@ use std::ffi::CString;
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
 use dsv4_model::{ModelConfig, RopeKind};
 
-use dsv4_cache::{BlockPool, BlockSizeError, CacheDtypes, ModelCacheSchema, StoreError};
+use dsv4_cache::{
+    BlockBudget, BlockPool, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema,
+    StoreError,
+};
 
 use crate::attention::{attention, AttentionDims, AttentionStep};
+use crate::memory;
 use crate::mhc::{hc_pre, HcConfig, HcMixes};
 use crate::moe::{moe, MoeConfig};
 use crate::numerics::Numerics;
@@ -44,6 +48,32 @@ pub enum ForwardError {
         position: usize,
         /// `max_position_embeddings`.
         max: usize,
+    },
+}
+
+/// Why a request's state could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// More tokens than the model supports.
+    #[error("a request of {tokens} tokens is longer than the model's context of {max}")]
+    TooLong {
+        /// Tokens asked for.
+        tokens: usize,
+        /// `max_position_embeddings`.
+        max: usize,
+    },
+    /// Sizes beyond 64 bits.
+    #[error(transparent)]
+    TooLarge(#[from] BudgetOverflow),
+    /// The cache would not fit in the memory the machine has left.
+    #[error("a request of {tokens} tokens needs {needed} bytes of cache (windows, compressor tails and pages), more than the {available} bytes of memory available")]
+    OutOfMemory {
+        /// Tokens asked for.
+        tokens: usize,
+        /// Bytes its cache takes at most.
+        needed: u64,
+        /// `MemAvailable`.
+        available: u64,
     },
 }
 
@@ -137,9 +167,27 @@ impl<'a> Model<'a> {
         &self.schema
     }
 
-    /// A fresh per-request state taking pages from `pool`.
-    pub fn new_state(&self, pool: BlockPool) -> SeqState {
-        SeqState::new(&self.schema, pool)
+    /// A fresh state for a request of at most `tokens` tokens. Its cache is priced by the
+    /// planner first: refused when longer than the model's context or larger than the memory
+    /// available, and its pages are capped at the plan, so nothing a request does can allocate
+    /// more cache than was checked here.
+    pub fn new_request(&self, tokens: usize) -> Result<SeqState, RequestError> {
+        let max = self.config.max_position_embeddings;
+        if tokens > max {
+            return Err(RequestError::TooLong { tokens, max });
+        }
+        let budget = BlockBudget::new(&self.schema, tokens, 1, 0)?;
+        if let Some(available) = memory::available_bytes() {
+            if budget.total_bytes > available {
+                return Err(RequestError::OutOfMemory {
+                    tokens,
+                    needed: budget.total_bytes,
+                    available,
+                });
+            }
+        }
+        let pool = BlockPool::with_budget(budget.paged_bytes);
+        Ok(SeqState::new(&self.schema, pool))
     }
 
     /// Runs `tokens` (the next positions of `state`'s request) and returns logits: `V` values
