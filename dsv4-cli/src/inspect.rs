@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_model::{
-    check, Checkpoint, LayerSchedule, LinearFormat, ModelConfig, ParamReport, WeightFormats,
+    check, scan_values, Checkpoint, LayerSchedule, LinearFormat, ModelConfig, ParamReport,
+    WeightFormats,
 };
 use serde::Serialize;
 
@@ -22,6 +23,10 @@ pub struct InspectArgs {
     /// Checkpoint directory.
     #[arg(long, value_name = "DIR")]
     weights: PathBuf,
+    /// Also read every stored value for NaN and infinity encodings (E4M3, BF16, F16, F32,
+    /// E8M0); reads the whole checkpoint.
+    #[arg(long)]
+    deep: bool,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -67,7 +72,10 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let config =
         ModelConfig::from_file(&config_path).with_context(|| config_path.display().to_string())?;
     let checkpoint = Checkpoint::open(dir)?;
-    let report = check(&config, &checkpoint);
+    let mut report = check(&config, &checkpoint);
+    if args.deep {
+        report.problems.extend(scan_values(&checkpoint));
+    }
     let params = ParamReport::new(&config, &report.manifest);
     let mut dtypes: BTreeMap<&'static str, DtypeCount> = BTreeMap::new();
     let mut weight_bytes = 0;

@@ -1,7 +1,7 @@
 //! Opening a checkpoint for inference with a progress bar on the terminal (hidden when stderr
 //! is not one): every tensor is checked before any compute, which takes a while on large ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use dsv4_runtime::LoadedCheckpoint;
@@ -20,4 +20,12 @@ pub fn open_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     });
     bar.finish_and_clear();
     Ok(loaded?)
+}
+
+/// Every file directly inside the checkpoint directory `dir`: what a command reading the
+/// checkpoint must never write over.
+pub fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }

@@ -7,6 +7,7 @@ mod init;
 mod inspect;
 mod loading;
 mod model_source;
+mod output;
 mod plan;
 mod run;
 mod score;

@@ -1,17 +1,18 @@
 //! `dsv4 score`: teacher-forced logits of every position, through the engine's own incremental
 //! path (chunked prefill; `--chunk 1` is token-by-token decode), written as a float32 `.npy`.
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use dsv4_model::read_text;
 use dsv4_runtime::npy::NpyF32Writer;
 use dsv4_runtime::Logits;
 
 use crate::engine_args::EngineArgs;
-use crate::loading::open_checkpoint;
+use crate::loading::{checkpoint_files, open_checkpoint};
+use crate::output::Output;
 
 /// Flags of `dsv4 score`.
 #[derive(Debug, Args)]
@@ -33,9 +34,13 @@ pub struct ScoreArgs {
     /// Output: little-endian float32 .npy of shape [len, vocab_size].
     #[arg(long, value_name = "LOGITS.npy")]
     out: PathBuf,
-    /// Tokens per prefill chunk [default: the whole sequence; 1 = token-by-token decode].
+    /// Tokens per prefill chunk [default: 256; 1 = token-by-token decode]; the logits are the
+    /// same bits for every chunk.
     #[arg(long, value_name = "N")]
     chunk: Option<usize>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -51,13 +56,20 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// Largest `--ids-file` read: 256 MiB, tens of millions of ids.
+const MAX_IDS_FILE_BYTES: u64 = 1 << 28;
+
+/// Tokens per chunk when `--chunk` is not given: bounds the logits held at once (256 × vocab
+/// floats, 132 MB for V4's vocabulary) whatever the sequence length; the result is bit-identical
+/// for every chunk size.
+const DEFAULT_CHUNK: usize = 256;
+
 /// Runs `dsv4 score`.
 pub fn run(args: &ScoreArgs) -> Result<()> {
     let ids = match (&args.ids, &args.ids_file) {
         (Some(text), _) => parse_ids(text)?,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = read_text(path, MAX_IDS_FILE_BYTES, "an id list")?;
             parse_ids(&text).with_context(|| path.display().to_string())?
         }
         (None, None) => bail!("give --ids or --ids-file"),
@@ -65,33 +77,46 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if ids.is_empty() {
         bail!("no token ids to score");
     }
-    let chunk = args.chunk.unwrap_or(ids.len());
+    let chunk = args.chunk.unwrap_or(DEFAULT_CHUNK);
     if chunk == 0 {
         bail!("--chunk 0: expected at least 1");
     }
+    let mut inputs = checkpoint_files(&args.weights);
+    inputs.extend(args.ids_file.clone());
+    // Refused before the weights load: an output over an input, or over a file without --force.
+    let mut output = Output::create(&args.out, &inputs, args.force)?;
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
     let model = args.engine.model(&loaded)?;
     let mut state = model.new_request(ids.len())?;
-    let file =
-        File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut writer = NpyF32Writer::new(BufWriter::new(file), &[ids.len(), config.vocab_size])
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    for piece in ids.chunks(chunk) {
-        let logits = model.forward(piece, &mut state, Logits::All)?;
-        writer
-            .write(&logits)
-            .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let path = args.out.display().to_string();
+    let cannot_write = || format!("cannot write {path}");
+    let shape = [ids.len(), config.vocab_size];
+    let mut writer =
+        NpyF32Writer::new(BufWriter::new(output.writer()), &shape).with_context(cannot_write)?;
+    let mut logits = Vec::new();
+    for (i, piece) in ids.chunks(chunk).enumerate() {
+        model.forward_into(piece, &mut state, Logits::All, &mut logits)?;
+        if let Some(at) = logits.iter().position(|v| !v.is_finite()) {
+            let position = i * chunk + at / config.vocab_size;
+            bail!(
+                "the logits of position {position} are not finite (token {} is {}): the weights hold NaN or infinite values, or overflow (try `dsv4 inspect --deep`); nothing was written",
+                at % config.vocab_size,
+                logits[at]
+            );
+        }
+        writer.write(&logits).with_context(cannot_write)?;
     }
     writer
         .finish()
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .with_context(cannot_write)?;
+    output.commit()?;
     eprintln!(
-        "scored {} tokens in chunks of {chunk}; logits [{}, {}] written to {}",
+        "scored {} tokens in chunks of {chunk}; logits [{}, {}] written to {path}",
         ids.len(),
         ids.len(),
         config.vocab_size,
-        args.out.display()
     );
     Ok(())
 }

@@ -179,6 +179,9 @@ fn score_writes_transformers_logits_whatever_the_chunk() {
 fn bad_input_gets_one_line_errors() {
     let w = fixture("hca16");
     let w = w.to_str().expect("utf-8");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let x = dir.path().join("x.npy");
+    let x = x.to_str().expect("utf-8");
     assert!(
         error(&["run", "--weights", w, "--prompt", "hi"]).contains("--prompt needs a tokenizer")
     );
@@ -239,7 +242,7 @@ fn bad_input_gets_one_line_errors() {
         "--ids",
         "1,2",
         "--out",
-        "/tmp/x.npy",
+        x,
         "--chunk",
         "0"
     ])
@@ -251,7 +254,7 @@ fn bad_input_gets_one_line_errors() {
         "--ids",
         "1,600",
         "--out",
-        "/tmp/x.npy"
+        x
     ])
     .contains("token id 600 at position 1 is out of range"));
     assert!(error(&[

@@ -24,7 +24,7 @@ mod portable;
 
 use rayon::prelude::*;
 
-use crate::formats::{FP4_GROUP, FP8_BLOCK};
+use crate::formats::{E8M0_NAN, FP4_GROUP, FP8_BLOCK};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 use crate::scratch::{with_buffer, Buffers};
 use crate::simd::KernelSet;
@@ -409,6 +409,18 @@ impl LinearView<'_> {
                 need: grid_len * kind.size(),
             });
         }
+        // An E4M3 NaN byte (0x7F, 0xFF) makes its row's product NaN, as the reference's does:
+        // its row's multiplier for that block is packed as NaN, which costs the loop nothing.
+        let holds_nan = |r: usize, b: usize| match self.weight {
+            LinearWeight::Fp8Block { .. } => {
+                let start = (b * FP8_BLOCK).min(row_bytes);
+                let end = (start + FP8_BLOCK).min(row_bytes);
+                stored[r * row_bytes + start..r * row_bytes + end]
+                    .iter()
+                    .any(|&q| q & 0x7F == 0x7F)
+            }
+            _ => false,
+        };
         let size = kind.size();
         for (i, entry) in scales.chunks_mut(size).enumerate() {
             let (gb, lane) = (i / layout.rows, i % layout.rows);
@@ -419,7 +431,10 @@ impl LinearView<'_> {
                 (true, true) => Some(r * blocks + b),
                 (true, false) => Some(r / FP8_BLOCK * blocks + b),
             };
+            let nan = r < out && holds_nan(r, b);
             match (grid, at) {
+                (Scales::E8M0(_), Some(_)) if nan => entry[0] = E8M0_NAN,
+                (Scales::F32(_), Some(_)) if nan => entry.copy_from_slice(&f32::NAN.to_le_bytes()),
                 (Scales::E8M0(bytes), Some(at)) => entry[0] = bytes[at],
                 (Scales::F32(bytes), Some(at)) => {
                     entry.copy_from_slice(&bytes[4 * at..4 * at + 4]);

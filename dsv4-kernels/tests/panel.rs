@@ -147,6 +147,53 @@ fn every_scale_byte_multiplies_exactly() {
     }
 }
 
+/// An E4M3 NaN byte (0x7F or 0xFF) makes its row's output NaN, as the reference (and torch,
+/// which reads those bytes as NaN) gives, in every kernel set, alone or among rows, with either
+/// kind of scale; every other row keeps its exact value.
+#[test]
+fn e4m3_nan_bytes_give_nan_rows() {
+    let (out, inp) = (37, 300);
+    let mut q: Vec<u8> = (0..out * inp)
+        .map(|i| ((i * 37) % 0x7E) as u8 | if i % 3 == 0 { 0x80 } else { 0 })
+        .collect();
+    q[3 * inp + 5] = 0x7F;
+    q[20 * inp + inp - 1] = 0xFF; // in the ragged last block
+    q[36 * inp + 128] = 0x7F; // the last row, first input of a block
+    let blocks = out.div_ceil(128) * inp.div_ceil(128);
+    let e8m0: Vec<u8> = (0..blocks).map(|i| 120 + i as u8).collect();
+    let f32s: Vec<u8> = (0..blocks)
+        .flat_map(|i| (0.5 + i as f32).to_le_bytes())
+        .collect();
+    for scales in [Scales::E8M0(&e8m0), Scales::F32(&f32s)] {
+        let view = LinearView {
+            out,
+            inp,
+            weight: LinearWeight::Fp8Block { q: &q, scales },
+        };
+        for n in [1, 13] {
+            let x = floats(n * inp, 9);
+            let want = reference(&view, &x);
+            for set in KernelSet::available() {
+                let mut got = vec![0.0f32; n * out];
+                view.pack_for(set)
+                    .expect("packs")
+                    .linear()
+                    .forward(&x, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let row = i % out;
+                    let nan_row = [3, 20, 36].contains(&row);
+                    assert_eq!(w.is_nan(), nan_row, "reference, output {i}");
+                    if nan_row {
+                        assert!(g.is_nan(), "output {i} on {set:?} is {g}, not NaN");
+                    } else {
+                        assert_eq!(g.to_bits(), w.to_bits(), "output {i} on {set:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Weights packed from f32 values at run time compute what the same values stored as F32 bytes
 /// and packed at load do.
 #[test]

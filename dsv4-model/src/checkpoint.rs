@@ -9,6 +9,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
+
+use crate::map_guard::GuardedMap;
 use serde::Deserialize;
 
 use crate::names::{fused_experts, native_name};
@@ -72,7 +74,7 @@ pub struct OpenError(pub String);
 /// A memory-mapped safetensors file.
 struct SafetensorsFile {
     name: String,
-    map: Mmap,
+    map: GuardedMap,
 }
 
 /// Where a tensor's bytes are.
@@ -197,8 +199,9 @@ impl Checkpoint {
     fn open_file(&mut self, name: &str) -> Option<usize> {
         let path = self.dir.join(name);
         let map = match File::open(&path).and_then(|f| {
-            // SAFETY: the map is read-only; the engine never writes through it. A file changed by
-            // another process while mapped is outside what any mmap-based loader can guard.
+            // SAFETY: the map is read-only; the engine never writes through it. A file truncated
+            // by another process while mapped raises SIGBUS on access, which `map_guard` turns
+            // into a message naming the file.
             unsafe { Mmap::map(&f) }
         }) {
             Ok(map) => map,
@@ -263,7 +266,7 @@ impl Checkpoint {
         }
         self.files.push(SafetensorsFile {
             name: name.to_string(),
-            map,
+            map: GuardedMap::new(map, &path.display().to_string()),
         });
         Some(file)
     }
@@ -276,7 +279,7 @@ impl Checkpoint {
             file: &self.files[loc.file].name,
             dtype: loc.dtype,
             shape: &loc.shape,
-            data: &self.files[loc.file].map[loc.bytes.clone()],
+            data: &self.files[loc.file].map.map()[loc.bytes.clone()],
         })
     }
 
@@ -310,7 +313,7 @@ impl Checkpoint {
         // SAFETY: the map is a read-only private file mapping; dropping its pages only makes a
         // later read fault them in again from the page cache.
         let _ = unsafe {
-            self.files[loc.file].map.unchecked_advise_range(
+            self.files[loc.file].map.map().unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
                 loc.bytes.start,
                 loc.bytes.len(),

@@ -6,7 +6,11 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::files::{read_text, ReadError};
 use crate::json_fields::{show, JsonFields};
+
+/// Largest `config.json` read (the released ones are under 3 KiB).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Most MTP stages a config may declare (released models ship 1, later variants 3).
 const MAX_MTP_STAGES: usize = 16;
@@ -25,13 +29,8 @@ const BOUND_REASON: &str = "the engine's bound, far above any released model";
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Io {
-        /// The path that failed.
-        path: String,
-        /// The operating system's reason.
-        reason: String,
-    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The text is not JSON.
     #[error("config is not valid JSON: {0}")]
     Json(String),
@@ -175,10 +174,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads and validates a `config.json` file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = read_text(path, MAX_CONFIG_BYTES, "a config")?;
         Self::from_json_str(&text)
     }
 

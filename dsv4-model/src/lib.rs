@@ -7,11 +7,14 @@ mod accounting;
 mod check;
 mod checkpoint;
 mod config;
+mod files;
 mod init;
 mod json_fields;
 mod manifest;
+mod map_guard;
 mod names;
 mod presets;
+mod scan;
 mod schedule;
 mod weights;
 
@@ -22,6 +25,7 @@ pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
 };
 pub use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+pub use files::{read_text, ReadError};
 pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use manifest::{
     Activity, Component, DType, Linear, LinearFormat, Manifest, TensorKind, TensorSpec,
@@ -29,4 +33,5 @@ pub use manifest::{
 };
 pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
+pub use scan::{scan_values, NonFinite};
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};

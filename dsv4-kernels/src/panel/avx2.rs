@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, MAX_VECS};
+use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, F32_NAN_BITS, MAX_VECS};
 use super::{Layout, PackedFormat, ScaleType};
 use crate::formats::E2M1_VALUES;
 
@@ -45,10 +45,13 @@ impl Lanes for __m256 {
     unsafe fn scales(p: *const u8, kind: ScaleType) -> Self {
         match kind {
             ScaleType::E8M0 => {
-                // As in the AVX-512 set: byte into the exponent field, byte 0 a subnormal.
+                // As in the AVX-512 set: byte into the exponent field, byte 0 a subnormal,
+                // byte 0xFF NaN.
                 let wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
                 let bits =
                     _mm256_max_epu32(_mm256_slli_epi32(wide, 23), _mm256_set1_epi32(0x0040_0000));
+                let nan = _mm256_cmpeq_epi32(wide, _mm256_set1_epi32(0xFF));
+                let bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(F32_NAN_BITS), nan);
                 _mm256_castsi256_ps(bits)
             }
             ScaleType::F32 => _mm256_loadu_ps(p.cast()),

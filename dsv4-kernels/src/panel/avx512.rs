@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, MAX_VECS};
+use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, F32_NAN_BITS, MAX_VECS};
 use super::{PackedFormat, ScaleType};
 use crate::formats::E2M1_VALUES;
 
@@ -45,10 +45,13 @@ impl Lanes for __m512 {
         match kind {
             ScaleType::E8M0 => {
                 // Byte b into f32's exponent field; byte 0 (2^-127, a subnormal) comes out of
-                // the maximum with its bit pattern.
+                // the maximum with its bit pattern, byte 0xFF is made NaN (once per block, so
+                // the compare costs nothing in the loop).
                 let wide = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
                 let bits =
                     _mm512_max_epu32(_mm512_slli_epi32(wide, 23), _mm512_set1_epi32(0x0040_0000));
+                let nan = _mm512_cmpeq_epi32_mask(wide, _mm512_set1_epi32(0xFF));
+                let bits = _mm512_mask_mov_epi32(bits, nan, _mm512_set1_epi32(F32_NAN_BITS));
                 _mm512_castsi512_ps(bits)
             }
             ScaleType::F32 => _mm512_loadu_ps(p.cast()),

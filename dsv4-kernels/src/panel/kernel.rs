@@ -9,6 +9,9 @@ use super::{PackedFormat, ScaleType};
 /// Most vectors one step of a group decodes into per input (32 rows of 8-lane vectors).
 pub(crate) const MAX_VECS: usize = 4;
 
+/// The quiet NaN a UE8M0 scale byte of 0xFF decodes to (as an `i32` for the SIMD set-ups).
+pub(crate) const F32_NAN_BITS: i32 = 0x7FC0_0000;
+
 /// A packed linear as the tile loop reads it.
 pub(crate) struct Job {
     pub(crate) weights: *const u8,

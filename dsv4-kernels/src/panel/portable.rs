@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, MAX_VECS};
+use super::kernel::{run_groups, Decoder, Job, Lanes, SharedOutput, F32_NAN_BITS, MAX_VECS};
 use super::{PackedFormat, ScaleType};
 use crate::formats::E2M1_VALUES;
 
@@ -53,10 +53,13 @@ impl Lanes for Lanes16 {
     }
 }
 
-/// A UE8M0 scale byte's multiplier, branch-free as the SIMD sets decode it (checked
-/// checkpoints hold no 0xFF, the NaN byte, so it is not looked for).
+/// A UE8M0 scale byte's multiplier as the SIMD sets decode it: 0xFF, which packing writes for
+/// a block holding an E4M3 NaN byte, is NaN.
 #[inline(always)]
 fn e8m0_multiplier(b: u8) -> f32 {
+    if b == 0xFF {
+        return f32::from_bits(F32_NAN_BITS as u32);
+    }
     // Byte 0 is 2^-127, the subnormal 0x0040_0000; every other byte is a normal power of two
     // (at least 0x0080_0000), so one maximum covers both without a branch.
     f32::from_bits((u32::from(b) << 23).max(0x0040_0000))
