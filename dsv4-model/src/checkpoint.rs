@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::map_guard::GuardedMap;
 use serde::Deserialize;
 
+use crate::files::read_text;
+use crate::map_guard::GuardedMap;
 use crate::names::{fused_experts, native_name};
 use crate::DType;
 
@@ -22,6 +23,8 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Largest safetensors header accepted (the format's own limit).
 const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest index file read (V4-Pro's, for 145,116 tensors, is about 10 MB).
+const MAX_INDEX_BYTES: u64 = 1 << 28;
 
 /// One thing wrong with a checkpoint, naming the file and tensor it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +41,7 @@ impl Problem {
     /// A problem with a whole file.
     pub fn file(file: &str, message: impl Into<String>) -> Self {
         Self {
-            file: Some(file.to_string()),
+            file: Some(clip(file)),
             tensor: None,
             message: message.into(),
         }
@@ -47,8 +50,8 @@ impl Problem {
     /// A problem with one tensor of a file.
     pub fn tensor(file: Option<&str>, tensor: &str, message: impl Into<String>) -> Self {
         Self {
-            file: file.map(str::to_string),
-            tensor: Some(tensor.to_string()),
+            file: file.map(clip),
+            tensor: Some(clip(tensor)),
             message: message.into(),
         }
     }
@@ -134,14 +137,17 @@ impl Checkpoint {
             tensors: BTreeMap::new(),
             problems: Vec::new(),
         };
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(OpenError(format!("{}: not a directory", dir.display()))),
+            Err(e) => return Err(OpenError(format!("{}: {e}", dir.display()))),
+        }
         let index_path = dir.join(INDEX_FILE);
-        if index_path.is_file() {
+        if present(&index_path)? {
             let index = read_index(&index_path)?;
-            checkpoint.open_shards(&index);
-        } else if dir.join(SINGLE_FILE).is_file() {
+            checkpoint.open_shards(&index)?;
+        } else if present(&dir.join(SINGLE_FILE))? {
             checkpoint.open_file(SINGLE_FILE);
-        } else if !dir.is_dir() {
-            return Err(OpenError(format!("{}: not a directory", dir.display())));
         } else {
             return Err(OpenError(format!(
                 "{}: no {SINGLE_FILE} or {INDEX_FILE}",
@@ -151,18 +157,37 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 
-    fn open_shards(&mut self, weight_map: &BTreeMap<String, String>) {
+    fn open_shards(&mut self, weight_map: &BTreeMap<String, String>) -> Result<(), OpenError> {
         let mut shards: Vec<&String> = weight_map.values().collect();
         shards.sort();
         shards.dedup();
         for shard in shards {
+            // Shards live in the checkpoint directory: an index may not reach elsewhere.
+            let mut parts = Path::new(shard).components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            );
+            if !plain {
+                return Err(OpenError(format!(
+                    "{INDEX_FILE} names shard `{}`: expected a file name inside the checkpoint directory",
+                    clip(shard)
+                )));
+            }
             let path = self.dir.join(shard);
-            if !path.is_file() {
-                self.problems.push(Problem::file(
-                    shard,
-                    format!("named in {INDEX_FILE} but absent"),
-                ));
-                continue;
+            match present(&path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.problems.push(Problem::file(
+                        shard,
+                        format!("named in {INDEX_FILE} but absent"),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    self.problems.push(Problem::file(shard, e.0));
+                    continue;
+                }
             }
             let Some(file) = self.open_file(shard) else {
                 continue;
@@ -193,6 +218,7 @@ impl Checkpoint {
                 }
             }
         }
+        Ok(())
     }
 
     /// Maps one file and records its tensors; returns its file number when its header is sound.
@@ -378,18 +404,56 @@ fn split_stored(
 }
 
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>, OpenError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| OpenError(format!("{}: cannot read: {e}", path.display())))?;
-    let index: IndexJson = serde_json::from_str(&text)
-        .map_err(|e| OpenError(format!("{}: not a valid index: {e}", path.display())))?;
+    let text = read_text(path, MAX_INDEX_BYTES, "a safetensors index")
+        .map_err(|e| OpenError(e.to_string()))?;
+    parse_index(&text).map_err(|e| OpenError(format!("{}: {e}", path.display())))
+}
+
+/// The weight map of a `model.safetensors.index.json` text: tensor name → shard file name.
+pub fn parse_index(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let index: IndexJson =
+        serde_json::from_str(text).map_err(|e| format!("not a valid index: {e}"))?;
     Ok(index.weight_map)
 }
 
-/// A header entry: its dtype, shape and absolute byte range, or why it is unusable.
-type Entry = (String, Result<(DType, Vec<usize>, Range<usize>), String>);
+/// Whether `path` is a regular file: absent is `false`; a directory, FIFO or device in its place,
+/// or a path that cannot be followed (a loop of links, no permission), is an error saying so.
+fn present(path: &Path) -> Result<bool, OpenError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(_) => Err(OpenError(format!(
+            "{}: not a regular file",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A dangling link is absent too, but say so.
+            match std::fs::symlink_metadata(path) {
+                Ok(_) => Err(OpenError(format!(
+                    "{}: a link to nothing",
+                    path.display()
+                ))),
+                Err(_) => Ok(false),
+            }
+        }
+        Err(e) => Err(OpenError(format!("{}: {e}", path.display()))),
+    }
+}
 
-/// Parses and checks a safetensors header against the file's size.
-fn parse_header(file: &[u8]) -> Result<Vec<Entry>, String> {
+/// A name shortened for a message (hostile files can hold megabyte-long names).
+pub(crate) fn clip(name: &str) -> String {
+    const SHOWN: usize = 120;
+    if name.chars().count() <= SHOWN {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(SHOWN).collect();
+    format!("{head}... ({} bytes)", name.len())
+}
+
+/// A header entry: its dtype, shape and absolute byte range, or why it is unusable.
+pub type Entry = (String, Result<(DType, Vec<usize>, Range<usize>), String>);
+
+/// Parses and checks a safetensors header against the size of `file`, the whole file's bytes.
+pub fn parse_header(file: &[u8]) -> Result<Vec<Entry>, String> {
     let size = file.len() as u64;
     let Some(prefix) = file.get(..8) else {
         return Err(format!(
