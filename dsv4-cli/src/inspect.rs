@@ -2,16 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::{
-    check, scan_values, Checkpoint, LayerSchedule, LinearFormat, ModelConfig, ParamReport,
+    check, clip, scan_values, Checkpoint, LayerSchedule, LinearFormat, ModelConfig, ParamReport,
     WeightFormats,
 };
+use dsv4_runtime::Tokenizer;
 use serde::Serialize;
 
+use crate::model_source::read_config;
 use crate::units::{binary, grouped};
 
 /// Problems printed in full before the rest are counted.
@@ -61,6 +63,8 @@ struct Inspection {
     dtypes: BTreeMap<&'static str, DtypeCount>,
     layers: Vec<LayerLine>,
     unused_tensors: Vec<String>,
+    /// Ids of `tokenizer.json`; `None` when the checkpoint has none (or it is unusable).
+    tokenizer_ids: Option<usize>,
     problems: Vec<String>,
     config: ModelConfig,
 }
@@ -69,14 +73,14 @@ struct Inspection {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let dir = &args.weights;
     let config_path = dir.join("config.json");
-    let config =
-        ModelConfig::from_file(&config_path).with_context(|| config_path.display().to_string())?;
+    let config = read_config(&config_path)?;
     let checkpoint = Checkpoint::open(dir)?;
     let mut report = check(&config, &checkpoint);
     if args.deep {
         report.problems.extend(scan_values(&checkpoint));
     }
     let params = ParamReport::new(&config, &report.manifest);
+    let (tokenizer_ids, tokenizer_problem) = check_tokenizer(dir, config.vocab_size);
     let mut dtypes: BTreeMap<&'static str, DtypeCount> = BTreeMap::new();
     let mut weight_bytes = 0;
     for name in checkpoint.names() {
@@ -122,7 +126,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         dtypes,
         layers,
         unused_tensors: report.unused.clone(),
-        problems: report.problems.iter().map(ToString::to_string).collect(),
+        tokenizer_ids,
+        problems: report
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .chain(tokenizer_problem)
+            .collect(),
         config,
     };
     if args.json {
@@ -139,6 +149,20 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The ids of `dir`'s tokenizer.json and what is wrong with it: unreadable, not a tokenizer, or
+/// another model's (more ids than the model embeds). A checkpoint without one is no problem:
+/// only --prompt and --chat need it.
+fn check_tokenizer(dir: &Path, vocab: usize) -> (Option<usize>, Option<String>) {
+    let path = dir.join("tokenizer.json");
+    if std::fs::symlink_metadata(&path).is_err() {
+        return (None, None);
+    }
+    match Tokenizer::from_file(&path).and_then(|t| t.check_fits(vocab).map(|()| t.vocab_size())) {
+        Ok(ids) => (Some(ids), None),
+        Err(e) => (None, Some(e.to_string())),
+    }
 }
 
 fn format_name(format: LinearFormat) -> &'static str {
@@ -189,6 +213,10 @@ fn render(i: &Inspection) -> String {
         "MTP block: {}",
         if i.has_mtp { "present" } else { "absent" }
     );
+    let _ = match i.tokenizer_ids {
+        Some(ids) => writeln!(out, "tokenizer: {} ids", grouped(ids as u64)),
+        None => writeln!(out, "tokenizer: none usable (--prompt and --chat need one)"),
+    };
     let _ = writeln!(out, "\nlayers:");
     for l in &i.layers {
         let ratio = if l.ratio > 0 {
@@ -235,7 +263,7 @@ fn render(i: &Inspection) -> String {
             out,
             "unused tensors: {} (e.g. {})",
             i.unused_tensors.len(),
-            i.unused_tensors[0]
+            clip(&i.unused_tensors[0])
         );
     }
     if i.problems.is_empty() {

@@ -4,7 +4,9 @@
 pub mod assets;
 pub mod bench;
 pub mod engine_args;
+pub mod ids;
 pub mod init;
+pub mod input;
 pub mod inspect;
 pub mod loading;
 pub mod model_source;

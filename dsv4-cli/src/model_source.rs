@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use dsv4_model::{Manifest, ModelConfig, ParamReport, Preset};
+use dsv4_runtime::LoadError;
 
 /// `--weights DIR | --config FILE | --preset NAME`, exactly one.
 #[derive(Debug, Args)]
@@ -78,8 +79,15 @@ impl ModelSource {
     }
 }
 
-fn read_config(path: &Path) -> Result<ModelConfig> {
-    ModelConfig::from_file(path).with_context(|| format!("{}", path.display()))
+/// The config at `path`; errors name the path once.
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
+    ModelConfig::from_file(path).map_err(|problem| {
+        LoadError::Config {
+            path: path.display().to_string(),
+            problem,
+        }
+        .into()
+    })
 }
 
 fn manifest_bytes(config: &ModelConfig) -> u64 {

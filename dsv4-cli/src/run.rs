@@ -15,8 +15,9 @@ use serde::Serialize;
 
 use crate::assets::write_tokenizer;
 use crate::engine_args::EngineArgs;
+use crate::ids::parse_ids;
+use crate::input::read_input;
 use crate::loading::open_checkpoint;
-use crate::score::parse_ids;
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,26 +37,42 @@ pub struct RunArgs {
     /// Prompt text, tokenized as is (no BOS added, as the tokenizer config asks).
     #[arg(long, value_name = "TEXT", group = "input")]
     prompt: Option<String>,
+    /// A file holding the prompt text (`-`: standard input), for prompts too long for a flag.
+    #[arg(long, value_name = "FILE", group = "input")]
+    prompt_file: Option<PathBuf>,
     /// Prompt token ids, comma-separated, used verbatim.
     #[arg(long, value_name = "1,2,3", group = "input")]
     prompt_ids: Option<String>,
+    /// A file of prompt token ids separated by whitespace or commas (`-`: standard input).
+    #[arg(long, value_name = "FILE", group = "input")]
+    prompt_ids_file: Option<PathBuf>,
     /// A user message, formatted with DeepSeek-V4's chat encoding (BOS, User/Assistant turns).
     #[arg(long, value_name = "TEXT", group = "input")]
     chat: Option<String>,
     /// System prompt for --chat.
-    #[arg(long, value_name = "TEXT", requires = "chat")]
+    #[arg(long, value_name = "TEXT")]
     system: Option<String>,
     /// Thinking mode for --chat (the assistant turn opens with <think>).
-    #[arg(long, requires = "chat")]
+    #[arg(long)]
     thinking: bool,
     /// Most tokens to generate.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy and deterministic.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     temperature: f32,
     /// Nucleus sampling: smallest set of tokens whose probability reaches P.
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     top_p: f32,
     /// Sample among the K most likely tokens (0 = all).
     #[arg(long, value_name = "K", default_value_t = 0)]
@@ -120,6 +137,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if args.prefill_chunk == 0 {
         bail!("--prefill-chunk 0: expected at least 1");
     }
+    // Everything a flag can get wrong is refused before the weights load.
+    if args.chat.is_none() && (args.system.is_some() || args.thinking) {
+        bail!("--system and --thinking shape a chat prompt: give --chat TEXT, or drop them");
+    }
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let prompt_text = match &args.prompt_file {
+        Some(path) => Some(read_input(path, "a prompt")?),
+        None => args.prompt.clone(),
+    };
+    let given_ids = match (&args.prompt_ids, &args.prompt_ids_file) {
+        (Some(text), _) => Some(parse_ids(text)?),
+        (None, Some(path)) => Some(parse_ids(&read_input(path, "an id list")?)?),
+        (None, None) => None,
+    };
     let demo_dir;
     let (dir, label) = match &args.weights {
         Some(dir) => (dir.clone(), dir.display().to_string()),
@@ -148,14 +185,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let config = &loaded.config;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.is_file() {
-        Some(Tokenizer::from_file(&tokenizer_path)?)
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        tokenizer.check_fits(config.vocab_size)?;
+        Some(tokenizer)
     } else {
         None
     };
-    let prompt_ids = match (&args.prompt, &args.prompt_ids, &args.chat) {
-        (_, Some(ids), _) => parse_ids(ids)?,
+    let prompt_ids = match (prompt_text, given_ids, &args.chat) {
+        (_, Some(ids), _) => ids,
         (Some(text), _, _) => match &tokenizer {
-            Some(t) => t.encode(text)?,
+            Some(t) => t.encode(&text)?,
             None => bail!(
                 "--prompt needs a tokenizer: no tokenizer.json in {}; use --prompt-ids",
                 dir.display()
@@ -180,7 +219,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 dir.display()
             ),
         },
-        _ => bail!("give one of --prompt, --prompt-ids or --chat"),
+        _ => {
+            bail!("give one of --prompt, --prompt-file, --prompt-ids, --prompt-ids-file or --chat")
+        }
     };
     if let Some(&id) = prompt_ids
         .iter()
@@ -195,12 +236,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let request = GenerateRequest {
         prompt_ids,
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
+        sampling,
         stops: args.stop.clone(),
         prefill_chunk: args.prefill_chunk,
     };

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dsv4_model::read_text;
 use dsv4_runtime::npy::NpyF32Writer;
 use dsv4_runtime::Logits;
 
 use crate::engine_args::EngineArgs;
+pub use crate::ids::parse_ids;
+use crate::input::read_input;
 use crate::loading::{checkpoint_files, open_checkpoint};
 use crate::output::Output;
 
@@ -28,7 +29,7 @@ pub struct ScoreArgs {
         required_unless_present = "ids_file"
     )]
     ids: Option<String>,
-    /// A file of token ids separated by whitespace or commas.
+    /// A file of token ids separated by whitespace or commas; `-` reads standard input.
     #[arg(long, value_name = "F")]
     ids_file: Option<PathBuf>,
     /// Output: little-endian float32 .npy of shape [len, vocab_size].
@@ -45,20 +46,6 @@ pub struct ScoreArgs {
     engine: EngineArgs,
 }
 
-/// Parses ids separated by commas and/or whitespace, naming the first bad one.
-pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .with_context(|| format!("`{s}` is not a token id"))
-        })
-        .collect()
-}
-
-/// Largest `--ids-file` read: 256 MiB, tens of millions of ids.
-const MAX_IDS_FILE_BYTES: u64 = 1 << 28;
-
 /// Tokens per chunk when `--chunk` is not given: bounds the logits held at once (256 × vocab
 /// floats, 132 MB for V4's vocabulary) whatever the sequence length; the result is bit-identical
 /// for every chunk size.
@@ -69,7 +56,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let ids = match (&args.ids, &args.ids_file) {
         (Some(text), _) => parse_ids(text)?,
         (None, Some(path)) => {
-            let text = read_text(path, MAX_IDS_FILE_BYTES, "an id list")?;
+            let text = read_input(path, "an id list")?;
             parse_ids(&text).with_context(|| path.display().to_string())?
         }
         (None, None) => bail!("give --ids or --ids-file"),

@@ -2,13 +2,16 @@
 //! text of ids with `--decode`, or a chat prompt built the way DeepSeek-V4's encoder builds it.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_runtime::chat::{ChatRequest, ReasoningEffort, ThinkingMode};
 use dsv4_runtime::Tokenizer;
 use serde_json::json;
+
+use crate::ids::parse_ids;
+use crate::input::read_input;
 
 /// Flags of `dsv4 tokenize`.
 #[derive(Debug, Args)]
@@ -56,7 +59,8 @@ struct Input {
     /// The text (or, with --decode, the ids).
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     text: Option<String>,
-    /// A UTF-8 file holding the text (or, with --decode, the ids), used byte for byte.
+    /// A UTF-8 file holding the text (or, with --decode, the ids), used byte for byte; `-` reads
+    /// standard input.
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
 }
@@ -64,7 +68,7 @@ struct Input {
 /// Runs `dsv4 tokenize`.
 pub fn run(args: &TokenizeArgs) -> Result<()> {
     let tokenizer = load(&args.source)?;
-    let input = read_input(&args.input)?;
+    let input = read_source(&args.input)?;
     let mut out = render(args, &tokenizer, &input)?;
     out.push('\n');
     // A reader that stopped early (`| head`) is not an error.
@@ -137,89 +141,15 @@ fn load(source: &TokenizerSource) -> Result<Tokenizer> {
     Ok(Tokenizer::from_file(path)?)
 }
 
-fn read_input(input: &Input) -> Result<String> {
+fn read_source(input: &Input) -> Result<String> {
     match (&input.text, &input.file) {
         (Some(text), _) => Ok(text.clone()),
-        (None, Some(file)) => read_text(file),
+        (None, Some(file)) => read_input(file, "a text"),
         (None, None) => bail!("pass --text TEXT or --file FILE"),
-    }
-}
-
-fn read_text(file: &Path) -> Result<String> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
-            file.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
-}
-
-/// Ids separated by whitespace or commas, as `score --ids-file` takes them; one pair of
-/// enclosing brackets is allowed too, so a pasted list (`[1, 2, 3]`) works.
-fn parse_ids(text: &str) -> Result<Vec<u32>> {
-    let trimmed = text.trim();
-    let list = trimmed
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or(trimmed);
-    list.split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|s| !s.is_empty())
-        .map(parse_id)
-        .collect()
-}
-
-fn parse_id(word: &str) -> Result<u32> {
-    word.parse::<u32>().map_err(|_| {
-        if word.bytes().all(|b| b.is_ascii_digit()) {
-            anyhow::anyhow!("token id {} is out of range", shorten(word))
-        } else {
-            anyhow::anyhow!("token id `{}` is not a non-negative integer", shorten(word))
-        }
-    })
-}
-
-/// The first characters of a bad token, so one huge word cannot flood the error line.
-fn shorten(s: &str) -> String {
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}…")
     }
 }
 
 fn join_ids(ids: &[u32]) -> String {
     let words: Vec<String> = ids.iter().map(u32::to_string).collect();
     words.join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_split_on_whitespace_and_commas() {
-        assert_eq!(
-            parse_ids(" 1, 2,3\n\t4 ,,5 ").expect("parses"),
-            vec![1, 2, 3, 4, 5]
-        );
-        assert_eq!(parse_ids("[1, 2]\n").expect("list"), vec![1, 2]);
-        assert!(parse_ids("").expect("empty").is_empty());
-        assert!(parse_ids("[1, 2").is_err());
-    }
-
-    #[test]
-    fn bad_ids_are_named() {
-        let err = parse_ids("1 2 x3").expect_err("bad").to_string();
-        assert!(err.contains("`x3`"), "{err}");
-        assert!(parse_ids("-1").is_err());
-        let err = parse_ids("4294967296").expect_err("too big").to_string();
-        assert!(err.contains("out of range"), "{err}");
-        let long = "9".repeat(100);
-        let err = parse_ids(&long).expect_err("bad").to_string();
-        assert!(err.len() < 100, "{err}");
-    }
 }

@@ -247,16 +247,10 @@ fn bad_input_gets_one_line_errors() {
         "0"
     ])
     .contains("--chunk 0"));
-    assert!(error(&[
-        "score",
-        "--weights",
-        w,
-        "--ids",
-        "1,600",
-        "--out",
-        x
-    ])
-    .contains("token id 600 at position 1 is out of range"));
+    assert!(
+        error(&["score", "--weights", w, "--ids", "1,600", "--out", x])
+            .contains("token id 600 at position 1 is out of range")
+    );
     assert!(error(&[
         "score",
         "--weights",

@@ -72,10 +72,13 @@ pub fn check_with_progress(
                 problems.push(Problem::tensor(Some(view.file), view.name, message));
                 continue;
             }
-            if spec.kind == TensorKind::Scale {
-                if let Some(message) = bad_scale(&view) {
-                    problems.push(Problem::tensor(Some(view.file), view.name, message));
-                }
+            let bad_values = match spec.kind {
+                TensorKind::Scale => bad_scale(&view),
+                TensorKind::Index => bad_expert_ids(&view, config.n_routed_experts),
+                _ => None,
+            };
+            if let Some(message) = bad_values {
+                problems.push(Problem::tensor(Some(view.file), view.name, message));
             }
             // Account for what is stored (an F32 export of a BF16 tensor takes twice the bytes).
             spec.dtype = view.dtype;
@@ -168,6 +171,22 @@ fn detect(
             None
         }
     }
+}
+
+/// Why a hash-routing table (`tid2eid`, token × slot → expert) is unusable: an id that names no
+/// expert.
+fn bad_expert_ids(view: &TensorView, experts: usize) -> Option<String> {
+    let cols = view.shape.last().copied().unwrap_or(1).max(1);
+    let ids = view.to_i64()?;
+    let (i, e) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &e)| usize::try_from(e).map_or(true, |e| e >= experts))?;
+    Some(format!(
+        "token {}, slot {} names expert {e}, but there are {experts}",
+        i / cols,
+        i % cols
+    ))
 }
 
 /// Why a scale tensor's values are unusable: a NaN byte, or a non-positive or non-finite f32.

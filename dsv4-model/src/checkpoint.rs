@@ -421,17 +421,11 @@ pub fn parse_index(text: &str) -> Result<BTreeMap<String, String>, String> {
 fn present(path: &Path) -> Result<bool, OpenError> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
-        Ok(_) => Err(OpenError(format!(
-            "{}: not a regular file",
-            path.display()
-        ))),
+        Ok(_) => Err(OpenError(format!("{}: not a regular file", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A dangling link is absent too, but say so.
             match std::fs::symlink_metadata(path) {
-                Ok(_) => Err(OpenError(format!(
-                    "{}: a link to nothing",
-                    path.display()
-                ))),
+                Ok(_) => Err(OpenError(format!("{}: a link to nothing", path.display()))),
                 Err(_) => Ok(false),
             }
         }
@@ -440,7 +434,7 @@ fn present(path: &Path) -> Result<bool, OpenError> {
 }
 
 /// A name shortened for a message (hostile files can hold megabyte-long names).
-pub(crate) fn clip(name: &str) -> String {
+pub fn clip(name: &str) -> String {
     const SHOWN: usize = 120;
     if name.chars().count() <= SHOWN {
         return name.to_string();

@@ -21,7 +21,7 @@ mod weights;
 pub use accounting::{Count, ParamReport};
 pub use check::{check, check_with_progress, CheckReport};
 pub use checkpoint::{
-    parse_header, parse_index, Checkpoint, Entry, OpenError, Problem, TensorView, INDEX_FILE,
+    clip, parse_header, parse_index, Checkpoint, Entry, OpenError, Problem, TensorView, INDEX_FILE,
     SINGLE_FILE,
 };
 pub use config::{

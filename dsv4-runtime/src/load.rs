@@ -169,13 +169,16 @@ impl<'a> LinearSource<'a> for &'a PackedArena {
 /// Why a checkpoint directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// `config.json` is absent or invalid.
-    #[error("{path}: {source}")]
+    /// `config.json` is absent, unreadable or invalid (a read error names the path itself).
+    #[error("{}", match problem {
+        dsv4_model::ConfigError::Read(read) => read.to_string(),
+        invalid => format!("{path}: {invalid}"),
+    })]
     Config {
         /// The config path.
         path: String,
         /// What is wrong with it.
-        source: dsv4_model::ConfigError,
+        problem: dsv4_model::ConfigError,
     },
     /// No weights could be found.
     #[error(transparent)]
@@ -212,9 +215,9 @@ impl LoadedCheckpoint {
         progress: impl FnMut(usize, usize),
     ) -> Result<Self, LoadError> {
         let path = dir.join("config.json");
-        let config = ModelConfig::from_file(&path).map_err(|source| LoadError::Config {
+        let config = ModelConfig::from_file(&path).map_err(|problem| LoadError::Config {
             path: path.display().to_string(),
-            source,
+            problem,
         })?;
         let checkpoint = Checkpoint::open(dir)?;
         let report = check_with_progress(&config, &checkpoint, progress);

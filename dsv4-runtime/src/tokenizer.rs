@@ -16,18 +16,16 @@ pub const V4_BOS: &str = "<｜begin▁of▁sentence｜>";
 /// DeepSeek-V4's EOS token, used when no `tokenizer_config.json` names another.
 pub const V4_EOS: &str = "<｜end▁of▁sentence｜>";
 
+/// Largest `tokenizer.json` read: 256 MiB (DeepSeek-V4's is 6.4 MB).
+const MAX_TOKENIZER_BYTES: u64 = 1 << 28;
+
 /// Why the tokenizer could not load, encode or decode; each renders as one line naming the
 /// file, the text or the id at fault, so the CLI can print it as is.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenizerError {
-    /// The file could not be read.
-    #[error("cannot read tokenizer {path}: {reason}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The operating system's reason.
-        reason: String,
-    },
+    /// The file could not be read (absent, not a regular file, too large, not text).
+    #[error(transparent)]
+    Read(#[from] dsv4_model::ReadError),
     /// The file was read but is not a tokenizer.json the `tokenizers` library accepts.
     #[error("{path} is not a valid tokenizer.json: {reason}")]
     Parse {
@@ -45,6 +43,16 @@ pub enum TokenizerError {
         role: &'static str,
         /// The token text looked for.
         token: String,
+    },
+    /// More ids than the model has rows of embeddings: the file is another model's.
+    #[error("tokenizer {path} has {ids} ids, more than the model's vocabulary of {vocab}: it belongs to another model")]
+    TooManyIds {
+        /// The file.
+        path: String,
+        /// Its ids.
+        ids: usize,
+        /// The model's `vocab_size`.
+        vocab: usize,
     },
     /// An id past the end of the vocabulary.
     #[error(
@@ -87,15 +95,11 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io {
+        let text = dsv4_model::read_text(path, MAX_TOKENIZER_BYTES, "a tokenizer")?;
+        let inner = tokenizers::Tokenizer::from_bytes(text).map_err(|e| TokenizerError::Parse {
             path: shown.clone(),
-            reason: e.to_string(),
+            reason: one_line(&e.to_string()),
         })?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
-                path: shown.clone(),
-                reason: one_line(&e.to_string()),
-            })?;
         let (bos_name, eos_name) = special_names(path);
         let lookup = |role: &'static str, token: String| {
             inner
@@ -161,6 +165,18 @@ impl Tokenizer {
         }
         if self.inner.id_to_token(id).is_none() {
             return Err(TokenizerError::UnknownId { id });
+        }
+        Ok(())
+    }
+
+    /// Fails unless every id of this tokenizer is one a model of `vocab` ids can embed.
+    pub fn check_fits(&self, vocab: usize) -> Result<(), TokenizerError> {
+        if self.vocab_size > vocab {
+            return Err(TokenizerError::TooManyIds {
+                path: self.path.display().to_string(),
+                ids: self.vocab_size,
+                vocab,
+            });
         }
         Ok(())
     }

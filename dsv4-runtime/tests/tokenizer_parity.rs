@@ -206,8 +206,16 @@ fn bad_files_give_one_line_errors() {
     let dir = tmp.path();
     let missing = dir.join("nope.json");
     let err = Tokenizer::from_file(&missing).expect_err("missing");
-    assert!(matches!(err, TokenizerError::Io { .. }), "{err}");
+    assert!(matches!(err, TokenizerError::Read(_)), "{err}");
     assert!(err.to_string().contains("nope.json"), "{err}");
+    // Not a regular file: refused at once rather than read without end.
+    for special in [Path::new("/dev/zero"), dir] {
+        let err = Tokenizer::from_file(special).expect_err("not a file");
+        assert!(
+            err.to_string().ends_with("it is not a regular file"),
+            "{err}"
+        );
+    }
 
     let cases: [(&str, &[u8]); 5] = [
         ("empty.json", b""),
