@@ -18,6 +18,8 @@ const MAX_MTP_STAGES: usize = 16;
 const MAX_LAYERS: usize = 1 << 10;
 /// Longest context a config may declare (V4 declares 2^20).
 const MAX_POSITIONS: usize = 1 << 26;
+/// Most routed experts over all layers (V4-Pro: 62 × 384 = 23,808).
+const MAX_EXPERT_LAYERS: usize = 1 << 18;
 /// Largest compress ratio accepted (HCA's is 128).
 const MAX_COMPRESS_RATIO: usize = 1 << 12;
 /// Most end-of-sequence ids accepted.
@@ -314,6 +316,20 @@ impl ModelConfig {
                 "num_nextn_predict_layers",
                 self.num_nextn_predict_layers.to_string(),
                 &format!("at most {MAX_MTP_STAGES} ({BOUND_REASON})"),
+            );
+        }
+        // The manifest lists six tensors per expert per layer: bound the product too.
+        let expert_layers = (self.num_hidden_layers + self.num_nextn_predict_layers)
+            .saturating_mul(self.n_routed_experts);
+        if expert_layers > MAX_EXPERT_LAYERS {
+            return bad(
+                "n_routed_experts",
+                self.n_routed_experts.to_string(),
+                &format!(
+                    "at most {} with {} decoder and MTP layers (layers x experts at most {MAX_EXPERT_LAYERS}, {BOUND_REASON})",
+                    MAX_EXPERT_LAYERS / (self.num_hidden_layers + self.num_nextn_predict_layers),
+                    self.num_hidden_layers + self.num_nextn_predict_layers
+                ),
             );
         }
         let max_ratios = self.num_hidden_layers + MAX_MTP_STAGES;

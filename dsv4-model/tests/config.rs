@@ -412,6 +412,11 @@ fn rejects_oversized_values_of_every_integer_field() {
     assert!(error_of(nested).contains("`rope_scaling.original_max_position_embeddings` = 1099511627776: expected a positive integer at most 67108864"));
     let ratios = with(flash_json(), "compress_ratios", json!(vec![1u64 << 40; 44]));
     assert!(error_of(ratios).contains("ratios of at most 4096"));
+    let many = with(flash_json(), "n_routed_experts", json!(10_000));
+    assert_eq!(
+        error_of(many),
+        "config field `n_routed_experts` = 10000: expected at most 5957 with 44 decoder and MTP layers (layers x experts at most 262144, the engine's bound, far above any released model)"
+    );
     let long = with(flash_json(), "compress_ratios", json!(vec![0; 100_000]));
     assert_eq!(
         error_of(long),
