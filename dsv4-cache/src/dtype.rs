@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use dsv4_kernels::cache_codec::{indexer_key_bytes, kv_entry_bytes, IndexerFormat, KvFormat};
+use dsv4_formats::cache_codec::{indexer_key_bytes, kv_entry_bytes, IndexerFormat, KvFormat};
 use serde::Serialize;
 
 /// Storage of KV entries (window tokens and compressed entries).

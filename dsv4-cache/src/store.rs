@@ -2,7 +2,7 @@
 //! pages come from a block pool that counts every byte, so what a request holds can be compared
 //! with what the planner predicts.
 
-use dsv4_kernels::cache_codec::{CodecError, IndexerFormat, KvFormat};
+use dsv4_formats::cache_codec::{CodecError, IndexerFormat, KvFormat};
 
 /// How one stream's entries are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

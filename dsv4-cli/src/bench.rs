@@ -132,7 +132,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let effective = weight_bytes_per_token as f64 * decode_tokens_per_s;
     let report = BenchReport {
         threads: rayon::current_num_threads(),
-        cpu_kernels: dsv4_kernels::simd::kernel_instruction_set(),
+        cpu_kernels: dsv4_runtime::kernel_instruction_set(),
         prompt_tokens: args.prompt_len,
         prefill_tokens_per_s: args.prompt_len as f64 / prefill,
         decode_tokens: steps,

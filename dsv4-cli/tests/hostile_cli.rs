@@ -503,7 +503,15 @@ fn flags_are_never_silently_ignored() {
     .starts_with("error: --top-p -0.5"));
     // clap's errors keep their point on the one line printed.
     assert_eq!(
-        error(&["tokenize", "--tokenizer", "t.json", "--text", "hi", "--system", "x"]),
+        error(&[
+            "tokenize",
+            "--tokenizer",
+            "t.json",
+            "--text",
+            "hi",
+            "--system",
+            "x"
+        ]),
         "error: the following required arguments were not provided: --chat"
     );
     let (tmp, w) = tiny();

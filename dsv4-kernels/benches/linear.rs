@@ -4,6 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+use dsv4_kernels::panel::Pack;
 
 fn data(n: usize, mask: u8) -> Vec<u8> {
     (0..n)

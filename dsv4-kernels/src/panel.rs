@@ -266,14 +266,49 @@ impl PackedWeights {
     }
 }
 
-impl LinearView<'_> {
+/// Packing a stored linear into the panel layout (a trait, because the stored views belong to
+/// `dsv4-formats`).
+pub trait Pack {
     /// The spec of this weight packed for the kernels this CPU runs.
-    pub fn packed_spec(&self) -> PackedSpec {
+    fn packed_spec(&self) -> PackedSpec {
         self.packed_spec_for(KernelSet::current())
     }
 
     /// The spec of this weight packed for `set`.
-    pub fn packed_spec_for(&self, set: KernelSet) -> PackedSpec {
+    fn packed_spec_for(&self, set: KernelSet) -> PackedSpec;
+
+    /// This weight packed for the kernels this CPU runs, into a buffer of its own.
+    fn pack(&self) -> Result<PackedWeights, PackError> {
+        self.pack_for(KernelSet::current())
+    }
+
+    /// This weight packed for `set`, into a buffer of its own.
+    fn pack_for(&self, set: KernelSet) -> Result<PackedWeights, PackError> {
+        let spec = self.packed_spec_for(set);
+        let mut bytes = vec![0u8; spec.len()];
+        self.pack_into(&spec, &mut bytes)?;
+        Ok(PackedWeights { spec, bytes })
+    }
+
+    /// Writes this weight in `spec`'s layout (from [`Self::packed_spec_for`]) into `dst`,
+    /// which holds `spec.len()` bytes.
+    fn pack_into(&self, spec: &PackedSpec, dst: &mut [u8]) -> Result<(), PackError> {
+        self.pack_rows_into(0, spec, dst)
+    }
+
+    /// Writes rows `first..first + spec.out` of this weight, as a linear of their own, in
+    /// `spec`'s layout into `dst` (`spec.len()` bytes): how a projection applied per group of
+    /// output rows is packed, group by group.
+    fn pack_rows_into(
+        &self,
+        first: usize,
+        spec: &PackedSpec,
+        dst: &mut [u8],
+    ) -> Result<(), PackError>;
+}
+
+impl Pack for LinearView<'_> {
+    fn packed_spec_for(&self, set: KernelSet) -> PackedSpec {
         let (format, scales) = match self.weight {
             LinearWeight::Float { dtype, .. } => (
                 match dtype {
@@ -295,29 +330,7 @@ impl LinearView<'_> {
         }
     }
 
-    /// This weight packed for the kernels this CPU runs, into a buffer of its own.
-    pub fn pack(&self) -> Result<PackedWeights, PackError> {
-        self.pack_for(KernelSet::current())
-    }
-
-    /// This weight packed for `set`, into a buffer of its own.
-    pub fn pack_for(&self, set: KernelSet) -> Result<PackedWeights, PackError> {
-        let spec = self.packed_spec_for(set);
-        let mut bytes = vec![0u8; spec.len()];
-        self.pack_into(&spec, &mut bytes)?;
-        Ok(PackedWeights { spec, bytes })
-    }
-
-    /// Writes this weight in `spec`'s layout (from [`Self::packed_spec_for`]) into `dst`,
-    /// which holds `spec.len()` bytes.
-    pub fn pack_into(&self, spec: &PackedSpec, dst: &mut [u8]) -> Result<(), PackError> {
-        self.pack_rows_into(0, spec, dst)
-    }
-
-    /// Writes rows `first..first + spec.out` of this weight, as a linear of their own, in
-    /// `spec`'s layout into `dst` (`spec.len()` bytes): how a projection applied per group of
-    /// output rows is packed, group by group.
-    pub fn pack_rows_into(
+    fn pack_rows_into(
         &self,
         first: usize,
         spec: &PackedSpec,

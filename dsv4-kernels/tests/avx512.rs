@@ -9,7 +9,7 @@ mod emulated;
 mod packed_cases;
 
 use common::{assert_bits_eq, floats};
-use dsv4_kernels::panel::PackedWeights;
+use dsv4_kernels::panel::{Pack, PackedWeights};
 use dsv4_kernels::simd::{self, scalar, KernelSet};
 use packed_cases::{cases, inputs, reference};
 

@@ -11,6 +11,7 @@ use common::{assert_bits_eq, floats};
 use packed_cases::{cases, check_reference_in_f64, inputs, reference, Format, Stored};
 
 use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+use dsv4_kernels::panel::Pack;
 use dsv4_kernels::simd::KernelSet;
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use dsv4_kernels::formats::E8M0_NAN;
+use dsv4_formats::formats::E8M0_NAN;
 
 use crate::checkpoint::{Checkpoint, Problem, TensorView};
 use crate::{DType, ExpertDtype, LinearFormat, Manifest, ModelConfig, TensorKind, WeightFormats};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dsv4_kernels::formats::{
+use dsv4_formats::formats::{
     e8m0_to_f32, f32_to_e2m1, f32_to_e4m3, fp4_pack, ue8m0_ceil, E2M1_MAX, E4M3_MAX, FP4_GROUP,
     FP8_BLOCK,
 };

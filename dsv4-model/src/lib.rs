@@ -27,7 +27,7 @@ pub use checkpoint::{
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
 };
-pub use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+pub use dsv4_formats::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 pub use files::{read_text, ReadError};
 pub use init::{write_random_checkpoint, InitError, InitSummary, DEFAULT_SHARD_BYTES};
 pub use manifest::{

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::{AttentionKind, ExpertDtype, LayerSchedule, LayerSpec, MlpKind, ModelConfig};
-use dsv4_kernels::formats::{FP4_GROUP, FP8_BLOCK};
+use dsv4_formats::formats::{FP4_GROUP, FP8_BLOCK};
 
 /// Element types of the release safetensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

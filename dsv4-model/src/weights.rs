@@ -1,7 +1,7 @@
 //! Typed, borrowed views of a checkpoint's weights: linears as the enum kernels match on
-//! (`dsv4_kernels::linear`), and plain float or integer tensors. Nothing is copied.
+//! (`dsv4_formats::linear`), and plain float or integer tensors. Nothing is copied.
 
-use dsv4_kernels::linear::{FloatDtype, LinearView, LinearWeight, Scales};
+use dsv4_formats::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::{DType, Linear, LinearFormat};

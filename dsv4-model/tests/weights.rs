@@ -1,7 +1,7 @@
 //! Typed views of a written checkpoint: each linear comes back in its stored format, and its
 //! dequantization applies the right scale to the right block or group.
 
-use dsv4_kernels::formats::{e4m3_to_f32, e8m0_to_f32, E2M1_VALUES};
+use dsv4_formats::formats::{e4m3_to_f32, e8m0_to_f32, E2M1_VALUES};
 use dsv4_model::{check, write_random_checkpoint, Checkpoint, LinearWeight, Preset};
 
 #[test]

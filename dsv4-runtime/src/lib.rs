@@ -22,6 +22,8 @@ pub mod weights;
 pub mod workspace;
 
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
+/// The CPU kernel set the products run on here (`avx512`, `avx2+fma` or `portable`).
+pub use dsv4_kernels::simd::kernel_instruction_set;
 pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};
 pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model, RequestError};

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use dsv4_kernels::linear::{LinearView, LinearWeight};
-use dsv4_kernels::panel::{PackError, PackedLinear, PackedSpec};
+use dsv4_kernels::panel::{Pack, PackError, PackedLinear, PackedSpec};
 use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
 use memmap2::{Mmap, MmapMut};
 use rayon::prelude::*;

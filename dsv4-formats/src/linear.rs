@@ -1,6 +1,6 @@
 //! Linears as the checkpoint stores them: plain floats, FP8 with 128×128 block scales, FP4 with
 //! group-32 scales. Views of the stored bytes, read row by row (the embedding) or packed for the
-//! products ([`crate::panel`]); every stored format widens to f32 exactly.
+//! products (the kernels' panel layout); every stored format widens to f32 exactly.
 
 use crate::formats::{dequant_fp4_group, dequant_fp8_block, e4m3_to_f32, e8m0_to_f32};
 use crate::formats::{fp4_unpack, E2M1_VALUES, FP4_GROUP, FP8_BLOCK};
