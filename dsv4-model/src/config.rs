@@ -258,11 +258,6 @@ impl ModelConfig {
             .unwrap_or(0)
     }
 
-    /// Dn = Dh − Dr: the dims of a head that carry no rotation.
-    pub fn nope_head_dim(&self) -> usize {
-        self.head_dim - self.qk_rope_head_dim
-    }
-
     /// The counts and widths that must be positive, each with its upper bound. Every bound is at
     /// least eight times V4-Pro's value (vocab 129,280; hidden 7,168; 61 layers; 128 heads of 512;
     /// window 128; 2^20 positions; index top-k 1,024; 384 experts of 3,072; 20 Sinkhorn

@@ -51,16 +51,6 @@ impl StopMatcher {
         })
     }
 
-    /// The stop strings being watched for, for echoing the configuration.
-    pub fn stops(&self) -> &[String] {
-        &self.stops
-    }
-
-    /// Whether a stop string has been seen; after that every push emits nothing.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped
-    }
-
     /// Feeds the next piece of generated text. Returns what is safe to print now (everything
     /// except a tail that could still begin a stop string) or, when a stop string completes,
     /// the text before its earliest occurrence together with `stopped`.

@@ -6,7 +6,6 @@
 //! post-processor adds none, and callers that want one, such as chat prompts, write it as
 //! text). Special tokens written in the text (`<｜User｜>`, `<think>`, …) become their ids.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -86,7 +85,6 @@ pub struct Tokenizer {
     vocab_size: usize,
     bos_id: u32,
     eos_id: u32,
-    added: HashMap<u32, String>,
 }
 
 impl Tokenizer {
@@ -117,18 +115,12 @@ impl Tokenizer {
             .values()
             .max()
             .map_or(0, |&max| max as usize + 1);
-        let added = inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .map(|(id, token)| (id, token.content))
-            .collect();
         Ok(Self {
             inner,
             path: path.to_path_buf(),
             vocab_size,
             bos_id,
             eos_id,
-            added,
         })
     }
 
@@ -195,29 +187,6 @@ impl Tokenizer {
     /// The id that ends a generated turn (1 for DeepSeek-V4), where decoding stops.
     pub fn eos_id(&self) -> u32 {
         self.eos_id
-    }
-
-    /// The id of a token written out in full (`<think>`, `<｜User｜>`), or `None` if it is not
-    /// one token; lets callers find stop and role tokens without hard-coding ids.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
-    /// The token text of an id as stored in the vocabulary (byte-level symbols for ordinary
-    /// tokens), or `None` for an unknown id; for debugging and inspecting special tokens.
-    pub fn token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
-    }
-
-    /// Whether `id` is an added token (role, thinking, DSML, BOS/EOS markers) rather than a
-    /// merged byte-level piece; streaming decoders use this to keep control tokens apart.
-    pub fn is_added_token(&self, id: u32) -> bool {
-        self.added.contains_key(&id)
-    }
-
-    /// The added tokens by id, for listing what control tokens a checkpoint's tokenizer has.
-    pub fn added_tokens(&self) -> &HashMap<u32, String> {
-        &self.added
     }
 
     /// The file this tokenizer was loaded from, for messages.

@@ -78,16 +78,19 @@ fn special_ids_match_the_v4_config() {
     assert_eq!(tok.bos_id(), 0);
     assert_eq!(tok.eos_id(), 1);
     assert_eq!(tok.vocab_size(), 129_280);
-    assert_eq!(tok.token_id("<｜User｜>"), Some(128_803));
-    assert_eq!(tok.token_id("<｜Assistant｜>"), Some(128_804));
-    assert_eq!(tok.token_id("<think>"), Some(128_821));
-    assert_eq!(tok.token_id("</think>"), Some(128_822));
-    assert_eq!(tok.token_id("｜DSML｜"), Some(128_825));
-    assert_eq!(tok.token_id("<｜latest_reminder｜>"), Some(128_828));
-    assert_eq!(tok.token_id("<|User|>"), None);
-    assert!(tok.is_added_token(128_821));
-    assert!(!tok.is_added_token(19_923));
-    assert_eq!(tok.token(0).as_deref(), Some("<｜begin▁of▁sentence｜>"));
+    // Special tokens written in the text are one id each; a look-alike is not.
+    for (text, id) in [
+        ("<｜User｜>", 128_803),
+        ("<｜Assistant｜>", 128_804),
+        ("<think>", 128_821),
+        ("</think>", 128_822),
+        ("｜DSML｜", 128_825),
+        ("<｜latest_reminder｜>", 128_828),
+    ] {
+        assert_eq!(tok.encode(text).expect("encodes"), vec![id], "{text}");
+    }
+    assert!(tok.encode("<|User|>").expect("encodes").len() > 1);
+    assert_eq!(tok.decode(&[0]).expect("decodes"), "<｜begin▁of▁sentence｜>");
 }
 
 #[test]
