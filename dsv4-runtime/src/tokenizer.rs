@@ -188,11 +188,6 @@ impl Tokenizer {
     pub fn eos_id(&self) -> u32 {
         self.eos_id
     }
-
-    /// The file this tokenizer was loaded from, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// BOS and EOS token texts: from `tokenizer_config.json` beside `path` when it names them

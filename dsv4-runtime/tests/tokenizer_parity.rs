@@ -90,7 +90,10 @@ fn special_ids_match_the_v4_config() {
         assert_eq!(tok.encode(text).expect("encodes"), vec![id], "{text}");
     }
     assert!(tok.encode("<|User|>").expect("encodes").len() > 1);
-    assert_eq!(tok.decode(&[0]).expect("decodes"), "<｜begin▁of▁sentence｜>");
+    assert_eq!(
+        tok.decode(&[0]).expect("decodes"),
+        "<｜begin▁of▁sentence｜>"
+    );
 }
 
 #[test]
