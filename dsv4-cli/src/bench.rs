@@ -10,7 +10,7 @@ use clap::Args;
 use dsv4_model::ParamReport;
 use dsv4_runtime::bandwidth::{median, triad_runs};
 use dsv4_runtime::sampler::{Sampler, SamplingParams};
-use dsv4_runtime::Logits;
+use dsv4_runtime::{Logits, Request};
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
@@ -100,25 +100,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|i| ((i as u64 * 2_654_435_761) % config.vocab_size as u64) as u32)
         .collect();
-    let mut state = model.new_request(args.prompt_len + args.gen)?;
+    let mut request = Request::new(&model, args.prompt_len + args.gen)?;
     // Timed on a pool thread, as `generate` runs (see there).
     let (prefill, steps, decode) = rayon::scope(|_| -> Result<(f64, usize, f64)> {
         let start = Instant::now();
-        let mut logits = Vec::new();
-        for piece in prompt.chunks(args.prefill_chunk) {
-            model.forward_into(piece, &mut state, Logits::Last, &mut logits)?;
-        }
+        request.prefill(&prompt, args.prefill_chunk, Logits::Last, |_, _| {
+            Ok::<(), anyhow::Error>(())
+        })?;
         let prefill = start.elapsed().as_secs_f64();
 
         let mut sampler = Sampler::new(SamplingParams::greedy())?;
-        let mut token = sampler.sample(&logits)?;
         // The first decode step warms caches and buffers; time the rest.
-        model.forward_into(&[token], &mut state, Logits::Last, &mut logits)?;
+        let mut token = sampler.sample(request.logits())?;
+        request.decode(token)?;
         let start = Instant::now();
         let steps = args.gen - 1;
         for _ in 0..steps {
-            token = sampler.sample(&logits)?;
-            model.forward_into(&[token], &mut state, Logits::Last, &mut logits)?;
+            token = sampler.sample(request.logits())?;
+            request.decode(token)?;
         }
         Ok((prefill, steps, start.elapsed().as_secs_f64()))
     })?;

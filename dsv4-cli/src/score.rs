@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use dsv4_runtime::npy::NpyF32Writer;
-use dsv4_runtime::Logits;
+use dsv4_runtime::{Logits, Request};
 
 use crate::engine_args::EngineArgs;
 pub use crate::ids::parse_ids;
@@ -75,25 +75,23 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
     let model = args.engine.model(&loaded)?;
-    let mut state = model.new_request(ids.len())?;
+    let mut request = Request::new(&model, ids.len())?;
     let path = args.out.display().to_string();
     let cannot_write = || format!("cannot write {path}");
     let shape = [ids.len(), config.vocab_size];
     let mut writer =
         NpyF32Writer::new(BufWriter::new(output.writer()), &shape).with_context(cannot_write)?;
-    let mut logits = Vec::new();
-    for (i, piece) in ids.chunks(chunk).enumerate() {
-        model.forward_into(piece, &mut state, Logits::All, &mut logits)?;
+    request.prefill(&ids, chunk, Logits::All, |first, logits| {
         if let Some(at) = logits.iter().position(|v| !v.is_finite()) {
-            let position = i * chunk + at / config.vocab_size;
             bail!(
-                "the logits of position {position} are not finite (token {} is {}): the weights hold NaN or infinite values, or overflow (try `dsv4 inspect --deep`); nothing was written",
+                "the logits of position {} are not finite (token {} is {}): the weights hold NaN or infinite values, or overflow (try `dsv4 inspect --deep`); nothing was written",
+                first + at / config.vocab_size,
                 at % config.vocab_size,
                 logits[at]
             );
         }
-        writer.write(&logits).with_context(cannot_write)?;
-    }
+        writer.write(logits).with_context(cannot_write)
+    })?;
     writer
         .finish()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::engine::Request;
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
 use crate::sampler::{Sampler, SamplerError, SamplingParams};
@@ -176,16 +177,12 @@ fn generate_on_pool(
         shown: 0,
     });
     let tokens = prompt.len().saturating_add(request.max_new_tokens).min(max);
-    let mut state = model.new_request(tokens)?;
+    let mut live = Request::new(model, tokens)?;
 
     let start = Instant::now();
-    let chunk = request.prefill_chunk.max(1);
-    let mut logits = Vec::new();
-    let prefill = profile::range(c"prefill");
-    for piece in prompt.chunks(chunk) {
-        model.forward_into(piece, &mut state, Logits::Last, &mut logits)?;
-    }
-    drop(prefill);
+    live.prefill(prompt, request.prefill_chunk, Logits::Last, |_, _| {
+        Ok::<(), ForwardError>(())
+    })?;
     let prefill_seconds = start.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();
@@ -197,7 +194,7 @@ fn generate_on_pool(
             break FinishReason::Length;
         }
         let sampling = profile::range(c"sampler");
-        let token = sampler.sample(&logits)?;
+        let token = sampler.sample(live.logits())?;
         drop(sampling);
         if config.eos_token_ids.contains(&(token as usize)) {
             break FinishReason::Eos;
@@ -214,12 +211,10 @@ fn generate_on_pool(
         if generated.len() >= request.max_new_tokens {
             break FinishReason::Length;
         }
-        if state.position >= max {
+        if live.position() >= max {
             break FinishReason::Context;
         }
-        let step = profile::range(c"decode step");
-        model.forward_into(&[token], &mut state, Logits::Last, &mut logits)?;
-        drop(step);
+        live.decode(token)?;
         decode_steps += 1;
     };
     if finish_reason != FinishReason::Stop {

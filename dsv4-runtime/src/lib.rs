@@ -5,6 +5,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod chat;
 pub mod compressor;
+pub mod engine;
 pub mod generate;
 pub mod load;
 pub mod memory;
@@ -24,6 +25,7 @@ pub mod workspace;
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
 /// The CPU kernel set the products run on here (`avx512`, `avx2+fma` or `portable`).
 pub use dsv4_kernels::simd::kernel_instruction_set;
+pub use engine::Request;
 pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};
 pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model, RequestError};
