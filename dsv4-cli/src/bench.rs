@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::bandwidth::{median, triad_runs};
 use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::ParamReport;
-use dsv4_runtime::bandwidth::{median, triad_runs};
 use dsv4_runtime::sampler::{Sampler, SamplingParams};
 use dsv4_runtime::{Logits, Request};
 use serde::Serialize;

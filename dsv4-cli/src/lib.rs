@@ -2,6 +2,7 @@
 //! the tests and the fuzz targets share one definition.
 
 pub mod assets;
+pub mod bandwidth;
 pub mod bench;
 pub mod engine_args;
 pub mod ids;
@@ -10,6 +11,7 @@ pub mod input;
 pub mod inspect;
 pub mod loading;
 pub mod model_source;
+pub mod npy;
 pub mod output;
 pub mod plan;
 pub mod run;

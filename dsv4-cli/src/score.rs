@@ -4,9 +4,9 @@
 use std::io::BufWriter;
 use std::path::PathBuf;
 
+use crate::npy::NpyF32Writer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dsv4_runtime::npy::NpyF32Writer;
 use dsv4_runtime::{Logits, Request};
 
 use crate::engine_args::EngineArgs;

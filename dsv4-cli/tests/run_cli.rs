@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{dsv4, dsv4_with_env, error};
-use dsv4_runtime::npy::read_npy_f32;
+use dsv4_cli::npy::read_npy_f32;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {

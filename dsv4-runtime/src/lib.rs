@@ -2,7 +2,6 @@
 //! and chat formatting.
 
 pub mod attention;
-pub mod bandwidth;
 pub mod chat;
 pub mod compressor;
 pub mod engine;
@@ -12,7 +11,6 @@ pub mod memory;
 pub mod mhc;
 pub mod model;
 pub mod moe;
-pub mod npy;
 pub mod numerics;
 pub mod profile;
 pub mod sampler;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dsv4_runtime::npy::{
+use dsv4_cli::npy::{
     npy_f32_header, parse_npy_f32, read_npy_f32, write_npy_f32, NpyF32, NpyF32Writer,
 };
 
