@@ -48,11 +48,11 @@ pub struct AttentionDims {
     /// Window W.
     pub window: usize,
     /// Indexer heads Hi.
-    pub index_heads: usize,
+    pub indexer_heads: usize,
     /// Indexer width Di.
-    pub index_dim: usize,
+    pub indexer_dim: usize,
     /// Entries a CSA query attends.
-    pub index_topk: usize,
+    pub indexer_topk: usize,
     /// RMSNorm epsilon.
     pub eps: f32,
 }
@@ -83,9 +83,9 @@ pub struct AttentionBuffers {
     kv: Vec<f32>,
     /// Value and gate projections of the main and the indexer compressor.
     projected: [[Vec<f32>; 2]; 2],
-    index_w: Vec<f32>,
+    indexer_w: Vec<f32>,
     q: Vec<f32>,
-    index_q: Vec<f32>,
+    indexer_q: Vec<f32>,
     /// A closed compressor window's entry.
     entry: Vec<f32>,
     window: Vec<f32>,
@@ -132,9 +132,9 @@ pub fn attention(
         q_lat,
         kv,
         projected,
-        index_w,
+        indexer_w,
         q,
-        index_q,
+        indexer_q,
         entry,
         window,
         entries,
@@ -153,7 +153,7 @@ pub fn attention(
     // value and gate projections and the indexer's head weights.
     {
         let product = |weight, x, y| Some(Product { weight, x, y });
-        let [[main_a, main_g], [index_a, index_g]] = projected;
+        let [[main_a, main_g], [indexer_a, indexer_g]] = projected;
         let main = w.compressor.as_ref();
         let index = w.indexer.as_ref();
         let mut products = [
@@ -161,9 +161,9 @@ pub fn attention(
             product(&w.wkv, h, &mut *kv),
             main.and_then(|cw| product(&cw.wkv, h, main_a)),
             main.and_then(|cw| product(&cw.wgate, h, main_g)),
-            index.and_then(|ix| product(&ix.compressor.wkv, h, index_a)),
-            index.and_then(|ix| product(&ix.compressor.wgate, h, index_g)),
-            index.and_then(|ix| product(&ix.weights_proj, h_out, &mut *index_w)),
+            index.and_then(|ix| product(&ix.compressor.wkv, h, indexer_a)),
+            index.and_then(|ix| product(&ix.compressor.wgate, h, indexer_g)),
+            index.and_then(|ix| product(&ix.weights_proj, h_out, &mut *indexer_w)),
         ];
         numerics.linears(&mut products);
     }
@@ -183,7 +183,7 @@ pub fn attention(
             w.indexer.as_ref().map(|ix| Product {
                 weight: &ix.wq_b,
                 x: q_lat,
-                y: &mut *index_q,
+                y: &mut *indexer_q,
             }),
         ];
         numerics.linears(&mut products);
@@ -204,7 +204,7 @@ pub fn attention(
     }
 
     // Compressors run before attention so an entry closed by a token is visible to it.
-    let [[main_a, main_g], [index_a, index_g]] = &*projected;
+    let [[main_a, main_g], [indexer_a, indexer_g]] = &*projected;
     let chunk = ratio.map(|m| Chunk {
         p0,
         m,
@@ -214,28 +214,28 @@ pub fn attention(
     });
     if let (Some(chunk), Some(ix)) = (&chunk, &w.indexer) {
         if let (Some(tail), Some(keys)) =
-            (state.index_compressor.as_mut(), state.index_keys.as_mut())
+            (state.indexer_compressor.as_mut(), state.indexer_keys.as_mut())
         {
             let sink = EntrySink { stream: keys, pool };
             compress(
                 &ix.compressor,
-                (index_a, index_g),
+                (indexer_a, indexer_g),
                 tail,
                 sink,
                 chunk,
                 entry,
-                |k| numerics.index_vector(k),
+                |k| numerics.indexer_vector(k),
             )?;
         }
-        let (hi, di) = (dims.index_heads, dims.index_dim);
-        for (t, row) in index_q.chunks_mut(hi * di).enumerate() {
+        let (hi, di) = (dims.indexer_heads, dims.indexer_dim);
+        for (t, row) in indexer_q.chunks_mut(hi * di).enumerate() {
             for head in row.chunks_mut(di) {
                 rope.rotate(&mut head[di - dr..], q0 + t, false);
-                numerics.index_vector(head);
+                numerics.indexer_vector(head);
             }
         }
         let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
-        index_w.iter_mut().for_each(|v| *v *= scale);
+        indexer_w.iter_mut().for_each(|v| *v *= scale);
     }
     if let (Some(chunk), Some(cw)) = (&chunk, &w.compressor) {
         if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
@@ -257,7 +257,7 @@ pub fn attention(
     window[(p0 - first) * dh..].copy_from_slice(kv);
     // ... and the compressed entries: all visible ones (HCA) or the indexer's choice (CSA),
     // which `chosen` then lists as positions in `entries`.
-    let k = dims.index_topk;
+    let k = dims.indexer_topk;
     let p_last = p0 + t_len - 1;
     let csa = w.indexer.is_some();
     // HCA queries see every entry closed by their position: ⌊(p + 1)/m⌋.
@@ -271,8 +271,8 @@ pub fn attention(
                     len: zeroed(chosen_len, t_out),
                 };
                 indexer_top_k(
-                    state.index_keys.as_ref(),
-                    (index_q, index_w),
+                    state.indexer_keys.as_ref(),
+                    (indexer_q, indexer_w),
                     (q0, m),
                     dims,
                     selection,
@@ -400,15 +400,15 @@ struct IndexerScratch {
 /// keeps exactly what one pass would).
 fn indexer_top_k(
     keys: Option<&PagedEntries>,
-    (index_q, index_w): (&[f32], &[f32]),
+    (indexer_q, indexer_w): (&[f32], &[f32]),
     (q0, m): (usize, usize),
     dims: AttentionDims,
     selection: Selection,
     scratch: &mut IndexerScratch,
 ) -> Result<(), StoreError> {
     let _range = profile::range(c"indexer");
-    let (hi, di, k) = (dims.index_heads, dims.index_dim, dims.index_topk);
-    let t_len = index_w.len() / hi;
+    let (hi, di, k) = (dims.indexer_heads, dims.indexer_dim, dims.indexer_topk);
+    let t_len = indexer_w.len() / hi;
     let visible = |t: usize| (q0 + t + 1) / m;
     let Some(keys) = keys else {
         return Ok(());
@@ -417,7 +417,7 @@ fn indexer_top_k(
     if scratch.heads.len() < t_len {
         scratch.heads.resize_with(t_len, PackedWeights::default);
     }
-    for (heads, q) in scratch.heads.iter_mut().zip(index_q.chunks(hi * di)) {
+    for (heads, q) in scratch.heads.iter_mut().zip(indexer_q.chunks(hi * di)) {
         heads.repack_f32(q, hi, di);
     }
     let heads = &scratch.heads[..t_len];
@@ -468,7 +468,7 @@ fn indexer_top_k(
                 // The query's heads as a linear over the piece's keys: one product gives
                 // every head's dot with every key.
                 let heads = heads[t].linear();
-                let weights = &index_w[t * hi..][..hi];
+                let weights = &indexer_w[t * hi..][..hi];
                 let mut select = |piece_keys: &[f32]| {
                     with_buffer(&HEAD_DOTS, |dots| {
                         heads.forward(piece_keys, zeroed(dots, (last - first) * hi));
@@ -598,9 +598,9 @@ mod tests {
             groups: 1,
             group_rank: 1,
             window: 1,
-            index_heads: hi,
-            index_dim: di,
-            index_topk: k,
+            indexer_heads: hi,
+            indexer_dim: di,
+            indexer_topk: k,
             eps: 1e-6,
         };
         let value = |i: usize| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 0.5;
@@ -618,8 +618,8 @@ mod tests {
         for t_len in [1, 2, 5] {
             // Queries at the last positions that see every entry, or nearly.
             let q0 = entries * m - t_len;
-            let index_q: Vec<f32> = (0..t_len * hi * di).map(|i| value(i + 17)).collect();
-            let index_w: Vec<f32> = (0..t_len * hi).map(|i| value(i + 5) + 0.6).collect();
+            let indexer_q: Vec<f32> = (0..t_len * hi * di).map(|i| value(i + 17)).collect();
+            let indexer_w: Vec<f32> = (0..t_len * hi).map(|i| value(i + 5) + 0.6).collect();
             let mut slots = vec![(0.0, 0); t_len * k];
             let mut len = vec![0; t_len];
             let mut scratch = IndexerScratch::default();
@@ -630,7 +630,7 @@ mod tests {
                 };
                 indexer_top_k(
                     Some(&keys),
-                    (&index_q, &index_w),
+                    (&indexer_q, &indexer_w),
                     (q0, m),
                     dims,
                     selection,
@@ -645,9 +645,9 @@ mod tests {
                         let key: Vec<f32> = (0..di).map(|j| value(e * di + j)).collect();
                         (0..hi)
                             .map(|h| {
-                                let q = &index_q[(t * hi + h) * di..][..di];
+                                let q = &indexer_q[(t * hi + h) * di..][..di];
                                 let dot: f32 = q.iter().zip(&key).map(|(a, b)| a * b).sum();
-                                index_w[t * hi + h] * dot.max(0.0)
+                                indexer_w[t * hi + h] * dot.max(0.0)
                             })
                             .sum()
                     })

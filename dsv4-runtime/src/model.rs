@@ -141,9 +141,9 @@ impl<'a> Model<'a> {
                 groups: config.o_groups,
                 group_rank: config.o_lora_rank,
                 window: config.sliding_window,
-                index_heads: config.index_n_heads,
-                index_dim: config.index_head_dim,
-                index_topk: config.index_topk,
+                indexer_heads: config.index_n_heads,
+                indexer_dim: config.index_head_dim,
+                indexer_topk: config.index_topk,
                 eps: config.rms_norm_eps as f32,
             },
             moe: MoeConfig {

@@ -73,7 +73,7 @@ impl Numerics {
 
     /// An indexer query head or key after RoPE: Hadamard rotation then FP4 simulation in
     /// reference mode (the width is a power of two, as config validation ensures).
-    pub fn index_vector(self, v: &mut [f32]) {
+    pub fn indexer_vector(self, v: &mut [f32]) {
         if self == Self::Reference && hadamard(v).is_ok() {
             fp4_sim(v);
         }

@@ -17,11 +17,11 @@ pub struct LayerState {
     /// Compressed entries (CSA, HCA), final once emitted.
     pub entries: Option<PagedEntries>,
     /// Indexer keys (CSA).
-    pub index_keys: Option<PagedEntries>,
+    pub indexer_keys: Option<PagedEntries>,
     /// Main compressor tail.
     pub compressor: Option<CompressorState>,
     /// Indexer compressor tail.
-    pub index_compressor: Option<CompressorState>,
+    pub indexer_compressor: Option<CompressorState>,
 }
 
 /// The decode state of one request.
@@ -60,11 +60,11 @@ impl SeqState {
                 LayerState {
                     window: WindowRing::new(kv, l.entry_width, l.window_entries),
                     entries: l.entries.as_ref().map(stream),
-                    index_keys: l.indexer_keys.as_ref().map(stream),
+                    indexer_keys: l.indexer_keys.as_ref().map(stream),
                     compressor: l
                         .entries
                         .map(|s| CompressorState::new(s.ratio, s.width, overlap)),
-                    index_compressor: l
+                    indexer_compressor: l
                         .indexer_keys
                         .map(|s| CompressorState::new(s.ratio, s.width, true)),
                 }
@@ -83,12 +83,12 @@ impl SeqState {
         self.layers
             .iter()
             .map(|l| {
-                let tails: u64 = [&l.compressor, &l.index_compressor]
+                let tails: u64 = [&l.compressor, &l.indexer_compressor]
                     .into_iter()
                     .flatten()
                     .map(CompressorState::bytes)
                     .sum();
-                let paged: u64 = [&l.entries, &l.index_keys]
+                let paged: u64 = [&l.entries, &l.indexer_keys]
                     .into_iter()
                     .flatten()
                     .map(PagedEntries::bytes)
