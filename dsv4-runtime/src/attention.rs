@@ -12,7 +12,7 @@ use dsv4_kernels::ops::{best_first, keep_best, rms_norm, RopeFrequencies};
 use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
 
-use crate::compressor::CompressorState;
+use crate::compressor::CompressorTail;
 use crate::numerics::{Numerics, Product};
 use crate::profile;
 use crate::state::LayerState;
@@ -559,7 +559,7 @@ struct EntrySink<'s> {
 fn compress(
     w: &CompressorWeights<PackedLinear>,
     (a, g): (&[f32], &[f32]),
-    tail: &mut CompressorState,
+    tail: &mut CompressorTail,
     sink: EntrySink,
     c: &Chunk,
     entry: &mut Vec<f32>,

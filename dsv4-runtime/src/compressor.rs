@@ -11,22 +11,24 @@ use crate::weights::CompressorWeights;
 /// CSA the previous window's A-half. Starts empty (gate −inf, value 0) for every request and
 /// survives any split of the sequence into chunks.
 #[derive(Debug, Clone)]
-pub struct CompressorState {
+pub struct CompressorTail {
     ratio: usize,
     width: usize,
     overlap: bool,
-    /// Previous window's A-half values and gates, `ratio × width` each (CSA).
+    /// Previous window's A-half values and gates, `ratio × width` each (CSA): the schema's
+    /// `csa_tail_a` / `indexer_tail_a`.
     prev_value: Vec<f32>,
     prev_gate: Vec<f32>,
     has_prev: bool,
-    /// Current window's values and gates (gate bias added), `ratio × c·width` each.
+    /// Current window's values and gates (gate bias added), `ratio × c·width` each: the
+    /// schema's `csa_tail_b` / `indexer_tail_b` (both halves), or `hca_tail`.
     value: Vec<f32>,
     gate: Vec<f32>,
     /// Entries emitted so far.
     entries: usize,
 }
 
-impl CompressorState {
+impl CompressorTail {
     /// An empty tail for entries of `width` values every `ratio` tokens.
     pub fn new(ratio: usize, width: usize, overlap: bool) -> Self {
         let c = if overlap { 2 } else { 1 };

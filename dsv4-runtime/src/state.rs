@@ -6,7 +6,7 @@ use dsv4_cache::{
     BlockPool, CacheDtypes, EntryCodec, ModelCacheSchema, PagedEntries, StreamKind, WindowRing,
 };
 
-use crate::compressor::CompressorState;
+use crate::compressor::CompressorTail;
 use crate::workspace::Workspace;
 
 /// What one layer keeps for one request.
@@ -19,9 +19,9 @@ pub struct LayerState {
     /// Indexer keys (CSA).
     pub indexer_keys: Option<PagedEntries>,
     /// Main compressor tail.
-    pub compressor: Option<CompressorState>,
+    pub compressor: Option<CompressorTail>,
     /// Indexer compressor tail.
-    pub indexer_compressor: Option<CompressorState>,
+    pub indexer_compressor: Option<CompressorTail>,
 }
 
 /// The decode state of one request.
@@ -63,10 +63,10 @@ impl SeqState {
                     indexer_keys: l.indexer_keys.as_ref().map(stream),
                     compressor: l
                         .entries
-                        .map(|s| CompressorState::new(s.ratio, s.width, overlap)),
+                        .map(|s| CompressorTail::new(s.ratio, s.width, overlap)),
                     indexer_compressor: l
                         .indexer_keys
-                        .map(|s| CompressorState::new(s.ratio, s.width, true)),
+                        .map(|s| CompressorTail::new(s.ratio, s.width, true)),
                 }
             })
             .collect();
@@ -86,7 +86,7 @@ impl SeqState {
                 let tails: u64 = [&l.compressor, &l.indexer_compressor]
                     .into_iter()
                     .flatten()
-                    .map(CompressorState::bytes)
+                    .map(CompressorTail::bytes)
                     .sum();
                 let paged: u64 = [&l.entries, &l.indexer_keys]
                     .into_iter()
