@@ -41,10 +41,11 @@ fn parse_id(word: &str) -> Result<u32> {
 /// The first characters of a bad item, so one huge word cannot flood the error line.
 fn shorten(s: &str) -> String {
     const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_string()
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() <= MAX {
+        escaped
     } else {
-        let head: String = s.chars().take(MAX).collect();
+        let head: String = escaped.chars().take(MAX).collect();
         format!("{head}…")
     }
 }

@@ -29,7 +29,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 fn invalid(text: &str) -> String {
-    format!("invalid byte size `{text}`: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    // Escaped and clipped: the message stays one line whatever was typed.
+    let shown: String = text.escape_debug().take(60).collect();
+    format!("invalid byte size `{shown}`: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
 }
 
 /// `1234567` → `1,234,567`.

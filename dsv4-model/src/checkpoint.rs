@@ -436,10 +436,12 @@ fn present(path: &Path) -> Result<bool, OpenError> {
 /// A name shortened for a message (hostile files can hold megabyte-long names).
 pub fn clip(name: &str) -> String {
     const SHOWN: usize = 120;
-    if name.chars().count() <= SHOWN {
-        return name.to_string();
+    // Escaped, so a name holding newlines cannot split a message.
+    let escaped: String = name.escape_debug().collect();
+    if escaped.chars().count() <= SHOWN {
+        return escaped;
     }
-    let head: String = name.chars().take(SHOWN).collect();
+    let head: String = escaped.chars().take(SHOWN).collect();
     format!("{head}... ({} bytes)", name.len())
 }
 

@@ -213,9 +213,10 @@ pub fn attention(
         eps: dims.eps,
     });
     if let (Some(chunk), Some(ix)) = (&chunk, &w.indexer) {
-        if let (Some(tail), Some(keys)) =
-            (state.indexer_compressor.as_mut(), state.indexer_keys.as_mut())
-        {
+        if let (Some(tail), Some(keys)) = (
+            state.indexer_compressor.as_mut(),
+            state.indexer_keys.as_mut(),
+        ) {
             let sink = EntrySink { stream: keys, pool };
             compress(
                 &ix.compressor,

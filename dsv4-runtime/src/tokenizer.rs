@@ -94,6 +94,14 @@ impl Tokenizer {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let text = dsv4_model::read_text(path, MAX_TOKENIZER_BYTES, "a tokenizer")?;
+        // The library panics on some malformed files (it re-parses parts it has already
+        // accepted): only well-formed JSON reaches it.
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            return Err(TokenizerError::Parse {
+                path: shown,
+                reason: e.to_string(),
+            });
+        }
         let inner = tokenizers::Tokenizer::from_bytes(text).map_err(|e| TokenizerError::Parse {
             path: shown.clone(),
             reason: one_line(&e.to_string()),

@@ -1,0 +1,8 @@
+//! libFuzzer entry point of the `config` target; the body lives in `src/targets.rs` so that the
+//! stable replay test (`tests/fuzz_replay.rs`) runs the same code over the saved corpus.
+#![no_main]
+
+#[path = "../src/targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::config(data));
