@@ -95,17 +95,21 @@ impl Tokenizer {
         let shown = path.display().to_string();
         let text = dsv4_model::read_text(path, MAX_TOKENIZER_BYTES, "a tokenizer")?;
         // The library panics on some malformed files (it re-parses parts it has already
-        // accepted): only well-formed JSON reaches it.
+        // accepted): only well-formed JSON reaches it, and a panic it still raises on a file
+        // it half accepted (fuzzing found one in its BPE merges) is that file's parse error.
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
             return Err(TokenizerError::Parse {
                 path: shown,
                 reason: e.to_string(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_bytes(text).map_err(|e| TokenizerError::Parse {
+        let parse_error = |reason: String| TokenizerError::Parse {
             path: shown.clone(),
-            reason: one_line(&e.to_string()),
-        })?;
+            reason,
+        };
+        let inner = contain_panics(|| tokenizers::Tokenizer::from_bytes(text))
+            .ok_or_else(|| parse_error("the tokenizers library cannot read it".into()))?
+            .map_err(|e| parse_error(one_line(&e.to_string())))?;
         let (bos_name, eos_name) = special_names(path);
         let lookup = |role: &'static str, token: String| {
             inner
@@ -219,6 +223,18 @@ fn special_names(path: &Path) -> (String, String) {
             .unwrap_or_else(|| default.to_string())
     };
     (name("bos_token", V4_BOS), name("eos_token", V4_EOS))
+}
+
+/// Runs `f`, a call into a library that panics on some inputs instead of returning an error,
+/// and gives `None` if it panicked. The panic hook is silenced for the call (and the previous
+/// one restored after), so the panic neither prints its message nor reaches a hook that would
+/// abort; a panic elsewhere still reaches the usual hook.
+fn contain_panics<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.ok()
 }
 
 /// Library messages may span lines; errors here must stay on one.
