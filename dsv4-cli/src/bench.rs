@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::ParamReport;
 use dsv4_runtime::sampler::{Sampler, SamplingParams};
-use dsv4_runtime::{Logits, Request};
+use dsv4_runtime::{threads, Logits, Request};
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
@@ -102,7 +102,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     let mut request = Request::new(&model, args.prompt_len + args.gen)?;
     // Timed on a pool thread, as `generate` runs (see there).
-    let (prefill, steps, decode) = rayon::scope(|_| -> Result<(f64, usize, f64)> {
+    let (prefill, steps, decode) = threads::on_worker(|| -> Result<(f64, usize, f64)> {
         let start = Instant::now();
         request.prefill(&prompt, args.prefill_chunk, Logits::Last, |_, _| {
             Ok::<(), anyhow::Error>(())
@@ -130,7 +130,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let decode_tokens_per_s = steps as f64 / decode;
     let effective = weight_bytes_per_token as f64 * decode_tokens_per_s;
     let report = BenchReport {
-        threads: rayon::current_num_threads(),
+        threads: threads::workers(),
         cpu_kernels: dsv4_runtime::kernel_instruction_set(),
         prompt_tokens: args.prompt_len,
         prefill_tokens_per_s: args.prompt_len as f64 / prefill,

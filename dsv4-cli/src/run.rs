@@ -120,10 +120,8 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         if n > MAX_THREADS {
             bail!("--threads {n}: at most {MAX_THREADS}");
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot start the worker threads")?;
+        dsv4_runtime::threads::set_workers(n)
+            .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
     }
     Ok(())
 }

@@ -4,10 +4,15 @@
 //! still to come.)
 
 pub mod attend;
+pub mod grouped;
+pub mod indexer;
+pub mod moe;
+pub mod numerics;
 pub mod ops;
 pub mod panel;
 pub mod scratch;
 pub mod simd;
+pub mod threads;
 
 // The formats the kernels compute on, under the paths kernel code and its users know them by.
 pub use dsv4_formats::{cache_codec, formats, linear, quant};

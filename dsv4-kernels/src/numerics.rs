@@ -2,12 +2,13 @@
 //! dequantized exactly and nothing else quantized (what transformers' float32 model computes);
 //! `reference` adds the release's quantization simulations.
 
-use dsv4_kernels::panel::PackedLinear;
 use std::cell::RefCell;
 
-use dsv4_kernels::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
-use dsv4_kernels::scratch::{with_buffer, Buffers};
 use rayon::prelude::*;
+
+use crate::panel::PackedLinear;
+use crate::quant::{act_quant_fp8, fp4_sim, hadamard, kv_fp8_sim};
+use crate::scratch::{with_buffer, Buffers};
 
 thread_local! {
     /// Each thread's buffers for an input being quantized for the reference numerics.

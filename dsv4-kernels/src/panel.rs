@@ -307,6 +307,27 @@ pub trait Pack {
     ) -> Result<(), PackError>;
 }
 
+/// One linear to pack: rows `first..first + spec.out` of `view` into `dst` (`spec.len()` bytes).
+pub struct PackJob<'a> {
+    /// The weight as stored.
+    pub view: &'a LinearView<'a>,
+    /// Its first row to pack.
+    pub first: usize,
+    /// The layout to pack into.
+    pub spec: &'a PackedSpec,
+    /// Where the packed bytes go.
+    pub dst: &'a mut [u8],
+}
+
+/// Packs every job, in parallel; a failure names its job by index.
+pub fn pack_all(jobs: Vec<PackJob>) -> Result<(), (usize, PackError)> {
+    jobs.into_par_iter().enumerate().try_for_each(|(i, job)| {
+        job.view
+            .pack_rows_into(job.first, job.spec, job.dst)
+            .map_err(|e| (i, e))
+    })
+}
+
 impl Pack for LinearView<'_> {
     fn packed_spec_for(&self, set: KernelSet) -> PackedSpec {
         let (format, scales) = match self.weight {

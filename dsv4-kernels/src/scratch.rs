@@ -22,6 +22,13 @@ pub fn with_buffer<T: Default, R>(
     result
 }
 
+/// Resizes `v` to `len` default values (zeros), reusing its capacity.
+pub fn zeroed<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    v.clear();
+    v.resize(len, T::default());
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

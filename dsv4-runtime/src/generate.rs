@@ -137,15 +137,15 @@ impl Detokenizer<'_> {
 /// Generates from `request` with `model`, calling `on_text` with each piece of new text as
 /// soon as it is safe to show (never part of a stop string).
 ///
-/// The loop runs on a thread of rayon's pool, so the parallel work of each step goes to that
-/// thread's own queue: with the model's reused buffers, a decode step allocates nothing.
+/// The loop runs on a worker thread of the kernels' pool, so the parallel work of each step
+/// goes to that thread's own queue: with the model's reused buffers, a decode step allocates nothing.
 pub fn generate(
     model: &Model,
     tokenizer: Option<&Tokenizer>,
     request: &GenerateRequest,
     on_text: impl FnMut(&str) + Send,
 ) -> Result<Generation, GenerateError> {
-    rayon::scope(|_| generate_on_pool(model, tokenizer, request, on_text))
+    dsv4_kernels::threads::on_worker(|| generate_on_pool(model, tokenizer, request, on_text))
 }
 
 /// [`generate`] on the calling thread.

@@ -11,7 +11,6 @@ pub mod memory;
 pub mod mhc;
 pub mod model;
 pub mod moe;
-pub mod numerics;
 pub mod profile;
 pub mod sampler;
 pub mod state;
@@ -20,14 +19,17 @@ pub mod tokenizer;
 pub mod weights;
 pub mod workspace;
 
+/// The kernels' worker threads: how many, and running a step on one.
+pub use dsv4_kernels::threads;
+
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
+pub use dsv4_kernels::numerics::Numerics;
 /// The CPU kernel set the products run on here (`avx512`, `avx2+fma` or `portable`).
 pub use dsv4_kernels::simd::kernel_instruction_set;
 pub use engine::Request;
 pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};
 pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model, RequestError};
-pub use numerics::Numerics;
 pub use state::SeqState;
 pub use tokenizer::{Tokenizer, TokenizerError};
 pub use weights::{ModelWeights, WeightsError};

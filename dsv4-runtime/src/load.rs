@@ -8,10 +8,9 @@ use std::ops::Range;
 use std::path::Path;
 
 use dsv4_kernels::linear::{LinearView, LinearWeight};
-use dsv4_kernels::panel::{Pack, PackError, PackedLinear, PackedSpec};
+use dsv4_kernels::panel::{pack_all, Pack, PackJob, PackedLinear, PackedSpec};
 use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
 use memmap2::{Mmap, MmapMut};
-use rayon::prelude::*;
 
 use crate::weights::{LinearSource, ModelWeights, WeightsError};
 
@@ -110,13 +109,17 @@ impl PackedArena {
             rest = tail;
             at = range.end;
         }
-        slices
-            .into_par_iter()
-            .try_for_each(|(name, rows, spec, slice)| {
-                rows.view
-                    .pack_rows_into(rows.first, spec, slice)
-                    .map_err(|e: PackError| format!("`{name}`: {e}"))
-            })?;
+        let names: Vec<&String> = slices.iter().map(|s| s.0).collect();
+        let jobs = slices
+            .into_iter()
+            .map(|(_, rows, spec, dst)| PackJob {
+                view: &rows.view,
+                first: rows.first,
+                spec,
+                dst,
+            })
+            .collect();
+        pack_all(jobs).map_err(|(i, e)| format!("`{}`: {e}", names[i]))?;
         for (name, rows) in linears {
             checkpoint.release(name);
             if matches!(

@@ -6,6 +6,7 @@ use dsv4_kernels::panel::PackedLinear;
 use std::ffi::CString;
 
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
+use dsv4_kernels::threads;
 use dsv4_model::{ModelConfig, RopeKind};
 
 use dsv4_cache::{
@@ -17,11 +18,12 @@ use crate::attention::{attention, AttentionDims, AttentionStep};
 use crate::memory;
 use crate::mhc::{hc_pre, HcConfig, HcMixes};
 use crate::moe::{moe, MoeConfig};
-use crate::numerics::Numerics;
 use crate::profile;
 use crate::state::SeqState;
 use crate::weights::ModelWeights;
-use crate::workspace::{zeroed, Workspace};
+use crate::workspace::Workspace;
+use dsv4_kernels::numerics::Numerics;
+use dsv4_kernels::scratch::zeroed;
 
 /// Why a forward call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -213,11 +215,8 @@ impl<'a> Model<'a> {
         which: Logits,
         logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
-        // The whole call runs on a worker thread: each of its parallel regions then costs a few
-        // microseconds, where one entered from a thread outside the pool waits for a worker to
-        // take it and wake the caller after (about 28 us against 3 us measured on 2 vCPUs,
-        // with about a hundred regions per decoded token).
-        rayon::scope(|_| self.forward_on_worker(tokens, state, which, logits))
+        // The whole call runs on a worker thread, so its many parallel regions start cheaply.
+        threads::on_worker(|| self.forward_on_worker(tokens, state, which, logits))
     }
 
     /// [`Self::forward_into`], on a worker thread.

@@ -2,15 +2,14 @@
 //! table (hash layers) or by top-K of score + bias (bias for selection only), weights normalised
 //! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
 
-use dsv4_kernels::ops::{silu, softplus, top_k_into};
+use dsv4_kernels::moe::{experts, ExpertRows};
+use dsv4_kernels::ops::{softplus, top_k_into};
 use dsv4_kernels::panel::PackedLinear;
 
-use rayon::prelude::*;
-
-use crate::numerics::Numerics;
 use crate::profile;
-use crate::weights::{ExpertWeights, MoeWeights};
-use crate::workspace::zeroed;
+use crate::weights::MoeWeights;
+use dsv4_kernels::numerics::Numerics;
+use dsv4_kernels::scratch::zeroed;
 
 /// Router settings.
 #[derive(Debug, Clone, Copy)]
@@ -33,18 +32,7 @@ pub struct MoeBuffers {
     scores: Vec<f32>,
     biased: Vec<f32>,
     chosen: Vec<usize>,
-    experts: Vec<ExpertBuffers>,
-}
-
-/// One expert's rows (token, routing weight) of a chunk and its intermediates.
-#[derive(Debug, Default)]
-struct ExpertBuffers {
-    rows: Vec<(usize, f32)>,
-    x: Vec<f32>,
-    gamma: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    y: Vec<f32>,
+    experts: Vec<ExpertRows>,
 }
 
 /// Routes token `t` by its router scores: pushes `(t, weight)` onto the rows of each chosen
@@ -88,41 +76,6 @@ fn route(
     }
 }
 
-/// One expert on its gathered rows `b.x` (`n × D`), each row scaled by its routing weight;
-/// the result lands in `b.y`.
-fn expert(
-    e: &ExpertWeights<PackedLinear>,
-    b: &mut ExpertBuffers,
-    c: MoeConfig,
-    numerics: Numerics,
-) {
-    numerics.linear_into(&e.w1, &b.x, &mut b.gate);
-    numerics.linear_into(&e.w3, &b.x, &mut b.up);
-    let limit = c.swiglu_limit;
-    let inter = e.w1.out();
-    for (row, (g, v)) in b.gate.chunks_mut(inter).zip(b.up.chunks(inter)).enumerate() {
-        for (g, &v) in g.iter_mut().zip(v) {
-            let (gate, up) = if limit > 0.0 {
-                (g.min(limit), v.clamp(-limit, limit))
-            } else {
-                (*g, v)
-            };
-            *g = silu(gate) * up;
-        }
-        // The reference weights the intermediate before w2; transformers weights w2's output.
-        if numerics == Numerics::Reference {
-            g.iter_mut().for_each(|z| *z *= b.gamma[row]);
-        }
-    }
-    numerics.linear_into(&e.w2, &b.gate, &mut b.y);
-    if numerics == Numerics::Exact {
-        let d = e.w2.out();
-        for (row, out) in b.y.chunks_mut(d).enumerate() {
-            out.iter_mut().for_each(|v| *v *= b.gamma[row]);
-        }
-    }
-}
-
 /// The MoE output for `h` (`T × D`, normed) of tokens `tokens`, into `out` (`T × D`).
 pub fn moe(
     w: &MoeWeights<PackedLinear>,
@@ -155,23 +108,15 @@ pub fn moe(
     buf.scores = scores;
     drop(routing);
     let _experts = profile::range(c"experts");
-    // The shared expert and every chosen routed expert run in one parallel region (each
-    // expert's linears split further inside it), so a decode step wakes the workers once per
-    // MoE rather than once per linear.
-    buf.experts
-        .par_iter_mut()
-        .enumerate()
-        .filter(|(_, b)| !b.rows.is_empty())
-        .for_each(|(i, b)| {
-            let weights = if i == 0 { &w.shared } else { &w.experts[i - 1] };
-            b.x.clear();
-            for &(t, _) in &b.rows {
-                b.x.extend_from_slice(&h[t * d..(t + 1) * d]);
-            }
-            b.gamma.clear();
-            b.gamma.extend(b.rows.iter().map(|&(_, g)| g));
-            expert(weights, b, c, numerics);
-        });
+    let swiglu_limit = c.swiglu_limit;
+    experts(
+        &w.shared,
+        &w.experts,
+        h,
+        swiglu_limit,
+        numerics,
+        &mut buf.experts,
+    );
     // Sum in a fixed order (shared, then routed by index) whatever ran first.
     let out = zeroed(out, h.len());
     for b in &buf.experts {

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use dsv4_kernels::linear::LinearView;
+pub use dsv4_kernels::moe::ExpertWeights;
 use dsv4_kernels::panel::PackedLinear;
 use dsv4_model::{
     CheckReport, Checkpoint, LayerSchedule, LayerSpec, MlpKind, ModelConfig, TensorSpec,
@@ -92,16 +93,6 @@ pub struct AttentionWeights<L> {
     pub compressor: Option<CompressorWeights<L>>,
     /// Lightning Indexer (CSA).
     pub indexer: Option<IndexerWeights<L>>,
-}
-
-/// One SwiGLU expert.
-pub struct ExpertWeights<L> {
-    /// Gate projection `[I, D]`.
-    pub w1: L,
-    /// Down projection `[D, I]`.
-    pub w2: L,
-    /// Up projection `[I, D]`.
-    pub w3: L,
 }
 
 /// The MoE of one layer.

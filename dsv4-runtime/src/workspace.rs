@@ -23,10 +23,3 @@ pub struct Workspace {
     /// MoE intermediates.
     pub(crate) moe: MoeBuffers,
 }
-
-/// Resizes `v` to `len` default values (zeros), reusing its capacity.
-pub(crate) fn zeroed<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    v.clear();
-    v.resize(len, T::default());
-    v
-}
