@@ -1,4 +1,4 @@
-//! Cache element formats and the bytes one cached entry takes in each (contract §5).
+//! Cache element formats and the bytes one cached entry takes in each (docs/model.md §6).
 
 use std::fmt;
 use std::str::FromStr;
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn entry_sizes_match_contract_section_5_for_v4_dims() {
-        // Dh = 512, Dr = 64, Di = 128 (contract §5).
+        // Dh = 512, Dr = 64, Di = 128 (docs/model.md §6).
         assert_eq!(KvCacheDtype::F32.entry_bytes(512, 64), 2048);
         assert_eq!(KvCacheDtype::Bf16.entry_bytes(512, 64), 1024);
         assert_eq!(KvCacheDtype::Fp8.entry_bytes(512, 64), 448 + 128 + 8);

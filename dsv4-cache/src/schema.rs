@@ -233,7 +233,7 @@ impl ModelCacheSchema {
                         PagedStream::new(StreamKind::IndexerKeys, ratio, di, key_bytes, block_size);
                     schema.indexer_keys = Some(keys);
                     // Overlapping series: the previous window's A-half and the current window's
-                    // A and B halves (spec §7.1), for the main and the indexer compressor.
+                    // A and B halves (docs/model.md §7.1), for the main and the indexer compressor.
                     schema.tails = vec![
                         TailBuffer::new("csa_tail_a", ratio, dh),
                         TailBuffer::new("csa_tail_b", ratio, 2 * dh),

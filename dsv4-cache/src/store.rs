@@ -1,4 +1,4 @@
-//! Cache storage in the byte layouts of contract §5: window rings and paged entry streams whose
+//! Cache storage in the byte layouts of docs/model.md §6: window rings and paged entry streams whose
 //! pages come from a block pool that counts every byte, so what a request holds can be compared
 //! with what the planner predicts.
 

@@ -1,4 +1,4 @@
-//! Cache sizes and plans against numbers derived by hand from spec §7 and contract §5, and
+//! Cache sizes and plans against numbers derived by hand from docs/model.md §6–§7, and
 //! snapshots of schema and block budgets for the flash, pro and tiny presets.
 
 use std::fmt::Write as _;
@@ -54,7 +54,7 @@ fn growth_per_token_matches_hand_derivation() {
 #[test]
 fn fixed_state_per_request_matches_hand_derivation() {
     let flash = schema(Preset::Flash, CacheDtypes::default());
-    // Windows: 43 layers × 128 entries × 1024 B = 5.375 MiB (spec §7.2).
+    // Windows: 43 layers × 128 entries × 1024 B = 5.375 MiB (docs/model.md §7.2).
     let windows: u64 = flash.layers.iter().map(|l| l.window_bytes()).sum();
     assert_eq!(windows, 43 * 128 * 1024);
     assert_eq!(windows * 1000 / MIB, 5375);

@@ -1,4 +1,4 @@
-//! Byte layouts of one cached entry (contract §5): KV entries (window tokens and compressed
+//! Byte layouts of one cached entry (docs/model.md §6): KV entries (window tokens and compressed
 //! entries) and Lightning Indexer keys, in every cache dtype the engine offers. The cache crate
 //! maps its dtype enums onto [`KvFormat`] / [`IndexerFormat`] and sizes its pages with
 //! [`kv_entry_bytes`] / [`indexer_key_bytes`], so byte counts and codecs live in one place.
@@ -96,7 +96,7 @@ pub enum IndexerFormat {
     Fp4,
 }
 
-/// Bytes of one KV entry of `width` values whose trailing `rope` dims are rotary (contract §5).
+/// Bytes of one KV entry of `width` values whose trailing `rope` dims are rotary (docs/model.md §6).
 /// `rope` beyond `width` counts as `width` rotary dims; [`KvFormat::encode`] rejects it.
 pub fn kv_entry_bytes(kind: KvFormat, width: usize, rope: usize) -> usize {
     match kind {
@@ -110,7 +110,7 @@ pub fn kv_entry_bytes(kind: KvFormat, width: usize, rope: usize) -> usize {
     }
 }
 
-/// Bytes of one indexer key of `width` values (contract §5).
+/// Bytes of one indexer key of `width` values (docs/model.md §6).
 pub fn indexer_key_bytes(kind: IndexerFormat, width: usize) -> usize {
     match kind {
         IndexerFormat::F32 => 4 * width,

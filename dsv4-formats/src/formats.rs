@@ -1,4 +1,4 @@
-//! The number formats of the V4 release (spec §3): FP8 E4M3 elements, UE8M0 power-of-two scales,
+//! The number formats of the V4 release (docs/model.md §3): FP8 E4M3 elements, UE8M0 power-of-two scales,
 //! FP4 E2M1 elements packed two per byte, and the dequantization of block- and group-scaled
 //! matrices built from them.
 
@@ -145,7 +145,7 @@ pub fn dequant_fp4_group(packed: &[u8], scales: &[f32], out: usize, inp: usize) 
     w
 }
 
-/// An FP4 expert re-encoded as FP8 with 128×128 UE8M0 blocks (spec §3.2), losslessly.
+/// An FP4 expert re-encoded as FP8 with 128×128 UE8M0 blocks (docs/model.md §3.2), losslessly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fp8Matrix {
     /// E4M3 elements, `[out, inp]`.

@@ -1,6 +1,6 @@
-//! The reference numerics' quantize–dequantize simulations (spec §3.4–3.5): the values stay
+//! The reference numerics' quantize–dequantize simulations (docs/model.md §3.4–3.5): the values stay
 //! f32 but afterwards hold exactly what the release's FP8/FP4 paths would have produced, so the
-//! `reference` numerics mode (contract §4) can reproduce the official forward pass on any
+//! `reference` numerics mode (docs/model.md §5) can reproduce the official forward pass on any
 //! backend, and an FP8/FP4 cache (see [`crate::cache_codec`]) stores them without further loss.
 //!
 //! Every block follows the same recipe: `a = max(max|x|, floor)`, a power-of-two scale
@@ -91,7 +91,7 @@ fn fp8_sim_blocks(x: &mut [f32], block_len: usize) {
     }
 }
 
-/// The input quantization the reference applies before every FP8/FP4 GEMM (spec §3.4), in
+/// The input quantization the reference applies before every FP8/FP4 GEMM (docs/model.md §3.4), in
 /// place: blocks of 128 contiguous channels (the last may be shorter), each scaled by its
 /// power-of-two UE8M0 scale and rounded to E4M3.
 ///
@@ -101,7 +101,7 @@ pub fn act_quant_fp8(x: &mut [f32]) {
     fp8_sim_blocks(x, ACT_BLOCK);
 }
 
-/// The QAT simulation of a KV entry (spec §3.5: window KV and compressed KV after norm + RoPE):
+/// The QAT simulation of a KV entry (docs/model.md §3.5: window KV and compressed KV after norm + RoPE):
 /// the first `nope` dims in blocks of 64 go through the FP8 rule, the rotary dims after them are
 /// left untouched. `nope` larger than the entry is treated as the whole entry.
 pub fn kv_fp8_sim(entry: &mut [f32], nope: usize) {
@@ -109,7 +109,7 @@ pub fn kv_fp8_sim(entry: &mut [f32], nope: usize) {
     fp8_sim_blocks(&mut entry[..nope], KV_FP8_BLOCK);
 }
 
-/// The FP4 simulation of the indexer's queries and keys (spec §3.5), in place: blocks of 32
+/// The FP4 simulation of the indexer's queries and keys (docs/model.md §3.5), in place: blocks of 32
 /// values (the last may be shorter), power-of-two scale of `amax / 6` (amax floored at
 /// `6·2^-126`), E2M1 round-to-nearest-even.
 pub fn fp4_sim(x: &mut [f32]) {

@@ -1,7 +1,8 @@
-//! Compute kernels for DeepSeek-V4: the packed linears with a kernel set per instruction set
-//! chosen at run time, attention and the other CPU ops over plain slices, on the number formats
-//! of `dsv4-formats`. (The CUDA kernels of `csrc/`, each with a CPU twin of the same name, are
-//! still to come.)
+//! Compute kernels for DeepSeek-V4 on the CPU, on the number formats of `dsv4-formats`: the
+//! packed linears with a kernel set per instruction set chosen at run time, and the model's
+//! ops under the paper's names (`sparse_attend`, `indexer_topk`, the MoE `experts` with
+//! `swiglu`, `grouped_linear`, norms, RoPE, top-k). Every parallel region of the engine is
+//! here, on one worker pool (`threads`); the callers schedule no threads.
 
 pub mod attend;
 pub mod grouped;

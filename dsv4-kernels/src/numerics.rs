@@ -1,4 +1,4 @@
-//! Numerics modes (contract §4), passed down as a value: `exact` computes in f32 with weights
+//! Numerics modes (docs/model.md §5), passed down as a value: `exact` computes in f32 with weights
 //! dequantized exactly and nothing else quantized (what transformers' float32 model computes);
 //! `reference` adds the release's quantization simulations.
 

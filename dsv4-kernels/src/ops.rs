@@ -95,7 +95,7 @@ pub fn keep_best(candidates: &mut [(f32, usize)], k: usize) -> usize {
 }
 
 /// Rotary frequencies of the `rope` trailing dims of a head: `θ^(−2i/rope)` per pair, with
-/// YaRN interpolation when given (spec §4.7; no attention-temperature scaling).
+/// YaRN interpolation when given (docs/model.md §4.7; no attention-temperature scaling).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RopeFrequencies {
     /// Angle per position of each pair.

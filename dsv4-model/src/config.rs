@@ -1,5 +1,5 @@
 //! `config.json` of a DeepSeek-V4 checkpoint: parsed from the native release spelling or the
-//! transformers spelling into one validated [`ModelConfig`] (spec §1).
+//! transformers spelling into one validated [`ModelConfig`] (docs/model.md §1).
 
 use std::path::Path;
 
@@ -54,7 +54,7 @@ pub enum ConfigError {
     },
 }
 
-/// YaRN context extension of the compress RoPE (spec §4.7); used only by layers with m > 0.
+/// YaRN context extension of the compress RoPE (docs/model.md §4.7); used only by layers with m > 0.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct YarnScaling {
     /// Context extension factor f (16 in the release).
@@ -75,7 +75,7 @@ pub enum ScoringFunc {
     SqrtSoftplus,
 }
 
-/// Storage format of the routed experts named by `expert_dtype` (spec §3.2).
+/// Storage format of the routed experts named by `expert_dtype` (docs/model.md §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpertDtype {
@@ -92,7 +92,7 @@ pub struct Fp8Quantization {
     pub weight_block_size: [usize; 2],
 }
 
-/// Every field of a V4 config that the engine uses, validated (spec §1.1).
+/// Every field of a V4 config that the engine uses, validated (docs/model.md §1.1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelConfig {
     /// V: rows of `embed` and `head`.

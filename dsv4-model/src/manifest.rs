@@ -1,5 +1,5 @@
 //! The tensor manifest: every tensor a checkpoint in the release layout holds, with its native
-//! name, shape and dtype (spec §2), derived from the config alone.
+//! name, shape and dtype (docs/model.md §2), derived from the config alone.
 
 use serde::Serialize;
 

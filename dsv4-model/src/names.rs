@@ -1,5 +1,5 @@
 //! Tensor names: the native release spelling (the manifest's), transformers' in-memory spelling
-//! (spec §2.4, as `DeepseekV4ForCausalLM` names its parameters), and what transformers'
+//! (docs/model.md §2.4, as `DeepseekV4ForCausalLM` names its parameters), and what transformers'
 //! `save_pretrained` writes. Everything read from a checkpoint is normalised to native names.
 
 /// Native ↔ transformers names of tensors inside `layers.N.` (whole remainders, no prefix).
@@ -182,7 +182,7 @@ pub fn native_name(stored: &str) -> String {
     } else if rest == "attn.norm.weight" {
         "attn.kv_norm.weight".to_string()
     } else if rest == "self_attn.compressor.indexer.weights_proj.weight" {
-        // The name before transformers moved weights_proj under `scorer` (spec §2.4).
+        // The name before transformers moved weights_proj under `scorer` (docs/model.md §2.4).
         "attn.indexer.weights_proj.weight".to_string()
     } else {
         LINEAR_NAMES

@@ -1,5 +1,5 @@
 //! The layer schedule: what kind of attention, RoPE and MLP each decoder layer and MTP stage runs
-//! (spec §1.2), derived once from the config so no other code re-reads `compress_ratios`.
+//! (docs/model.md §1.2), derived once from the config so no other code re-reads `compress_ratios`.
 
 use serde::Serialize;
 
@@ -8,7 +8,7 @@ use crate::ModelConfig;
 /// The compress ratio that makes a layer CSA (overlapping compressor + Lightning Indexer).
 pub const CSA_RATIO: usize = 4;
 
-/// Attention of one layer, keyed by its compress ratio m (contract §3).
+/// Attention of one layer, keyed by its compress ratio m (docs/model.md §1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum AttentionKind {
@@ -59,7 +59,7 @@ impl AttentionKind {
     }
 }
 
-/// Which RoPE table a layer uses for every rotation inside it (spec §4.7).
+/// Which RoPE table a layer uses for every rotation inside it (docs/model.md §4.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RopeKind {

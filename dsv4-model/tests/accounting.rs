@@ -1,9 +1,9 @@
 //! Parameter and byte accounting against counts derived by hand from the tensor shapes of
-//! spec §2 (written out below, not taken from the code), and against published figures.
+//! docs/model.md §2 (written out below, not taken from the code), and against published figures.
 
 use dsv4_model::{Component, Manifest, ParamReport, Preset};
 
-/// Shapes of spec §2 for one model, with the hand-written formulas that count them.
+/// Shapes of docs/model.md §2 for one model, with the hand-written formulas that count them.
 struct Shape {
     v: u64,
     d: u64,
@@ -239,7 +239,7 @@ fn totals_land_within_two_percent_of_published_figures() {
 #[test]
 fn tensor_counts_and_sizes_match_the_released_checkpoints() {
     // Published inventories: Flash 69,187 tensors in "≈148.7 GB", Pro 145,116 tensors in "≈805 GB"
-    // (spec §2). Those sizes are binary gigabytes: 148.7 × 2^30 B and 805 × 2^30 B.
+    // (docs/model.md §2). Those sizes are binary gigabytes: 148.7 × 2^30 B and 805 × 2^30 B.
     let gib = (1u64 << 30) as f64;
     let (flash_manifest, flash) = report(Preset::Flash);
     let (pro_manifest, pro) = report(Preset::Pro);

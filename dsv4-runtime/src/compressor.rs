@@ -1,4 +1,4 @@
-//! KV compressors (spec §4.4–4.5): every `m` tokens become one entry, a per-channel softmax-gated
+//! KV compressors (docs/model.md §4.4–4.5): every `m` tokens become one entry, a per-channel softmax-gated
 //! sum of their projected values. CSA (`overlap`) pools the previous window's A-half with the
 //! current window's B-half, so each entry summarises 2m tokens at stride m.
 

@@ -1,4 +1,4 @@
-//! Manifold-constrained hyper-connections (spec §4.2): `n` residual streams mixed around every
+//! Manifold-constrained hyper-connections (docs/model.md §4.2): `n` residual streams mixed around every
 //! sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 

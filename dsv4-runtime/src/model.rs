@@ -1,4 +1,4 @@
-//! The whole model (spec §4.1), readable top to bottom: embed into n streams, then per layer
+//! The whole model (docs/model.md §4.1), readable top to bottom: embed into n streams, then per layer
 //! hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE → hc_post, then hc_head →
 //! norm → head. One call processes a chunk of consecutive tokens of one request.
 

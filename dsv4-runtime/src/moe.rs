@@ -1,4 +1,4 @@
-//! The MoE sublayer (spec §4.8): sqrt-softplus router scores, experts chosen by the token-id
+//! The MoE sublayer (docs/model.md §4.8): sqrt-softplus router scores, experts chosen by the token-id
 //! table (hash layers) or by top-K of score + bias (bias for selection only), weights normalised
 //! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
 

@@ -1,4 +1,4 @@
-//! Per-request decode state of every layer (spec §7): the window ring of raw keys, compressed
+//! Per-request decode state of every layer (docs/model.md §7): the window ring of raw keys, compressed
 //! entries and indexer keys in paged blocks, and the f32 compressor tails, laid out by the same
 //! cache schema the planner prices.
 

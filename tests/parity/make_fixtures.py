@@ -8,7 +8,7 @@ release layout, with the float32 logits Hugging Face transformers computes for t
 For every fixture in FIXTURES this script, without using any dsv4 code:
   1. draws random weights and writes them the way the release ships them (native names, FP8 E4M3
      linears with 128x128 UE8M0 scales, FP4 or FP8 routed experts, BF16 / F32 / I64 tensors as in
-     dsv4-architecture.md §2-§3), plus config.json with native keys;
+     docs/model.md §2–§3), plus config.json with native keys;
   2. loads the directory with DeepseekV4ForCausalLM.from_pretrained(dtype=float32) (transformers
      dequantizes FP8/FP4 exactly on CPU) and checks that every parameter it loaded equals this
      script's own dequantization bit for bit;
@@ -161,7 +161,7 @@ def native_config(fx):
 
 
 # ----------------------------------------------------------------------------------------------
-# number formats (written from dsv4-architecture.md §3, not from dsv4 or transformers code)
+# number formats (written from docs/model.md §3, not from dsv4 or transformers code)
 
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])

@@ -1,11 +1,11 @@
-//! Cache entry layouts (contract §5): byte counts, bytes against an independent numpy +
+//! Cache entry layouts (docs/model.md §6): byte counts, bytes against an independent numpy +
 //! ml_dtypes encoder (fixtures/quant.json, `codec` section, made by make_quant.py), round trips
 //! against the reference simulations, and small layouts worked out by hand.
 
 mod common;
 
-use dsv4_kernels::cache_codec::*;
-use dsv4_kernels::quant::{fp4_sim, kv_fp8_sim};
+use dsv4_formats::cache_codec::*;
+use dsv4_formats::quant::{fp4_sim, kv_fp8_sim};
 use serde_json::Value;
 
 use common::{assert_bits_eq, floats_from_bits as floats, quant_fixture as fixture};

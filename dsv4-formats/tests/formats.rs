@@ -1,11 +1,11 @@
 //! The number formats against ml_dtypes (fixtures/formats.json, made by make_formats.py) and
-//! against values worked out by hand from spec §3.
+//! against values worked out by hand from docs/model.md §3.
 
 mod common;
 
 use common::bytes;
 
-use dsv4_kernels::formats::*;
+use dsv4_formats::formats::*;
 use serde_json::Value;
 
 fn fixture() -> Value {

@@ -4,8 +4,8 @@
 
 mod common;
 
-use dsv4_kernels::formats::e8m0_to_f32;
-use dsv4_kernels::quant::*;
+use dsv4_formats::formats::e8m0_to_f32;
+use dsv4_formats::quant::*;
 
 use common::{assert_bits_eq, floats_from_bits as floats, quant_fixture as fixture};
 
@@ -123,12 +123,12 @@ fn block_quantizers_agree_with_simulations() {
             let mut codes = vec![0u8; xb.len()];
             let (s, table): (u8, fn(u8) -> f32) = if op == "fp4_sim" {
                 (fp4_quantize_block(xb, &mut codes), |c| {
-                    dsv4_kernels::formats::E2M1_VALUES[usize::from(c)]
+                    dsv4_formats::formats::E2M1_VALUES[usize::from(c)]
                 })
             } else {
                 (
                     fp8_quantize_block(xb, &mut codes),
-                    dsv4_kernels::formats::e4m3_to_f32,
+                    dsv4_formats::formats::e4m3_to_f32,
                 )
             };
             let s = e8m0_to_f32(s).expect("finite scale");
