@@ -14,7 +14,7 @@ use dsv4_kernels::ops::{rms_norm, RopeFrequencies};
 use crate::compressor::CompressorTail;
 use crate::profile;
 use crate::state::LayerState;
-use crate::weights::{AttentionWeights, CompressorWeights};
+use crate::weights::{AttentionWeights, CompressorWeights, IndexerWeights};
 use dsv4_kernels::numerics::{Numerics, Product};
 use dsv4_kernels::scratch::zeroed;
 
@@ -65,31 +65,66 @@ pub struct AttentionStep<'s> {
 /// so a decode step does not allocate once they have grown to its sizes.
 #[derive(Debug, Default)]
 pub struct AttentionBuffers {
-    q_lat: Vec<f32>,
+    /// The query latent, the queries, and the indexer's queries and head weights.
+    queries: QueryBuffers,
+    /// Window keys of the chunk's tokens.
     kv: Vec<f32>,
     /// Value and gate projections of the main and the indexer compressor.
     projected: [[Vec<f32>; 2]; 2],
-    indexer_w: Vec<f32>,
-    q: Vec<f32>,
-    indexer_q: Vec<f32>,
     /// A closed compressor window's entry.
     entry: Vec<f32>,
+    /// The decoded keys the queries attend.
+    keys: KeyBuffers,
+    indexer: IndexerScratch,
+    /// The grouped output projection's intermediates.
+    output: OutputBuffers,
+}
+
+#[derive(Debug, Default)]
+struct QueryBuffers {
+    q_lat: Vec<f32>,
+    q: Vec<f32>,
+    indexer_q: Vec<f32>,
+    indexer_w: Vec<f32>,
+}
+
+#[derive(Debug, Default)]
+struct KeyBuffers {
     window: Vec<f32>,
     entries: Vec<f32>,
     /// Each query's indexer choice: `k` slots per query, `chosen_len` in use.
     chosen: Vec<(f32, usize)>,
     chosen_len: Vec<usize>,
-    indexer: IndexerScratch,
     ids: Vec<usize>,
     slot: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct OutputBuffers {
     outputs: Vec<f32>,
     group_inputs: Vec<f32>,
     parts: Vec<f32>,
     z: Vec<f32>,
 }
 
+/// What every step of one layer's attention reads: the chunk, the layer's constants and the
+/// numerics mode.
+struct Chunk<'c> {
+    /// Absolute position of the chunk's first token.
+    p0: usize,
+    /// Tokens in the chunk.
+    t_len: usize,
+    /// Absolute position of the first token with an output, and how many have one.
+    q0: usize,
+    t_out: usize,
+    rope: &'c RopeFrequencies,
+    dims: AttentionDims,
+    numerics: Numerics,
+}
+
 /// Runs attention for `h` (`T × D`, already normed) and writes the outputs of tokens
-/// `first_output..T` into `y` (`(T − first_output) × D`).
+/// `first_output..T` into `y` (`(T − first_output) × D`): one function per layer kind, all
+/// sharing the query and window path and the output projection.
 pub fn attention(
     w: &AttentionWeights<PackedLinear>,
     h: &[f32],
@@ -107,223 +142,346 @@ pub fn attention(
         pool,
         rope,
     } = step;
-    let d = w.wq_a.inp();
-    let t_len = h.len() / d;
-    // Tokens with an output, from absolute position `q0`.
-    let (h_out, q0) = (&h[first_output * d..], p0 + first_output);
-    let t_out = t_len - first_output;
-    let (heads, dh, dr) = (dims.heads, dims.head_dim, dims.rope_dim);
-    let dn = dh - dr;
-    let AttentionBuffers {
-        q_lat,
-        kv,
-        projected,
-        indexer_w,
-        q,
-        indexer_q,
-        entry,
-        window,
-        entries,
-        chosen,
-        chosen_len,
-        indexer,
-        ids,
-        slot,
-        outputs,
-        group_inputs,
-        parts,
-        z,
-    } = buf;
-
-    // Every product of `h` at once: the query latent, the window key, the compressors'
-    // value and gate projections and the indexer's head weights.
-    {
-        let product = |weight, x, y| Some(Product { weight, x, y });
-        let [[main_a, main_g], [indexer_a, indexer_g]] = projected;
-        let main = w.compressor.as_ref();
-        let index = w.indexer.as_ref();
-        let mut products = [
-            product(&w.wq_a, h_out, &mut *q_lat),
-            product(&w.wkv, h, &mut *kv),
-            main.and_then(|cw| product(&cw.wkv, h, main_a)),
-            main.and_then(|cw| product(&cw.wgate, h, main_g)),
-            index.and_then(|ix| product(&ix.compressor.wkv, h, indexer_a)),
-            index.and_then(|ix| product(&ix.compressor.wgate, h, indexer_g)),
-            index.and_then(|ix| product(&ix.weights_proj, h_out, &mut *indexer_w)),
-        ];
-        numerics.linears(&mut products);
+    let t_len = h.len() / w.wq_a.inp();
+    let c = Chunk {
+        p0,
+        t_len,
+        q0: p0 + first_output,
+        t_out: t_len - first_output,
+        rope,
+        dims,
+        numerics,
+    };
+    let h_out = &h[first_output * w.wq_a.inp()..];
+    project(w, h, h_out, numerics, buf);
+    match (ratio, &w.compressor, &w.indexer) {
+        (Some(m), Some(main), Some(indexer)) => {
+            csa_attention(w, (main, indexer), m, &c, state, pool, buf, y)
+        }
+        (Some(m), Some(main), None) => hca_attention(w, main, m, &c, state, pool, buf, y),
+        _ => window_attention(w, &c, state, buf, y),
     }
+}
 
-    // Query path: q_lat = q_norm(wq_a h); q = wq_b q_lat, per-head unweighted RMSNorm, RoPE;
-    // the indexer's queries come from the same latent.
-    q_lat
+/// A window-only layer: each query attends its window.
+fn window_attention(
+    w: &AttentionWeights<PackedLinear>,
+    c: &Chunk,
+    state: &mut LayerState,
+    buf: &mut AttentionBuffers,
+    y: &mut Vec<f32>,
+) -> Result<(), StoreError> {
+    queries(w, c, &mut buf.queries);
+    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    attend(w, c, Visible::Window, buf, y);
+    Ok(())
+}
+
+/// An HCA layer: each query attends its window and every entry closed by its position.
+#[allow(clippy::too_many_arguments)]
+fn hca_attention(
+    w: &AttentionWeights<PackedLinear>,
+    main: &CompressorWeights<PackedLinear>,
+    m: usize,
+    c: &Chunk,
+    state: &mut LayerState,
+    pool: &mut BlockPool,
+    buf: &mut AttentionBuffers,
+    y: &mut Vec<f32>,
+) -> Result<(), StoreError> {
+    queries(w, c, &mut buf.queries);
+    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    // The compressor runs before attention so an entry closed by a token is visible to it.
+    let dn = c.dims.head_dim - c.dims.rope_dim;
+    if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
+        let [main_a, main_g] = &buf.projected[0];
+        let sink = EntrySink { stream, pool };
+        compress(
+            main,
+            (main_a, main_g),
+            tail,
+            sink,
+            (c, m),
+            &mut buf.entry,
+            |e| c.numerics.kv_entry(e, dn),
+        )?;
+    }
+    // The chunk's queries see at most the entries closed by its last token.
+    let visible = match &state.entries {
+        Some(stream) => {
+            let closed = (c.p0 + c.t_len) / m;
+            let entries = zeroed(&mut buf.keys.entries, closed * c.dims.head_dim);
+            stream.read_range(0..closed, entries)?;
+            Visible::Closed { ratio: m }
+        }
+        None => Visible::Window,
+    };
+    attend(w, c, visible, buf, y);
+    Ok(())
+}
+
+/// A CSA layer: each query attends its window and the compressed entries its Lightning
+/// Indexer selects among those closed by its position.
+#[allow(clippy::too_many_arguments)]
+fn csa_attention(
+    w: &AttentionWeights<PackedLinear>,
+    (main, indexer): (
+        &CompressorWeights<PackedLinear>,
+        &IndexerWeights<PackedLinear>,
+    ),
+    m: usize,
+    c: &Chunk,
+    state: &mut LayerState,
+    pool: &mut BlockPool,
+    buf: &mut AttentionBuffers,
+    y: &mut Vec<f32>,
+) -> Result<(), StoreError> {
+    queries(w, c, &mut buf.queries);
+    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    // Both compressors run before attention so an entry closed by a token is visible to it.
+    let [[main_a, main_g], [indexer_a, indexer_g]] = &buf.projected;
+    if let (Some(tail), Some(keys)) = (
+        state.indexer_compressor.as_mut(),
+        state.indexer_keys.as_mut(),
+    ) {
+        let sink = EntrySink { stream: keys, pool };
+        let pair = (&indexer_a[..], &indexer_g[..]);
+        compress(
+            &indexer.compressor,
+            pair,
+            tail,
+            sink,
+            (c, m),
+            &mut buf.entry,
+            |k| c.numerics.indexer_vector(k),
+        )?;
+    }
+    indexer_queries(c, &mut buf.queries);
+    let dn = c.dims.head_dim - c.dims.rope_dim;
+    if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
+        let sink = EntrySink { stream, pool };
+        compress(
+            main,
+            (main_a, main_g),
+            tail,
+            sink,
+            (c, m),
+            &mut buf.entry,
+            |e| c.numerics.kv_entry(e, dn),
+        )?;
+    }
+    select_entries(c, m, state, &buf.queries, &mut buf.indexer, &mut buf.keys)?;
+    attend(w, c, Visible::Selected, buf, y);
+    Ok(())
+}
+
+/// Every product of `h` at once: the query latent, the window key, the compressors' value and
+/// gate projections and the indexer's head weights (those of the layer's kind).
+fn project(
+    w: &AttentionWeights<PackedLinear>,
+    h: &[f32],
+    h_out: &[f32],
+    numerics: Numerics,
+    buf: &mut AttentionBuffers,
+) {
+    let product = |weight, x, y| Some(Product { weight, x, y });
+    let [[main_a, main_g], [indexer_a, indexer_g]] = &mut buf.projected;
+    let main = w.compressor.as_ref();
+    let index = w.indexer.as_ref();
+    let q = &mut buf.queries;
+    let mut products = [
+        product(&w.wq_a, h_out, &mut q.q_lat),
+        product(&w.wkv, h, &mut buf.kv),
+        main.and_then(|cw| product(&cw.wkv, h, main_a)),
+        main.and_then(|cw| product(&cw.wgate, h, main_g)),
+        index.and_then(|ix| product(&ix.compressor.wkv, h, indexer_a)),
+        index.and_then(|ix| product(&ix.compressor.wgate, h, indexer_g)),
+        index.and_then(|ix| product(&ix.weights_proj, h_out, &mut q.indexer_w)),
+    ];
+    numerics.linears(&mut products);
+}
+
+/// The query path: `q_lat = q_norm(wq_a h)`, then `q = wq_b q_lat` with a per-head unweighted
+/// RMSNorm and RoPE; a CSA layer's indexer queries come from the same latent.
+fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) {
+    let (heads, dh) = (c.dims.heads, c.dims.head_dim);
+    let dn = dh - c.dims.rope_dim;
+    b.q_lat
         .chunks_mut(w.q_norm.len())
-        .for_each(|r| rms_norm(r, Some(&w.q_norm), dims.eps));
-    {
-        let mut products = [
-            Some(Product {
-                weight: &w.wq_b,
-                x: q_lat,
-                y: &mut *q,
-            }),
-            w.indexer.as_ref().map(|ix| Product {
-                weight: &ix.wq_b,
-                x: q_lat,
-                y: &mut *indexer_q,
-            }),
-        ];
-        numerics.linears(&mut products);
-    }
-    for (t, row) in q.chunks_mut(heads * dh).enumerate() {
+        .for_each(|r| rms_norm(r, Some(&w.q_norm), c.dims.eps));
+    let mut products = [
+        Some(Product {
+            weight: &w.wq_b,
+            x: &b.q_lat,
+            y: &mut b.q,
+        }),
+        w.indexer.as_ref().map(|ix| Product {
+            weight: &ix.wq_b,
+            x: &b.q_lat,
+            y: &mut b.indexer_q,
+        }),
+    ];
+    c.numerics.linears(&mut products);
+    for (t, row) in b.q.chunks_mut(heads * dh).enumerate() {
         for head in row.chunks_mut(dh) {
-            rms_norm(head, None, dims.eps);
-            rope.rotate(&mut head[dn..], q0 + t, false);
+            rms_norm(head, None, c.dims.eps);
+            c.rope.rotate(&mut head[dn..], c.q0 + t, false);
         }
     }
+}
 
-    // Window keys: kv_norm(wkv h) with RoPE, as the cache will give them back.
+/// The indexer's queries with RoPE and (in reference numerics) their simulation, and its head
+/// weights scaled by `1/√(Di·Hi)`.
+fn indexer_queries(c: &Chunk, b: &mut QueryBuffers) {
+    let (hi, di, dr) = (c.dims.indexer_heads, c.dims.indexer_dim, c.dims.rope_dim);
+    for (t, row) in b.indexer_q.chunks_mut(hi * di).enumerate() {
+        for head in row.chunks_mut(di) {
+            c.rope.rotate(&mut head[di - dr..], c.q0 + t, false);
+            c.numerics.indexer_vector(head);
+        }
+    }
+    let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
+    b.indexer_w.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// The window path: each token's key `kv_norm(wkv h)` with RoPE, as the cache will give it back;
+/// then the keys the chunk's queries see in `window` (earlier chunks' from the ring, from
+/// position `p0 + 1 − W`), and the chunk's keys written to the ring.
+fn window_keys(
+    w: &AttentionWeights<PackedLinear>,
+    c: &Chunk,
+    state: &mut LayerState,
+    kv: &mut [f32],
+    window: &mut Vec<f32>,
+) -> Result<(), StoreError> {
+    let dh = c.dims.head_dim;
+    let dn = dh - c.dims.rope_dim;
     for (t, row) in kv.chunks_mut(dh).enumerate() {
-        rms_norm(row, Some(&w.kv_norm), dims.eps);
-        rope.rotate(&mut row[dn..], p0 + t, false);
-        numerics.kv_entry(row, dn);
+        rms_norm(row, Some(&w.kv_norm), c.dims.eps);
+        c.rope.rotate(&mut row[dn..], c.p0 + t, false);
+        c.numerics.kv_entry(row, dn);
         state.window.round_trip(row)?;
     }
-
-    // Compressors run before attention so an entry closed by a token is visible to it.
-    let [[main_a, main_g], [indexer_a, indexer_g]] = &*projected;
-    let chunk = ratio.map(|m| Chunk {
-        p0,
-        m,
-        rope,
-        dr,
-        eps: dims.eps,
-    });
-    if let (Some(chunk), Some(ix)) = (&chunk, &w.indexer) {
-        if let (Some(tail), Some(keys)) = (
-            state.indexer_compressor.as_mut(),
-            state.indexer_keys.as_mut(),
-        ) {
-            let sink = EntrySink { stream: keys, pool };
-            compress(
-                &ix.compressor,
-                (indexer_a, indexer_g),
-                tail,
-                sink,
-                chunk,
-                entry,
-                |k| numerics.indexer_vector(k),
-            )?;
-        }
-        let (hi, di) = (dims.indexer_heads, dims.indexer_dim);
-        for (t, row) in indexer_q.chunks_mut(hi * di).enumerate() {
-            for head in row.chunks_mut(di) {
-                rope.rotate(&mut head[di - dr..], q0 + t, false);
-                numerics.indexer_vector(head);
-            }
-        }
-        let scale = 1.0 / ((di as f32).sqrt() * (hi as f32).sqrt());
-        indexer_w.iter_mut().for_each(|v| *v *= scale);
-    }
-    if let (Some(chunk), Some(cw)) = (&chunk, &w.compressor) {
-        if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
-            let sink = EntrySink { stream, pool };
-            compress(cw, (main_a, main_g), tail, sink, chunk, entry, |e| {
-                numerics.kv_entry(e, dn)
-            })?;
-        }
-    }
-
-    // The keys each query sees: the window (earlier chunks' from the ring) ...
-    let first = p0.saturating_sub(dims.window - 1);
-    let window = zeroed(window, (p0 + t_len - first) * dh);
-    for pos in first..p0 {
+    let first = window_first(c);
+    let window = zeroed(window, (c.p0 + c.t_len - first) * dh);
+    for pos in first..c.p0 {
         state
             .window
             .read(pos, &mut window[(pos - first) * dh..][..dh])?;
     }
-    window[(p0 - first) * dh..].copy_from_slice(kv);
-    // ... and the compressed entries: all visible ones (HCA) or the indexer's choice (CSA),
-    // which `chosen` then lists as positions in `entries`.
-    let k = dims.indexer_topk;
-    let p_last = p0 + t_len - 1;
-    let csa = w.indexer.is_some();
-    // HCA queries see every entry closed by their position: ⌊(p + 1)/m⌋.
-    let mut hca_ratio = None;
-    match (ratio, &state.entries) {
-        (Some(m), Some(stream)) => {
-            let visible_max = (p_last + 1) / m;
-            if csa {
-                let selection = Selection {
-                    slots: zeroed(chosen, t_out * k),
-                    len: zeroed(chosen_len, t_out),
-                };
-                if let Some(keys) = state.indexer_keys.as_ref() {
-                    let _range = profile::range(c"indexer");
-                    let shape = IndexerShape {
-                        heads: dims.indexer_heads,
-                        dim: dims.indexer_dim,
-                        topk: k,
-                    };
-                    let q = (&indexer_q[..], &indexer_w[..]);
-                    indexer_topk(keys, q, (q0, m), shape, selection, indexer)?;
-                }
-                ids.clear();
-                for (list, &len) in chosen.chunks(k).zip(chosen_len.iter()) {
-                    ids.extend(list[..len].iter().map(|c| c.1));
-                }
-                ids.sort_unstable();
-                ids.dedup();
-                let slot = zeroed(slot, visible_max);
-                let entries = zeroed(entries, ids.len() * dh);
-                for (n, &e) in ids.iter().enumerate() {
-                    stream.read(e, &mut entries[n * dh..(n + 1) * dh])?;
-                    slot[e] = n;
-                }
-                for (list, &len) in chosen.chunks_mut(k).zip(chosen_len.iter()) {
-                    list[..len].iter_mut().for_each(|c| c.1 = slot[c.1]);
-                }
-            } else {
-                let entries = zeroed(entries, visible_max * dh);
-                stream.read_range(0..visible_max, entries)?;
-                hca_ratio = Some(m);
-            }
-        }
-        _ => {
-            zeroed(chosen_len, t_out);
-        }
+    window[(c.p0 - first) * dh..].copy_from_slice(kv);
+    for (t, row) in kv.chunks(dh).enumerate() {
+        state.window.write(c.p0 + t, row)?;
     }
-    let compressed = match (hca_ratio, csa) {
-        (Some(ratio), _) => Compressed::Closed { ratio },
-        (None, true) => Compressed::Selected {
-            slots: chosen,
-            k,
-            len: chosen_len,
+    Ok(())
+}
+
+/// The position of the first window key the chunk's queries see.
+fn window_first(c: &Chunk) -> usize {
+    c.p0.saturating_sub(c.dims.window - 1)
+}
+
+/// Each query's Lightning Indexer selection, then the selected entries decoded once into
+/// `entries` (each at most once for the whole chunk), the selection rewritten to their rows.
+fn select_entries(
+    c: &Chunk,
+    m: usize,
+    state: &LayerState,
+    q: &QueryBuffers,
+    scratch: &mut IndexerScratch,
+    b: &mut KeyBuffers,
+) -> Result<(), StoreError> {
+    let (dh, k) = (c.dims.head_dim, c.dims.indexer_topk);
+    let selection = Selection {
+        slots: zeroed(&mut b.chosen, c.t_out * k),
+        len: zeroed(&mut b.chosen_len, c.t_out),
+    };
+    let (Some(keys), Some(stream)) = (&state.indexer_keys, &state.entries) else {
+        return Ok(());
+    };
+    {
+        let _range = profile::range(c"indexer");
+        let shape = IndexerShape {
+            heads: c.dims.indexer_heads,
+            dim: c.dims.indexer_dim,
+            topk: k,
+        };
+        let queries = (&q.indexer_q[..], &q.indexer_w[..]);
+        indexer_topk(keys, queries, (c.q0, m), shape, selection, scratch)?;
+    }
+    b.ids.clear();
+    for (list, &len) in b.chosen.chunks(k).zip(b.chosen_len.iter()) {
+        b.ids.extend(list[..len].iter().map(|c| c.1));
+    }
+    b.ids.sort_unstable();
+    b.ids.dedup();
+    let slot = zeroed(&mut b.slot, (c.p0 + c.t_len) / m);
+    let entries = zeroed(&mut b.entries, b.ids.len() * dh);
+    for (n, &e) in b.ids.iter().enumerate() {
+        stream.read(e, &mut entries[n * dh..(n + 1) * dh])?;
+        slot[e] = n;
+    }
+    for (list, &len) in b.chosen.chunks_mut(k).zip(b.chosen_len.iter()) {
+        list[..len].iter_mut().for_each(|c| c.1 = slot[c.1]);
+    }
+    Ok(())
+}
+
+/// Which compressed entries the queries of a layer see, besides their window.
+#[derive(Clone, Copy)]
+enum Visible {
+    /// None.
+    Window,
+    /// Every entry closed by the query's position.
+    Closed { ratio: usize },
+    /// The indexer's selection in the key buffers.
+    Selected,
+}
+
+/// Sparse attention of the queries over their window and `compressed` entries, then the
+/// grouped output projection: group g's heads through its own `wo_a`, the groups' outputs
+/// concatenated through `wo_b`, into `y`.
+fn attend(
+    w: &AttentionWeights<PackedLinear>,
+    c: &Chunk,
+    visible: Visible,
+    buf: &mut AttentionBuffers,
+    y: &mut Vec<f32>,
+) {
+    let (heads, dh, t_out) = (c.dims.heads, c.dims.head_dim, c.t_out);
+    let b = &buf.keys;
+    let compressed = match visible {
+        Visible::Window => Compressed::None,
+        Visible::Closed { ratio } => Compressed::Closed { ratio },
+        Visible::Selected => Compressed::Selected {
+            slots: &b.chosen,
+            k: c.dims.indexer_topk,
+            len: &b.chosen_len,
         },
-        (None, false) => Compressed::None,
     };
     let keys = KeySet {
         width: dh,
-        window,
-        window_first: first,
-        window_size: dims.window,
-        entries,
+        window: &b.window,
+        window_first: window_first(c),
+        window_size: c.dims.window,
+        entries: &b.entries,
         compressed,
     };
+    let OutputBuffers {
+        outputs,
+        group_inputs,
+        parts,
+        z,
+    } = &mut buf.output;
     let sparse = profile::range(c"sparse attention");
     let scale = 1.0 / (dh as f32).sqrt();
     let outputs = zeroed(outputs, t_out * heads * dh);
-    sparse_attend(q, q0, &keys, &w.sink, scale, rope, outputs);
+    sparse_attend(&buf.queries.q, c.q0, &keys, &w.sink, scale, c.rope, outputs);
     drop(sparse);
 
-    for (t, row) in kv.chunks(dh).enumerate() {
-        state.window.write(p0 + t, row)?;
-    }
-
-    // Grouped output projection: group g's heads through its rows of wo_a, the groups in one
-    // parallel region.
-    let groups = dims.groups;
+    let groups = c.dims.groups;
     let group_in = heads * dh / groups;
-    let ro = dims.group_rank;
+    let ro = c.dims.group_rank;
     let group_inputs = zeroed(group_inputs, t_out * heads * dh);
     for (g, input) in group_inputs.chunks_mut(t_out * group_in).enumerate() {
         for (dst, o) in input.chunks_mut(group_in).zip(outputs.chunks(heads * dh)) {
@@ -337,17 +495,7 @@ pub fn attention(
             z[t * groups * ro + g * ro..][..ro].copy_from_slice(&part[t * ro..(t + 1) * ro]);
         }
     }
-    numerics.linear_into(&w.wo_b, z, y);
-    Ok(())
-}
-
-/// A chunk as a compressor sees it.
-struct Chunk<'c> {
-    p0: usize,
-    m: usize,
-    rope: &'c RopeFrequencies,
-    dr: usize,
-    eps: f32,
+    c.numerics.linear_into(&w.wo_b, z, y);
 }
 
 /// Where a compressor's entries go: a paged stream and the pool its pages come from.
@@ -364,17 +512,17 @@ fn compress(
     (a, g): (&[f32], &[f32]),
     tail: &mut CompressorTail,
     sink: EntrySink,
-    c: &Chunk,
+    (c, m): (&Chunk, usize),
     entry: &mut Vec<f32>,
     finish: impl Fn(&mut [f32]),
 ) -> Result<(), StoreError> {
     let _range = profile::range(c"compressor");
     let cw = w.wkv.out();
+    let dr = c.dims.rope_dim;
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
-        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.eps, entry) {
+        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.dims.eps, entry) {
             let width = entry.len();
-            c.rope
-                .rotate(&mut entry[width - c.dr..], c.m * index, false);
+            c.rope.rotate(&mut entry[width - dr..], m * index, false);
             finish(entry);
             sink.stream.push(entry, sink.pool)?;
         }
