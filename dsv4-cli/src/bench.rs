@@ -68,7 +68,8 @@ struct BenchReport {
 /// Runs `dsv4 bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.device == Device::Cuda {
-        bail!("--device cuda: the CUDA backend is not built yet; use --device cpu");
+        // The CUDA backend says why it cannot run here.
+        dsv4_runtime::CudaBackend::new()?;
     }
     if args.prompt_len == 0 || args.gen < 2 {
         bail!("--prompt-len must be at least 1 and --gen at least 2");

@@ -129,7 +129,8 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 /// Runs `dsv4 run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     if args.device == Device::Cuda {
-        bail!("--device cuda: the CUDA backend is not built yet; use --device cpu");
+        // The CUDA backend says why it cannot run here.
+        dsv4_runtime::CudaBackend::new()?;
     }
     set_threads(args.threads)?;
     if args.prefill_chunk == 0 {

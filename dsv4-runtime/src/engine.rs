@@ -2,21 +2,21 @@
 //! prompt in chunks, then one token at a time. `generate` (`dsv4 run`), `dsv4 score` and
 //! `dsv4 bench` all drive their requests through it, so prefill and decode exist once.
 
+use crate::backend::{Backend, CpuBackend, SeqState};
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
-use crate::state::SeqState;
 
-/// A request in flight.
-pub struct Request<'m, 'w> {
-    model: &'m Model<'w>,
-    state: SeqState,
+/// A request in flight on backend `B`.
+pub struct Request<'m, 'w, B: Backend = CpuBackend> {
+    model: &'m Model<'w, B>,
+    state: SeqState<B>,
     logits: Vec<f32>,
 }
 
-impl<'m, 'w> Request<'m, 'w> {
+impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
     /// A request of at most `tokens` tokens, its cache priced and checked first
     /// ([`Model::new_request`]).
-    pub fn new(model: &'m Model<'w>, tokens: usize) -> Result<Self, RequestError> {
+    pub fn new(model: &'m Model<'w, B>, tokens: usize) -> Result<Self, RequestError> {
         Ok(Self {
             model,
             state: model.new_request(tokens)?,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::engine::Request;
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
@@ -139,8 +140,8 @@ impl Detokenizer<'_> {
 ///
 /// The loop runs on a worker thread of the kernels' pool, so the parallel work of each step
 /// goes to that thread's own queue: with the model's reused buffers, a decode step allocates nothing.
-pub fn generate(
-    model: &Model,
+pub fn generate<B: Backend>(
+    model: &Model<B>,
     tokenizer: Option<&Tokenizer>,
     request: &GenerateRequest,
     on_text: impl FnMut(&str) + Send,
@@ -149,8 +150,8 @@ pub fn generate(
 }
 
 /// [`generate`] on the calling thread.
-fn generate_on_pool(
-    model: &Model,
+fn generate_on_pool<B: Backend>(
+    model: &Model<B>,
     tokenizer: Option<&Tokenizer>,
     request: &GenerateRequest,
     mut on_text: impl FnMut(&str),

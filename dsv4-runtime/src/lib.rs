@@ -2,6 +2,7 @@
 //! and chat formatting.
 
 pub mod attention;
+pub mod backend;
 pub mod chat;
 pub mod compressor;
 pub mod engine;
@@ -22,6 +23,7 @@ pub mod workspace;
 /// The kernels' worker threads: how many, and running a step on one.
 pub use dsv4_kernels::threads;
 
+pub use backend::{Backend, CpuBackend, CudaBackend, SeqState};
 pub use chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
 pub use dsv4_kernels::numerics::Numerics;
 /// The CPU kernel set the products run on here (`avx512`, `avx2+fma` or `portable`).
@@ -30,6 +32,5 @@ pub use engine::Request;
 pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings};
 pub use load::{LoadError, LoadedCheckpoint};
 pub use model::{ForwardError, Logits, Model, RequestError};
-pub use state::SeqState;
 pub use tokenizer::{Tokenizer, TokenizerError};
 pub use weights::{ModelWeights, WeightsError};

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-use dsv4_kernels::linear::{LinearView, LinearWeight};
-use dsv4_kernels::panel::{pack_all, Pack, PackJob, PackedLinear, PackedSpec};
+use dsv4_kernels::linear::LinearWeight;
+use dsv4_kernels::panel::{pack_all, PackJob, PackedLinear, PackedSpec};
 use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
 use memmap2::{Mmap, MmapMut};
 
-use crate::weights::{LinearSource, ModelWeights, WeightsError};
+use crate::weights::{LinearRows, LinearSource, ModelWeights, WeightsError};
 
 /// A checkpoint directory opened and checked; the model borrows its weights from it.
 pub struct LoadedCheckpoint {
@@ -24,35 +24,6 @@ pub struct LoadedCheckpoint {
     pub report: CheckReport,
     /// Every linear the model runs, packed.
     pub packed: PackedArena,
-}
-
-/// Rows `first..first + count` of a stored linear, to be packed as a linear of their own.
-#[derive(Debug, Clone, Copy)]
-pub struct LinearRows<'a> {
-    /// The stored weight.
-    pub view: LinearView<'a>,
-    /// First row.
-    pub first: usize,
-    /// Rows.
-    pub count: usize,
-}
-
-impl<'a> LinearRows<'a> {
-    /// Every row of `view`.
-    pub fn all(view: LinearView<'a>) -> Self {
-        Self {
-            view,
-            first: 0,
-            count: view.out,
-        }
-    }
-
-    fn spec(&self) -> PackedSpec {
-        PackedSpec {
-            out: self.count,
-            ..self.view.packed_spec()
-        }
-    }
 }
 
 /// The linears of a model in the kernels' panel layout, in one anonymous mapping that asks for
@@ -246,5 +217,17 @@ impl LoadedCheckpoint {
             report,
             packed,
         })
+    }
+}
+
+impl<'a> ModelWeights<'a> {
+    /// Binds the weights of a loaded checkpoint, its linears as packed at load.
+    pub fn bind(loaded: &'a LoadedCheckpoint) -> Result<Self, WeightsError> {
+        Self::bind_with(
+            &loaded.config,
+            &loaded.checkpoint,
+            &loaded.report,
+            &&loaded.packed,
+        )
     }
 }

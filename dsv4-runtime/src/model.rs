@@ -2,28 +2,23 @@
 //! hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE → hc_post, then hc_head →
 //! norm → head. One call processes a chunk of consecutive tokens of one request.
 
-use dsv4_kernels::panel::PackedLinear;
 use std::ffi::CString;
 
-use dsv4_kernels::ops::{rms_norm, RopeFrequencies, Yarn};
-use dsv4_kernels::threads;
-use dsv4_model::{ModelConfig, RopeKind};
-
 use dsv4_cache::{
-    BlockBudget, BlockPool, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema,
-    StoreError,
+    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema, StoreError,
 };
-
-use crate::attention::{attention, AttentionDims, AttentionStep};
-use crate::memory;
-use crate::mhc::{hc_pre, HcConfig, HcMixes};
-use crate::moe::{moe, MoeConfig};
-use crate::profile;
-use crate::state::SeqState;
-use crate::weights::ModelWeights;
-use crate::workspace::Workspace;
 use dsv4_kernels::numerics::Numerics;
-use dsv4_kernels::scratch::zeroed;
+use dsv4_kernels::ops::{RopeFrequencies, Yarn};
+use dsv4_kernels::threads;
+use dsv4_model::{LayerSchedule, LayerSpec, ModelConfig, RopeKind};
+
+use crate::attention::AttentionDims;
+use crate::backend::{AttentionAt, Backend, CpuBackend, ModelConstants, SeqState, Sublayer};
+use crate::memory;
+use crate::mhc::HcConfig;
+use crate::moe::MoeConfig;
+use crate::profile;
+use crate::weights::ModelWeights;
 
 /// Why a forward call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,27 +83,40 @@ pub enum Logits {
     Last,
 }
 
-/// A model ready to run: its weights and everything derived once from the config.
-pub struct Model<'a> {
-    weights: ModelWeights<'a>,
+/// A model ready to run on backend `B`: its weights as the backend holds them and everything
+/// derived once from the config.
+pub struct Model<'a, B: Backend = CpuBackend> {
+    backend: B,
+    weights: B::Weights<'a>,
     config: ModelConfig,
-    main_rope: RopeFrequencies,
-    compress_rope: RopeFrequencies,
-    hc: HcConfig,
-    attention: AttentionDims,
-    moe: MoeConfig,
-    numerics: Numerics,
+    constants: ModelConstants,
+    /// Each decoder layer's place in the schedule.
+    layers: Vec<LayerSpec>,
     schema: ModelCacheSchema,
     /// NVTX range name of each layer ("layer 0", ...), made once.
     layer_ranges: Vec<CString>,
 }
 
 impl<'a> Model<'a> {
-    /// A model over bound weights, computing in `numerics`, caching in `dtypes` with blocks of
-    /// `block_size` tokens (a multiple of every compress ratio).
+    /// A model on the CPU backend over bound weights, computing in `numerics`, caching in
+    /// `dtypes` with blocks of `block_size` tokens (a multiple of every compress ratio).
     pub fn new(
         config: &ModelConfig,
         weights: ModelWeights<'a>,
+        numerics: Numerics,
+        dtypes: CacheDtypes,
+        block_size: usize,
+    ) -> Result<Self, BlockSizeError> {
+        Self::with_backend(CpuBackend, config, weights, numerics, dtypes, block_size)
+    }
+}
+
+impl<'a, B: Backend> Model<'a, B> {
+    /// A model on `backend` over weights it holds ([`Backend::upload`]); see [`Model::new`].
+    pub fn with_backend(
+        backend: B,
+        config: &ModelConfig,
+        weights: B::Weights<'a>,
         numerics: Numerics,
         dtypes: CacheDtypes,
         block_size: usize,
@@ -121,20 +129,19 @@ impl<'a> Model<'a> {
             beta_fast: y.beta_fast,
             beta_slow: y.beta_slow,
         });
-        let layer_ranges = (0..weights.layers.len())
+        let layers = LayerSchedule::new(config).layers;
+        let layer_ranges = (0..layers.len())
             .map(|i| CString::new(format!("layer {i}")).unwrap_or_default())
             .collect();
-        Ok(Self {
-            layer_ranges,
-            weights,
-            schema,
+        let eps = config.rms_norm_eps as f32;
+        let constants = ModelConstants {
             main_rope: RopeFrequencies::new(dr, config.rope_theta, None),
             compress_rope: RopeFrequencies::new(dr, config.compress_rope_theta, yarn),
             hc: HcConfig {
                 streams: config.hc_mult,
                 sinkhorn_iters: config.hc_sinkhorn_iters,
                 eps: config.hc_eps as f32,
-                norm_eps: config.rms_norm_eps as f32,
+                norm_eps: eps,
             },
             attention: AttentionDims {
                 heads: config.num_attention_heads,
@@ -146,7 +153,7 @@ impl<'a> Model<'a> {
                 indexer_heads: config.index_n_heads,
                 indexer_dim: config.index_head_dim,
                 indexer_topk: config.index_topk,
-                eps: config.rms_norm_eps as f32,
+                eps,
             },
             moe: MoeConfig {
                 experts_per_token: config.num_experts_per_tok,
@@ -154,8 +161,18 @@ impl<'a> Model<'a> {
                 normalize: config.norm_topk_prob,
                 swiglu_limit: config.swiglu_limit as f32,
             },
-            config: config.clone(),
             numerics,
+            hidden_size: config.hidden_size,
+            eps,
+        };
+        Ok(Self {
+            backend,
+            weights,
+            config: config.clone(),
+            constants,
+            layers,
+            schema,
+            layer_ranges,
         })
     }
 
@@ -173,7 +190,7 @@ impl<'a> Model<'a> {
     /// planner first: refused when longer than the model's context or larger than the memory
     /// available, and its pages are capped at the plan, so nothing a request does can allocate
     /// more cache than was checked here.
-    pub fn new_request(&self, tokens: usize) -> Result<SeqState, RequestError> {
+    pub fn new_request(&self, tokens: usize) -> Result<SeqState<B>, RequestError> {
         let max = self.config.max_position_embeddings;
         if tokens > max {
             return Err(RequestError::TooLong { tokens, max });
@@ -188,8 +205,10 @@ impl<'a> Model<'a> {
                 });
             }
         }
-        let pool = BlockPool::with_budget(budget.paged_bytes);
-        Ok(SeqState::new(&self.schema, pool))
+        Ok(SeqState {
+            position: 0,
+            cache: self.backend.new_seq_cache(&self.schema, budget.paged_bytes),
+        })
     }
 
     /// Runs `tokens` (the next positions of `state`'s request) and returns logits: `V` values
@@ -197,7 +216,7 @@ impl<'a> Model<'a> {
     pub fn forward(
         &self,
         tokens: &[u32],
-        state: &mut SeqState,
+        state: &mut SeqState<B>,
         which: Logits,
     ) -> Result<Vec<f32>, ForwardError> {
         let mut logits = Vec::new();
@@ -211,7 +230,7 @@ impl<'a> Model<'a> {
     pub fn forward_into(
         &self,
         tokens: &[u32],
-        state: &mut SeqState,
+        state: &mut SeqState<B>,
         which: Logits,
         logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
@@ -223,12 +242,12 @@ impl<'a> Model<'a> {
     fn forward_on_worker(
         &self,
         tokens: &[u32],
-        state: &mut SeqState,
+        state: &mut SeqState<B>,
         which: Logits,
         logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
         let c = &self.config;
-        let (d, n, vocab) = (c.hidden_size, c.hc_mult, c.vocab_size);
+        let vocab = c.vocab_size;
         let p0 = state.position;
         if p0 + tokens.len() > c.max_position_embeddings {
             return Err(ForwardError::ContextFull {
@@ -248,39 +267,15 @@ impl<'a> Model<'a> {
             });
         }
         let t_len = tokens.len();
-        let w = &self.weights;
-        let SeqState {
-            layers,
-            pool,
-            workspace,
-            position,
-        } = state;
-        let Workspace {
-            x,
-            h,
-            y,
-            u,
-            mixes,
-            attention: attention_buffers,
-            moe: moe_buffers,
-        } = workspace;
-
-        // Every stream starts as the token's embedding.
-        let x = zeroed(x, t_len * n * d);
-        for (xt, &id) in x.chunks_mut(n * d).zip(tokens) {
-            let (first, rest) = xt.split_at_mut(d);
-            w.embed.row(id as usize, first);
-            for stream in rest.chunks_mut(d) {
-                stream.copy_from_slice(first);
-            }
-        }
-
-        let last_layer = w.layers.len().saturating_sub(1);
-        for (i, (layer, layer_state)) in w.layers.iter().zip(layers.iter_mut()).enumerate() {
+        let (b, w, k) = (&self.backend, &self.weights, &self.constants);
+        let seq = &mut state.cache;
+        b.embed(w, k, tokens, seq);
+        let last_layer = self.layers.len().saturating_sub(1);
+        for (i, spec) in self.layers.iter().enumerate() {
             let _layer = profile::range(&self.layer_ranges[i]);
-            let rope = match layer.spec.rope {
-                RopeKind::Main => &self.main_rope,
-                RopeKind::Compress => &self.compress_rope,
+            let rope = match spec.rope {
+                RopeKind::Main => &k.main_rope,
+                RopeKind::Compress => &k.compress_rope,
             };
             // Past the last layer only the logits rows matter: when that is the last token,
             // the last layer caches every token but computes one output.
@@ -288,79 +283,32 @@ impl<'a> Model<'a> {
                 Logits::Last if i == last_layer => t_len.saturating_sub(1),
                 _ => 0,
             };
-            let streams = first_output * n * d;
-            // Attention sublayer.
             let attention_range = profile::range(c"attention");
-            self.enter(x, &layer.hc_attn, &layer.attn_norm, mixes, h);
-            let step = AttentionStep {
-                ratio: layer.spec.attention.ratio(),
+            b.hc_pre(w, k, Sublayer::Attention(i), 0, seq);
+            let ratio = spec.attention.ratio();
+            let at = AttentionAt {
+                layer: i,
+                ratio,
                 p0,
                 first_output,
-                state: layer_state,
-                pool,
                 rope,
             };
-            attention(
-                &layer.attn,
-                h,
-                step,
-                self.attention,
-                self.numerics,
-                attention_buffers,
-                y,
-            )?;
-            mixes.leave(&mut x[streams..], y, d, first_output);
+            b.attention(w, k, at, seq)?;
+            b.hc_post(k, first_output, seq);
             drop(attention_range);
-            // MoE sublayer.
             let _moe = profile::range(c"moe");
-            let x_out = &mut x[streams..];
-            self.enter(x_out, &layer.hc_ffn, &layer.ffn_norm, mixes, h);
-            let tokens_out = &tokens[first_output..];
-            moe(
-                &layer.moe,
-                h,
-                tokens_out,
-                self.moe,
-                self.numerics,
-                moe_buffers,
-                y,
-            );
-            mixes.leave(x_out, y, d, 0);
+            b.hc_pre(w, k, Sublayer::Moe(i), first_output, seq);
+            b.moe(w, k, i, &tokens[first_output..], seq);
+            b.hc_post(k, first_output, seq);
         }
-        *position += t_len;
+        state.position += t_len;
 
         let _head = profile::range(c"head");
         let first_row = match which {
             Logits::All => 0,
             Logits::Last => t_len.saturating_sub(1),
         };
-        let u = zeroed(u, (t_len - first_row) * d);
-        for (out, xt) in u.chunks_mut(d).zip(x.chunks(n * d).skip(first_row)) {
-            mixes.collapse(xt, &w.hc_head, self.hc, out);
-            rms_norm(out, Some(&w.norm), c.rms_norm_eps as f32);
-        }
-        w.head
-            .forward(u, zeroed(logits, (t_len - first_row) * vocab));
+        b.head(w, k, first_row, seq, logits);
         Ok(())
-    }
-
-    /// Mixes each token's streams `x` into a sublayer input `h` (`T × D`) and norms it; the
-    /// mixes stay in `mixes` for the way back.
-    fn enter(
-        &self,
-        x: &[f32],
-        hc: &crate::weights::HcWeights<PackedLinear>,
-        norm: &[f32],
-        mixes: &mut HcMixes,
-        h: &mut Vec<f32>,
-    ) {
-        let d = norm.len();
-        let n = self.hc.streams;
-        mixes.compute(x, d, hc, self.hc);
-        let h = zeroed(h, x.len() / n);
-        for (t, (xt, ht)) in x.chunks(n * d).zip(h.chunks_mut(d)).enumerate() {
-            hc_pre(xt, mixes.get(t).pre, ht);
-            rms_norm(ht, Some(norm), self.config.rms_norm_eps as f32);
-        }
     }
 }

@@ -2,12 +2,9 @@
 //! entries and indexer keys in paged blocks, and the f32 compressor tails, laid out by the same
 //! cache schema the planner prices.
 
-use dsv4_cache::{
-    BlockPool, CacheDtypes, EntryCodec, ModelCacheSchema, PagedEntries, StreamKind, WindowRing,
-};
+use dsv4_cache::{CacheDtypes, EntryCodec, ModelCacheSchema, PagedEntries, StreamKind, WindowRing};
 
 use crate::compressor::CompressorTail;
-use crate::workspace::Workspace;
 
 /// What one layer keeps for one request.
 #[derive(Debug)]
@@ -24,24 +21,11 @@ pub struct LayerState {
     pub indexer_compressor: Option<CompressorTail>,
 }
 
-/// The decode state of one request.
-#[derive(Debug)]
-pub struct SeqState {
-    /// Per decoder layer.
-    pub layers: Vec<LayerState>,
-    /// Tokens processed so far (the next token's absolute position).
-    pub position: usize,
-    /// Where the paged streams take their pages.
-    pub pool: BlockPool,
-    /// Buffers the forward pass reuses between steps of this request.
-    pub(crate) workspace: Workspace,
-}
-
-impl SeqState {
-    /// A fresh request laid out by `schema`, taking pages from `pool`.
-    pub fn new(schema: &ModelCacheSchema, pool: BlockPool) -> Self {
+impl LayerState {
+    /// Every layer's fresh state as `schema` lays it out.
+    pub fn for_schema(schema: &ModelCacheSchema) -> Vec<Self> {
         let dtypes: CacheDtypes = schema.dtypes;
-        let layers = schema
+        schema
             .layers
             .iter()
             .map(|l| {
@@ -69,32 +53,21 @@ impl SeqState {
                         .map(|s| CompressorTail::new(s.ratio, s.width, true)),
                 }
             })
-            .collect();
-        Self {
-            layers,
-            position: 0,
-            pool,
-            workspace: Workspace::default(),
-        }
+            .collect()
     }
 
-    /// Bytes the cache holds now: window rings, compressor tails and paged blocks.
-    pub fn cache_bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|l| {
-                let tails: u64 = [&l.compressor, &l.indexer_compressor]
-                    .into_iter()
-                    .flatten()
-                    .map(CompressorTail::bytes)
-                    .sum();
-                let paged: u64 = [&l.entries, &l.indexer_keys]
-                    .into_iter()
-                    .flatten()
-                    .map(PagedEntries::bytes)
-                    .sum();
-                l.window.bytes() + tails + paged
-            })
-            .sum()
+    /// Bytes this layer's cache holds now.
+    pub fn bytes(&self) -> u64 {
+        let tails: u64 = [&self.compressor, &self.indexer_compressor]
+            .into_iter()
+            .flatten()
+            .map(CompressorTail::bytes)
+            .sum();
+        let paged: u64 = [&self.entries, &self.indexer_keys]
+            .into_iter()
+            .flatten()
+            .map(PagedEntries::bytes)
+            .sum();
+        self.window.bytes() + tails + paged
     }
 }

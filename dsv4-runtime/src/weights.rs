@@ -8,12 +8,40 @@ use std::collections::HashMap;
 
 use dsv4_kernels::linear::LinearView;
 pub use dsv4_kernels::moe::ExpertWeights;
-use dsv4_kernels::panel::PackedLinear;
+use dsv4_kernels::panel::{Pack, PackedLinear, PackedSpec};
 use dsv4_model::{
     CheckReport, Checkpoint, LayerSchedule, LayerSpec, MlpKind, ModelConfig, TensorSpec,
 };
 
-use crate::load::{LinearRows, LoadedCheckpoint};
+/// Rows `first..first + count` of a stored linear, to be packed as a linear of their own.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearRows<'a> {
+    /// The stored weight.
+    pub view: LinearView<'a>,
+    /// First row.
+    pub first: usize,
+    /// Rows.
+    pub count: usize,
+}
+
+impl<'a> LinearRows<'a> {
+    /// Every row of `view`.
+    pub fn all(view: LinearView<'a>) -> Self {
+        Self {
+            view,
+            first: 0,
+            count: view.out,
+        }
+    }
+
+    /// The packed layout of these rows as a linear of their own.
+    pub(crate) fn spec(&self) -> PackedSpec {
+        PackedSpec {
+            out: self.count,
+            ..self.view.packed_spec()
+        }
+    }
+}
 
 /// Why weights could not be bound to the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -332,18 +360,6 @@ impl<'a, S: LinearSource<'a>> Binder<'a, '_, S> {
                     })
             })
             .collect()
-    }
-}
-
-impl<'a> ModelWeights<'a> {
-    /// Binds the weights of a loaded checkpoint, its linears as packed at load.
-    pub fn bind(loaded: &'a LoadedCheckpoint) -> Result<Self, WeightsError> {
-        Self::bind_with(
-            &loaded.config,
-            &loaded.checkpoint,
-            &loaded.report,
-            &&loaded.packed,
-        )
     }
 }
 

@@ -1,0 +1,169 @@
+//! The CPU backend: weights packed at load into the kernels' panel layout (read as stored,
+//! never dequantized whole), the request's cache and intermediates in host memory, every op one
+//! of `dsv4-kernels`' (which split their work over the worker threads).
+
+use dsv4_cache::{BlockPool, ModelCacheSchema, StoreError};
+use dsv4_kernels::ops::rms_norm;
+use dsv4_kernels::scratch::zeroed;
+
+use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
+use crate::attention::{attention, AttentionStep};
+use crate::load::LoadedCheckpoint;
+use crate::mhc::hc_pre;
+use crate::moe::moe;
+use crate::state::LayerState;
+use crate::weights::{ModelWeights, WeightsError};
+use crate::workspace::Workspace;
+
+/// The CPU backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+/// A request's cache in host memory (window rings, compressor tails, paged entries in pages of
+/// its block pool) and the buffers its forward passes reuse, so a decode step allocates nothing
+/// once they have grown.
+#[derive(Debug)]
+pub struct CpuSeqCache {
+    /// Per decoder layer.
+    pub layers: Vec<LayerState>,
+    /// Where the paged streams take their pages.
+    pub pool: BlockPool,
+    workspace: Workspace,
+    /// The chunk token the mixes of the last `hc_pre` start at.
+    mixes_from: usize,
+}
+
+impl SeqCache for CpuSeqCache {
+    fn bytes(&self) -> u64 {
+        self.layers.iter().map(LayerState::bytes).sum()
+    }
+}
+
+impl Backend for CpuBackend {
+    type Weights<'w> = ModelWeights<'w>;
+    type SeqCache = CpuSeqCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<ModelWeights<'w>, WeightsError> {
+        // The linears were packed for these kernels when the checkpoint was loaded.
+        ModelWeights::bind(loaded)
+    }
+
+    fn new_seq_cache(&self, schema: &ModelCacheSchema, paged_bytes: u64) -> CpuSeqCache {
+        CpuSeqCache {
+            layers: LayerState::for_schema(schema),
+            pool: BlockPool::with_budget(paged_bytes),
+            workspace: Workspace::default(),
+            mixes_from: 0,
+        }
+    }
+
+    fn embed(&self, w: &ModelWeights, k: &ModelConstants, tokens: &[u32], seq: &mut CpuSeqCache) {
+        let (n, d) = (k.hc.streams, k.hidden_size);
+        let x = zeroed(&mut seq.workspace.x, tokens.len() * n * d);
+        for (xt, &id) in x.chunks_mut(n * d).zip(tokens) {
+            let (first, rest) = xt.split_at_mut(d);
+            w.embed.row(id as usize, first);
+            for stream in rest.chunks_mut(d) {
+                stream.copy_from_slice(first);
+            }
+        }
+    }
+
+    fn hc_pre(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        sublayer: Sublayer,
+        from: usize,
+        seq: &mut CpuSeqCache,
+    ) {
+        let (hc, norm) = match sublayer {
+            Sublayer::Attention(i) => (&w.layers[i].hc_attn, &w.layers[i].attn_norm),
+            Sublayer::Moe(i) => (&w.layers[i].hc_ffn, &w.layers[i].ffn_norm),
+        };
+        let (n, d) = (k.hc.streams, k.hidden_size);
+        let ws = &mut seq.workspace;
+        let x = &ws.x[from * n * d..];
+        ws.mixes.compute(x, d, hc, k.hc);
+        let h = zeroed(&mut ws.h, x.len() / n);
+        for (t, (xt, ht)) in x.chunks(n * d).zip(h.chunks_mut(d)).enumerate() {
+            hc_pre(xt, ws.mixes.get(t).pre, ht);
+            rms_norm(ht, Some(norm), k.eps);
+        }
+        seq.mixes_from = from;
+    }
+
+    fn attention(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        at: AttentionAt,
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), StoreError> {
+        let ws = &mut seq.workspace;
+        let step = AttentionStep {
+            ratio: at.ratio,
+            p0: at.p0,
+            first_output: at.first_output,
+            state: &mut seq.layers[at.layer],
+            pool: &mut seq.pool,
+            rope: at.rope,
+        };
+        let layer = &w.layers[at.layer];
+        let (h, buffers, y) = (&ws.h, &mut ws.attention, &mut ws.y);
+        attention(&layer.attn, h, step, k.attention, k.numerics, buffers, y)?;
+        Ok(())
+    }
+
+    fn moe(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        layer: usize,
+        tokens: &[u32],
+        seq: &mut CpuSeqCache,
+    ) {
+        let ws = &mut seq.workspace;
+        let weights = &w.layers[layer].moe;
+        moe(
+            weights,
+            &ws.h,
+            tokens,
+            k.moe,
+            k.numerics,
+            &mut ws.moe,
+            &mut ws.y,
+        );
+    }
+
+    fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
+        let (n, d) = (k.hc.streams, k.hidden_size);
+        let ws = &mut seq.workspace;
+        let first_mix = from - seq.mixes_from;
+        ws.mixes
+            .leave(&mut ws.x[from * n * d..], &ws.y, d, first_mix);
+    }
+
+    fn head(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CpuSeqCache,
+        logits: &mut Vec<f32>,
+    ) {
+        let (n, d) = (k.hc.streams, k.hidden_size);
+        let ws = &mut seq.workspace;
+        let rows = (ws.x.len() / (n * d)).saturating_sub(from);
+        let u = zeroed(&mut ws.u, rows * d);
+        for (out, xt) in u.chunks_mut(d).zip(ws.x.chunks(n * d).skip(from)) {
+            ws.mixes.collapse(xt, &w.hc_head, k.hc, out);
+            rms_norm(out, Some(&w.norm), k.eps);
+        }
+        w.head.forward(u, zeroed(logits, rows * w.head.out()));
+    }
+}
