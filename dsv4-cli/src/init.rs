@@ -1,5 +1,6 @@
 //! `dsv4 init`: a random-weight checkpoint in the release layout, with the real tokenizer.
 
+use dsv4_model::shown_path;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -38,15 +39,16 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let out = &args.out;
     if out.exists() {
         let mut entries =
-            std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
+            std::fs::read_dir(out).with_context(|| format!("cannot read {}", shown_path(&out)))?;
         if entries.next().is_some() {
             bail!(
                 "{} is not empty; init writes only into a new or empty directory",
-                out.display()
+                shown_path(&out)
             );
         }
     } else {
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create {}", shown_path(&out)))?;
     }
     let config = args.preset.config();
     let summary = write_random_checkpoint(
@@ -57,14 +59,14 @@ pub fn run(args: &InitArgs) -> Result<()> {
         DEFAULT_SHARD_BYTES,
     )?;
     write_tokenizer(out)
-        .with_context(|| format!("cannot write the tokenizer into {}", out.display()))?;
+        .with_context(|| format!("cannot write the tokenizer into {}", shown_path(&out)))?;
     eprintln!(
         "wrote {} tensors ({}) of preset {} with seed {} to {} in {} files, plus tokenizer.json",
         summary.tensors,
         binary(summary.tensor_bytes),
         args.preset.name(),
         args.seed,
-        out.display(),
+        shown_path(&out),
         summary.files.len()
     );
     Ok(())

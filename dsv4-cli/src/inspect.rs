@@ -1,5 +1,6 @@
 //! `dsv4 inspect`: what a checkpoint holds and everything wrong with it, before any compute.
 
+use dsv4_model::shown_path;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -114,7 +115,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         })
         .collect();
     let inspection = Inspection {
-        weights: dir.display().to_string(),
+        weights: shown_path(&dir),
         files: checkpoint.file_names().map(str::to_string).collect(),
         formats: report.formats,
         has_mtp: report.has_mtp,
@@ -144,7 +145,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         bail!(
             "{} problem(s) found in {}; the first: {}",
             inspection.problems.len(),
-            dir.display(),
+            shown_path(&dir),
             inspection.problems[0]
         );
     }

@@ -1,5 +1,6 @@
 //! Where a command's model comes from: a checkpoint directory, a config file or a preset.
 
+use dsv4_model::shown_path;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -59,7 +60,7 @@ impl ModelSource {
             let weight_bytes = manifest_bytes(&config);
             return Ok(Model {
                 config,
-                label: file.display().to_string(),
+                label: shown_path(&file),
                 weight_bytes,
             });
         }
@@ -73,7 +74,7 @@ impl ModelSource {
         };
         Ok(Model {
             config,
-            label: dir.display().to_string(),
+            label: shown_path(&dir),
             weight_bytes,
         })
     }
@@ -83,7 +84,7 @@ impl ModelSource {
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     ModelConfig::from_file(path).map_err(|problem| {
         LoadError::Config {
-            path: path.display().to_string(),
+            path: shown_path(&path),
             problem,
         }
         .into()
@@ -99,15 +100,15 @@ fn manifest_bytes(config: &ModelConfig) -> u64 {
 /// Total size of the `*.safetensors` files in `dir`.
 fn safetensors_bytes(dir: &Path) -> Result<u64> {
     let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", shown_path(&dir)))?;
     let mut total = 0;
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let entry = entry.with_context(|| format!("cannot read {}", shown_path(&dir)))?;
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "safetensors") {
             let meta = entry
                 .metadata()
-                .with_context(|| format!("cannot stat {}", path.display()))?;
+                .with_context(|| format!("cannot stat {}", shown_path(&path)))?;
             total += meta.len();
         }
     }

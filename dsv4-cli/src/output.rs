@@ -2,6 +2,7 @@
 //! an existing file unless `--force` is given, and never half-written under the requested name
 //! (the data goes to a temporary file beside it, renamed into place only when complete).
 
+use dsv4_model::shown_path;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -29,18 +30,18 @@ impl Output {
                 let also = if input == path {
                     String::new()
                 } else {
-                    format!(" (as {})", input.display())
+                    format!(" (as {})", shown_path(&input))
                 };
                 bail!(
                     "refusing to write {}: this command reads that file{also}; choose another output",
-                    path.display()
+                    shown_path(&path)
                 );
             }
             if !meta.is_file() {
-                bail!("{} exists and is not a regular file", path.display());
+                bail!("{} exists and is not a regular file", shown_path(&path));
             }
             if !force {
-                bail!("{} exists; give --force to replace it", path.display());
+                bail!("{} exists; give --force to replace it", shown_path(&path));
             }
         }
         let dir = match path.parent() {
@@ -50,7 +51,7 @@ impl Output {
         let file = tempfile::Builder::new()
             .prefix(".dsv4-partial-")
             .tempfile_in(dir)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+            .with_context(|| format!("cannot create {}", shown_path(&path)))?;
         Ok(Self {
             path: path.to_path_buf(),
             force,
@@ -70,12 +71,12 @@ impl Output {
         self.file
             .as_file()
             .sync_all()
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .with_context(|| format!("cannot write {}", shown_path(&path)))?;
         let persisted = if self.force {
             self.file.persist(&path).map(drop)
         } else {
             self.file.persist_noclobber(&path).map(drop)
         };
-        persisted.with_context(|| format!("cannot write {}", path.display()))
+        persisted.with_context(|| format!("cannot write {}", shown_path(&path)))
     }
 }

@@ -1,6 +1,7 @@
 //! `dsv4 run`: generate text from a prompt, streaming it as it is produced, ending with a line
 //! of timings. Without `--weights` it runs the built-in demo model and says so.
 
+use dsv4_model::shown_path;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -158,7 +159,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let demo_dir;
     let (dir, label) = match &args.weights {
-        Some(dir) => (dir.clone(), dir.display().to_string()),
+        Some(dir) => (dir.clone(), shown_path(&dir)),
         None => {
             demo_dir =
                 tempfile::tempdir().context("cannot create a directory for the demo model")?;
@@ -196,7 +197,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             Some(t) => t.encode(&text)?,
             None => bail!(
                 "--prompt needs a tokenizer: no tokenizer.json in {}; use --prompt-ids",
-                dir.display()
+                shown_path(&dir)
             ),
         },
         (_, _, Some(user)) => match &tokenizer {
@@ -215,7 +216,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
             None => bail!(
                 "--chat needs a tokenizer: no tokenizer.json in {}",
-                dir.display()
+                shown_path(&dir)
             ),
         },
         _ => {

@@ -1,6 +1,7 @@
 //! `dsv4 score`: teacher-forced logits of every position, through the engine's own incremental
 //! path (chunked prefill; `--chunk 1` is token-by-token decode), written as a float32 `.npy`.
 
+use dsv4_model::shown_path;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
@@ -57,7 +58,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         (Some(text), _) => parse_ids(text)?,
         (None, Some(path)) => {
             let text = read_input(path, "an id list")?;
-            parse_ids(&text).with_context(|| path.display().to_string())?
+            parse_ids(&text).with_context(|| shown_path(&path))?
         }
         (None, None) => bail!("give --ids or --ids-file"),
     };
@@ -76,7 +77,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let config = &loaded.config;
     let model = args.engine.model(&loaded)?;
     let mut request = Request::new(&model, ids.len())?;
-    let path = args.out.display().to_string();
+    let path = shown_path(&args.out);
     let cannot_write = || format!("cannot write {path}");
     let shape = [ids.len(), config.vocab_size];
     let mut writer =

@@ -1,6 +1,7 @@
 //! `dsv4 tokenize`: the ids of a text as the model's tokenizer gives them (no BOS added), the
 //! text of ids with `--decode`, or a chat prompt built the way DeepSeek-V4's encoder builds it.
 
+use dsv4_model::shown_path;
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -131,7 +132,7 @@ fn load(source: &TokenizerSource) -> Result<Tokenizer> {
             if !file.is_file() {
                 bail!(
                     "no tokenizer.json in {}: pass --tokenizer FILE",
-                    dir.display()
+                    shown_path(&dir)
                 );
             }
             file

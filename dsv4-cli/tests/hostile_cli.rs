@@ -353,6 +353,24 @@ fn an_index_cannot_reach_outside_the_checkpoint() {
     }
 }
 
+/// A name holding a newline stays on the error's one line, escaped: a shard named by an index
+/// (found by fuzzing the index), a directory or file typed as a flag.
+#[test]
+fn paths_with_newlines_stay_on_one_line() {
+    let (tmp, w) = tiny();
+    let index = serde_json::json!({"weight_map": {"head.weight": "a\nb.safetensors"}});
+    std::fs::write(w.join("model.safetensors.index.json"), index.to_string()).expect("write");
+    let message = inspect_error(&["inspect", "--weights", s(&w)]);
+    assert!(message.contains("a\\nb.safetensors"), "{message}");
+
+    let odd = tmp.path().join("odd\nname");
+    std::fs::create_dir(&odd).expect("mkdir");
+    let message = inspect_error(&["inspect", "--weights", s(&odd)]);
+    assert!(message.contains("odd\\nname"), "{message}");
+    let message = error(&["plan", "--config", s(&odd.join("config.json"))]);
+    assert!(message.contains("odd\\nname"), "{message}");
+}
+
 /// A tokenizer.json that is not one, or is another model's (more ids than the model embeds), is
 /// a problem `inspect` reports and `run` refuses; the hash-routing table's expert ids are
 /// checked by `inspect` as `run` checks them.

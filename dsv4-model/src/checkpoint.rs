@@ -139,8 +139,8 @@ impl Checkpoint {
         };
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(OpenError(format!("{}: not a directory", dir.display()))),
-            Err(e) => return Err(OpenError(format!("{}: {e}", dir.display()))),
+            Ok(_) => return Err(OpenError(format!("{}: not a directory", shown_path(&dir)))),
+            Err(e) => return Err(OpenError(format!("{}: {e}", shown_path(&dir)))),
         }
         let index_path = dir.join(INDEX_FILE);
         if present(&index_path)? {
@@ -151,7 +151,7 @@ impl Checkpoint {
         } else {
             return Err(OpenError(format!(
                 "{}: no {SINGLE_FILE} or {INDEX_FILE}",
-                dir.display()
+                shown_path(&dir)
             )));
         }
         Ok(checkpoint)
@@ -292,7 +292,7 @@ impl Checkpoint {
         }
         self.files.push(SafetensorsFile {
             name: name.to_string(),
-            map: GuardedMap::new(map, &path.display().to_string()),
+            map: GuardedMap::new(map, &shown_path(&path)),
         });
         Some(file)
     }
@@ -406,7 +406,7 @@ fn split_stored(
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>, OpenError> {
     let text = read_text(path, MAX_INDEX_BYTES, "a safetensors index")
         .map_err(|e| OpenError(e.to_string()))?;
-    parse_index(&text).map_err(|e| OpenError(format!("{}: {e}", path.display())))
+    parse_index(&text).map_err(|e| OpenError(format!("{}: {e}", shown_path(&path))))
 }
 
 /// The weight map of a `model.safetensors.index.json` text: tensor name → shard file name.
@@ -421,15 +421,21 @@ pub fn parse_index(text: &str) -> Result<BTreeMap<String, String>, String> {
 fn present(path: &Path) -> Result<bool, OpenError> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
-        Ok(_) => Err(OpenError(format!("{}: not a regular file", path.display()))),
+        Ok(_) => Err(OpenError(format!(
+            "{}: not a regular file",
+            shown_path(&path)
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A dangling link is absent too, but say so.
             match std::fs::symlink_metadata(path) {
-                Ok(_) => Err(OpenError(format!("{}: a link to nothing", path.display()))),
+                Ok(_) => Err(OpenError(format!(
+                    "{}: a link to nothing",
+                    shown_path(&path)
+                ))),
                 Err(_) => Ok(false),
             }
         }
-        Err(e) => Err(OpenError(format!("{}: {e}", path.display()))),
+        Err(e) => Err(OpenError(format!("{}: {e}", shown_path(&path)))),
     }
 }
 
@@ -443,6 +449,19 @@ pub fn clip(name: &str) -> String {
     }
     let head: String = escaped.chars().take(SHOWN).collect();
     format!("{head}... ({} bytes)", name.len())
+}
+
+/// A path for a message: escaped, so a name holding newlines (a shard name read from an index,
+/// a typed flag) cannot split the message, and shortened past what any real path needs.
+pub fn shown_path(path: impl AsRef<Path>) -> String {
+    const SHOWN: usize = 400;
+    let text = path.as_ref().to_string_lossy();
+    let escaped: String = text.escape_debug().collect();
+    if escaped.chars().count() <= SHOWN {
+        return escaped;
+    }
+    let head: String = escaped.chars().take(SHOWN).collect();
+    format!("{head}... ({} bytes)", text.len())
 }
 
 /// A header entry: its dtype, shape and absolute byte range, or why it is unusable.

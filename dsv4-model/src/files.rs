@@ -2,6 +2,7 @@
 //! limit, so that a wrong path (`/dev/zero`, a FIFO, a huge file) is refused in one line instead
 //! of blocking or filling memory.
 
+use crate::checkpoint::shown_path;
 use std::io::Read;
 use std::path::Path;
 
@@ -43,7 +44,7 @@ pub enum ReadError {
 /// The text of `path`, read as `what`, refusing anything but a regular file of at most `limit`
 /// bytes (checked while reading too, in case the file grows).
 pub fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, ReadError> {
-    let shown = path.display().to_string();
+    let shown = shown_path(&path);
     let io = |e: std::io::Error| ReadError::Io {
         path: shown.clone(),
         reason: e.to_string(),

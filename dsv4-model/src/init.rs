@@ -2,6 +2,7 @@
 //! tensor of the manifest, FP8 linears with UE8M0 block scales, FP4 routed experts, sharded with
 //! an index when large. Weights are scaled so activations keep a realistic range.
 
+use crate::checkpoint::shown_path;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -109,7 +110,7 @@ pub fn write_random_checkpoint(
 
 fn write_error(path: &Path, reason: &str) -> InitError {
     InitError::Write {
-        path: path.display().to_string(),
+        path: shown_path(&path),
         reason: reason.to_string(),
     }
 }

@@ -21,8 +21,8 @@ mod weights;
 pub use accounting::{Count, ParamReport};
 pub use check::{check, check_with_progress, CheckReport};
 pub use checkpoint::{
-    clip, parse_header, parse_index, Checkpoint, Entry, OpenError, Problem, TensorView, INDEX_FILE,
-    SINGLE_FILE,
+    clip, parse_header, parse_index, shown_path, Checkpoint, Entry, OpenError, Problem, TensorView,
+    INDEX_FILE, SINGLE_FILE,
 };
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,

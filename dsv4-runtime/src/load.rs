@@ -2,6 +2,7 @@
 //! must pass before any weight is read, and every linear packed for the kernels into one block
 //! of huge-page memory ([`PackedArena`]).
 
+use dsv4_model::shown_path;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -190,21 +191,21 @@ impl LoadedCheckpoint {
     ) -> Result<Self, LoadError> {
         let path = dir.join("config.json");
         let config = ModelConfig::from_file(&path).map_err(|problem| LoadError::Config {
-            path: path.display().to_string(),
+            path: shown_path(&path),
             problem,
         })?;
         let checkpoint = Checkpoint::open(dir)?;
         let report = check_with_progress(&config, &checkpoint, progress);
         if let Some(first) = report.problems.first() {
             return Err(LoadError::Problems {
-                dir: dir.display().to_string(),
+                dir: shown_path(&dir),
                 count: report.problems.len(),
                 first: first.to_string(),
             });
         }
         // Every linear the model runs, found by binding the stored views, then packed.
         let memory = |message: String| LoadError::Memory {
-            dir: dir.display().to_string(),
+            dir: shown_path(&dir),
             message,
         };
         let listing = Listing(RefCell::new(Vec::new()));

@@ -6,6 +6,7 @@
 //! post-processor adds none, and callers that want one, such as chat prompts, write it as
 //! text). Special tokens written in the text (`<｜User｜>`, `<think>`, …) become their ids.
 
+use dsv4_model::shown_path;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -92,7 +93,7 @@ impl Tokenizer {
     /// names, else DeepSeek-V4's; a file lacking them is refused here rather than at generation.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let shown = path.display().to_string();
+        let shown = shown_path(&path);
         let text = dsv4_model::read_text(path, MAX_TOKENIZER_BYTES, "a tokenizer")?;
         // The library panics on some malformed files (it re-parses parts it has already
         // accepted): only well-formed JSON reaches it, and a panic it still raises on a file
@@ -177,7 +178,7 @@ impl Tokenizer {
     pub fn check_fits(&self, vocab: usize) -> Result<(), TokenizerError> {
         if self.vocab_size > vocab {
             return Err(TokenizerError::TooManyIds {
-                path: self.path.display().to_string(),
+                path: shown_path(&self.path),
                 ids: self.vocab_size,
                 vocab,
             });
