@@ -39,16 +39,16 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let out = &args.out;
     if out.exists() {
         let mut entries =
-            std::fs::read_dir(out).with_context(|| format!("cannot read {}", shown_path(&out)))?;
+            std::fs::read_dir(out).with_context(|| format!("cannot read {}", shown_path(out)))?;
         if entries.next().is_some() {
             bail!(
                 "{} is not empty; init writes only into a new or empty directory",
-                shown_path(&out)
+                shown_path(out)
             );
         }
     } else {
         std::fs::create_dir_all(out)
-            .with_context(|| format!("cannot create {}", shown_path(&out)))?;
+            .with_context(|| format!("cannot create {}", shown_path(out)))?;
     }
     let config = args.preset.config();
     let summary = write_random_checkpoint(
@@ -59,14 +59,14 @@ pub fn run(args: &InitArgs) -> Result<()> {
         DEFAULT_SHARD_BYTES,
     )?;
     write_tokenizer(out)
-        .with_context(|| format!("cannot write the tokenizer into {}", shown_path(&out)))?;
+        .with_context(|| format!("cannot write the tokenizer into {}", shown_path(out)))?;
     eprintln!(
         "wrote {} tensors ({}) of preset {} with seed {} to {} in {} files, plus tokenizer.json",
         summary.tensors,
         binary(summary.tensor_bytes),
         args.preset.name(),
         args.seed,
-        shown_path(&out),
+        shown_path(out),
         summary.files.len()
     );
     Ok(())

@@ -115,7 +115,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         })
         .collect();
     let inspection = Inspection {
-        weights: shown_path(&dir),
+        weights: shown_path(dir),
         files: checkpoint.file_names().map(str::to_string).collect(),
         formats: report.formats,
         has_mtp: report.has_mtp,
@@ -145,7 +145,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         bail!(
             "{} problem(s) found in {}; the first: {}",
             inspection.problems.len(),
-            shown_path(&dir),
+            shown_path(dir),
             inspection.problems[0]
         );
     }

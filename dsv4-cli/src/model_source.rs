@@ -60,7 +60,7 @@ impl ModelSource {
             let weight_bytes = manifest_bytes(&config);
             return Ok(Model {
                 config,
-                label: shown_path(&file),
+                label: shown_path(file),
                 weight_bytes,
             });
         }
@@ -74,7 +74,7 @@ impl ModelSource {
         };
         Ok(Model {
             config,
-            label: shown_path(&dir),
+            label: shown_path(dir),
             weight_bytes,
         })
     }
@@ -84,7 +84,7 @@ impl ModelSource {
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     ModelConfig::from_file(path).map_err(|problem| {
         LoadError::Config {
-            path: shown_path(&path),
+            path: shown_path(path),
             problem,
         }
         .into()
@@ -100,10 +100,10 @@ fn manifest_bytes(config: &ModelConfig) -> u64 {
 /// Total size of the `*.safetensors` files in `dir`.
 fn safetensors_bytes(dir: &Path) -> Result<u64> {
     let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", shown_path(&dir)))?;
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", shown_path(dir)))?;
     let mut total = 0;
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read {}", shown_path(&dir)))?;
+        let entry = entry.with_context(|| format!("cannot read {}", shown_path(dir)))?;
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "safetensors") {
             let meta = entry

@@ -147,12 +147,12 @@ pub fn write_npy_f32(path: impl AsRef<Path>, data: &[f32], shape: &[usize]) -> i
     if element_count(shape) != Some(data.len()) {
         return Err(invalid_input(format!(
             "cannot write {}: {} values do not fill shape {}",
-            shown_path(&path),
+            shown_path(path),
             data.len(),
             python_tuple(shape)
         )));
     }
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", shown_path(&path)));
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", shown_path(path)));
     let file = File::create(path).map_err(with_path)?;
     let mut writer = NpyF32Writer::new(file, shape).map_err(with_path)?;
     writer.write(data).map_err(with_path)?;
@@ -175,8 +175,8 @@ pub struct NpyF32 {
 pub fn read_npy_f32(path: impl AsRef<Path>) -> io::Result<NpyF32> {
     let path = path.as_ref();
     let bytes = std::fs::read(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", shown_path(&path))))?;
-    parse_npy_f32(&bytes).map_err(|e| invalid_data(format!("{}: {e}", shown_path(&path))))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", shown_path(path))))?;
+    parse_npy_f32(&bytes).map_err(|e| invalid_data(format!("{}: {e}", shown_path(path))))
 }
 
 /// [`read_npy_f32`] on bytes already in memory; the error is a bare one-line reason.

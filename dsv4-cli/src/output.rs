@@ -30,18 +30,18 @@ impl Output {
                 let also = if input == path {
                     String::new()
                 } else {
-                    format!(" (as {})", shown_path(&input))
+                    format!(" (as {})", shown_path(input))
                 };
                 bail!(
                     "refusing to write {}: this command reads that file{also}; choose another output",
-                    shown_path(&path)
+                    shown_path(path)
                 );
             }
             if !meta.is_file() {
-                bail!("{} exists and is not a regular file", shown_path(&path));
+                bail!("{} exists and is not a regular file", shown_path(path));
             }
             if !force {
-                bail!("{} exists; give --force to replace it", shown_path(&path));
+                bail!("{} exists; give --force to replace it", shown_path(path));
             }
         }
         let dir = match path.parent() {
@@ -51,7 +51,7 @@ impl Output {
         let file = tempfile::Builder::new()
             .prefix(".dsv4-partial-")
             .tempfile_in(dir)
-            .with_context(|| format!("cannot create {}", shown_path(&path)))?;
+            .with_context(|| format!("cannot create {}", shown_path(path)))?;
         Ok(Self {
             path: path.to_path_buf(),
             force,

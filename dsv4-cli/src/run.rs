@@ -159,7 +159,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let demo_dir;
     let (dir, label) = match &args.weights {
-        Some(dir) => (dir.clone(), shown_path(&dir)),
+        Some(dir) => (dir.clone(), shown_path(dir)),
         None => {
             demo_dir =
                 tempfile::tempdir().context("cannot create a directory for the demo model")?;

@@ -58,7 +58,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         (Some(text), _) => parse_ids(text)?,
         (None, Some(path)) => {
             let text = read_input(path, "an id list")?;
-            parse_ids(&text).with_context(|| shown_path(&path))?
+            parse_ids(&text).with_context(|| shown_path(path))?
         }
         (None, None) => bail!("give --ids or --ids-file"),
     };

@@ -132,7 +132,7 @@ fn load(source: &TokenizerSource) -> Result<Tokenizer> {
             if !file.is_file() {
                 bail!(
                     "no tokenizer.json in {}: pass --tokenizer FILE",
-                    shown_path(&dir)
+                    shown_path(dir)
                 );
             }
             file

@@ -139,8 +139,8 @@ impl Checkpoint {
         };
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(OpenError(format!("{}: not a directory", shown_path(&dir)))),
-            Err(e) => return Err(OpenError(format!("{}: {e}", shown_path(&dir)))),
+            Ok(_) => return Err(OpenError(format!("{}: not a directory", shown_path(dir)))),
+            Err(e) => return Err(OpenError(format!("{}: {e}", shown_path(dir)))),
         }
         let index_path = dir.join(INDEX_FILE);
         if present(&index_path)? {
@@ -151,7 +151,7 @@ impl Checkpoint {
         } else {
             return Err(OpenError(format!(
                 "{}: no {SINGLE_FILE} or {INDEX_FILE}",
-                shown_path(&dir)
+                shown_path(dir)
             )));
         }
         Ok(checkpoint)
@@ -406,7 +406,7 @@ fn split_stored(
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>, OpenError> {
     let text = read_text(path, MAX_INDEX_BYTES, "a safetensors index")
         .map_err(|e| OpenError(e.to_string()))?;
-    parse_index(&text).map_err(|e| OpenError(format!("{}: {e}", shown_path(&path))))
+    parse_index(&text).map_err(|e| OpenError(format!("{}: {e}", shown_path(path))))
 }
 
 /// The weight map of a `model.safetensors.index.json` text: tensor name → shard file name.
@@ -423,19 +423,19 @@ fn present(path: &Path) -> Result<bool, OpenError> {
         Ok(meta) if meta.is_file() => Ok(true),
         Ok(_) => Err(OpenError(format!(
             "{}: not a regular file",
-            shown_path(&path)
+            shown_path(path)
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A dangling link is absent too, but say so.
             match std::fs::symlink_metadata(path) {
                 Ok(_) => Err(OpenError(format!(
                     "{}: a link to nothing",
-                    shown_path(&path)
+                    shown_path(path)
                 ))),
                 Err(_) => Ok(false),
             }
         }
-        Err(e) => Err(OpenError(format!("{}: {e}", shown_path(&path)))),
+        Err(e) => Err(OpenError(format!("{}: {e}", shown_path(path)))),
     }
 }
 
@@ -453,9 +453,9 @@ pub fn clip(name: &str) -> String {
 
 /// A path for a message: escaped, so a name holding newlines (a shard name read from an index,
 /// a typed flag) cannot split the message, and shortened past what any real path needs.
-pub fn shown_path(path: impl AsRef<Path>) -> String {
+pub fn shown_path(path: &Path) -> String {
     const SHOWN: usize = 400;
-    let text = path.as_ref().to_string_lossy();
+    let text = path.to_string_lossy();
     let escaped: String = text.escape_debug().collect();
     if escaped.chars().count() <= SHOWN {
         return escaped;

@@ -44,7 +44,7 @@ pub enum ReadError {
 /// The text of `path`, read as `what`, refusing anything but a regular file of at most `limit`
 /// bytes (checked while reading too, in case the file grows).
 pub fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, ReadError> {
-    let shown = shown_path(&path);
+    let shown = shown_path(path);
     let io = |e: std::io::Error| ReadError::Io {
         path: shown.clone(),
         reason: e.to_string(),

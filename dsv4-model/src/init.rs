@@ -110,7 +110,7 @@ pub fn write_random_checkpoint(
 
 fn write_error(path: &Path, reason: &str) -> InitError {
     InitError::Write {
-        path: shown_path(&path),
+        path: shown_path(path),
         reason: reason.to_string(),
     }
 }

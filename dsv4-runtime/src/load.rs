@@ -198,14 +198,14 @@ impl LoadedCheckpoint {
         let report = check_with_progress(&config, &checkpoint, progress);
         if let Some(first) = report.problems.first() {
             return Err(LoadError::Problems {
-                dir: shown_path(&dir),
+                dir: shown_path(dir),
                 count: report.problems.len(),
                 first: first.to_string(),
             });
         }
         // Every linear the model runs, found by binding the stored views, then packed.
         let memory = |message: String| LoadError::Memory {
-            dir: shown_path(&dir),
+            dir: shown_path(dir),
             message,
         };
         let listing = Listing(RefCell::new(Vec::new()));

@@ -93,7 +93,7 @@ impl Tokenizer {
     /// names, else DeepSeek-V4's; a file lacking them is refused here rather than at generation.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let shown = shown_path(&path);
+        let shown = shown_path(path);
         let text = dsv4_model::read_text(path, MAX_TOKENIZER_BYTES, "a tokenizer")?;
         // The library panics on some malformed files (it re-parses parts it has already
         // accepted): only well-formed JSON reaches it, and a panic it still raises on a file
