@@ -2,6 +2,7 @@
 //! `model.safetensors.index.json`, memory-mapped, every header checked before any tensor is used,
 //! and borrowed views of the tensors (no copy of the weights).
 
+use crate::shown::{clip, shown_path};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
@@ -437,31 +438,6 @@ fn present(path: &Path) -> Result<bool, OpenError> {
         }
         Err(e) => Err(OpenError(format!("{}: {e}", shown_path(path)))),
     }
-}
-
-/// A name shortened for a message (hostile files can hold megabyte-long names).
-pub fn clip(name: &str) -> String {
-    const SHOWN: usize = 120;
-    // Escaped, so a name holding newlines cannot split a message.
-    let escaped: String = name.escape_debug().collect();
-    if escaped.chars().count() <= SHOWN {
-        return escaped;
-    }
-    let head: String = escaped.chars().take(SHOWN).collect();
-    format!("{head}... ({} bytes)", name.len())
-}
-
-/// A path for a message: escaped, so a name holding newlines (a shard name read from an index,
-/// a typed flag) cannot split the message, and shortened past what any real path needs.
-pub fn shown_path(path: &Path) -> String {
-    const SHOWN: usize = 400;
-    let text = path.to_string_lossy();
-    let escaped: String = text.escape_debug().collect();
-    if escaped.chars().count() <= SHOWN {
-        return escaped;
-    }
-    let head: String = escaped.chars().take(SHOWN).collect();
-    format!("{head}... ({} bytes)", text.len())
 }
 
 /// A header entry: its dtype, shape and absolute byte range, or why it is unusable.

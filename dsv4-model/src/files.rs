@@ -2,7 +2,7 @@
 //! limit, so that a wrong path (`/dev/zero`, a FIFO, a huge file) is refused in one line instead
 //! of blocking or filling memory.
 
-use crate::checkpoint::shown_path;
+use crate::shown::shown_path;
 use std::io::Read;
 use std::path::Path;
 

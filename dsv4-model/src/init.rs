@@ -2,7 +2,7 @@
 //! tensor of the manifest, FP8 linears with UE8M0 block scales, FP4 routed experts, sharded with
 //! an index when large. Weights are scaled so activations keep a realistic range.
 
-use crate::checkpoint::shown_path;
+use crate::shown::shown_path;
 use std::collections::BTreeMap;
 use std::path::Path;
 

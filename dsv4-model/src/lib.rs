@@ -16,13 +16,14 @@ mod names;
 mod presets;
 mod scan;
 mod schedule;
+mod shown;
 mod weights;
 
 pub use accounting::{Count, ParamReport};
 pub use check::{check, check_with_progress, CheckReport};
 pub use checkpoint::{
-    clip, parse_header, parse_index, shown_path, Checkpoint, Entry, OpenError, Problem, TensorView,
-    INDEX_FILE, SINGLE_FILE,
+    parse_header, parse_index, Checkpoint, Entry, OpenError, Problem, TensorView, INDEX_FILE,
+    SINGLE_FILE,
 };
 pub use config::{
     ConfigError, ExpertDtype, Fp8Quantization, ModelConfig, ScoringFunc, YarnScaling,
@@ -38,3 +39,4 @@ pub use names::{native_name, transformers_name, ExpertPart, TransformersName};
 pub use presets::Preset;
 pub use scan::{scan_values, NonFinite};
 pub use schedule::{AttentionKind, LayerSchedule, LayerSpec, MlpKind, RopeKind, CSA_RATIO};
+pub use shown::{clip, shown_path};
