@@ -192,20 +192,7 @@ fn hca_attention(
     queries(w, c, &mut buf.queries);
     window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
     // The compressor runs before attention so an entry closed by a token is visible to it.
-    let dn = c.dims.head_dim - c.dims.rope_dim;
-    if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
-        let [main_a, main_g] = &buf.projected[0];
-        let sink = EntrySink { stream, pool };
-        compress(
-            main,
-            (main_a, main_g),
-            tail,
-            sink,
-            (c, m),
-            &mut buf.entry,
-            |e| c.numerics.kv_entry(e, dn),
-        )?;
-    }
+    compress_entries(main, (c, m), state, pool, buf)?;
     // The chunk's queries see at most the entries closed by its last token.
     let visible = match &state.entries {
         Some(stream) => {
@@ -239,40 +226,52 @@ fn csa_attention(
     queries(w, c, &mut buf.queries);
     window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
     // Both compressors run before attention so an entry closed by a token is visible to it.
-    let [[main_a, main_g], [indexer_a, indexer_g]] = &buf.projected;
-    if let (Some(tail), Some(keys)) = (
-        state.indexer_compressor.as_mut(),
-        state.indexer_keys.as_mut(),
-    ) {
-        let sink = EntrySink { stream: keys, pool };
-        let pair = (&indexer_a[..], &indexer_g[..]);
-        compress(
-            &indexer.compressor,
-            pair,
-            tail,
-            sink,
-            (c, m),
-            &mut buf.entry,
-            |k| c.numerics.indexer_vector(k),
-        )?;
-    }
+    compress_indexer_keys(&indexer.compressor, (c, m), state, pool, buf)?;
     indexer_queries(c, &mut buf.queries);
-    let dn = c.dims.head_dim - c.dims.rope_dim;
-    if let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) {
-        let sink = EntrySink { stream, pool };
-        compress(
-            main,
-            (main_a, main_g),
-            tail,
-            sink,
-            (c, m),
-            &mut buf.entry,
-            |e| c.numerics.kv_entry(e, dn),
-        )?;
-    }
+    compress_entries(main, (c, m), state, pool, buf)?;
     select_entries(c, m, state, &buf.queries, &mut buf.indexer, &mut buf.keys)?;
     attend(w, c, Visible::Selected, buf, y);
     Ok(())
+}
+
+/// The main compressor over the chunk: the entries it closes, with the KV simulation of the
+/// numerics mode, into the layer's entry stream.
+fn compress_entries(
+    main: &CompressorWeights<PackedLinear>,
+    (c, m): (&Chunk, usize),
+    state: &mut LayerState,
+    pool: &mut BlockPool,
+    buf: &mut AttentionBuffers,
+) -> Result<(), StoreError> {
+    let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) else {
+        return Ok(());
+    };
+    let dn = c.dims.head_dim - c.dims.rope_dim;
+    let [a, g] = &buf.projected[0];
+    let sink = EntrySink { stream, pool };
+    let kv_entry = |e: &mut [f32]| c.numerics.kv_entry(e, dn);
+    compress(main, (a, g), tail, sink, (c, m), &mut buf.entry, kv_entry)
+}
+
+/// The indexer's compressor over the chunk: the keys it closes, with the indexer simulation of
+/// the numerics mode, into the layer's indexer key stream.
+fn compress_indexer_keys(
+    w: &CompressorWeights<PackedLinear>,
+    (c, m): (&Chunk, usize),
+    state: &mut LayerState,
+    pool: &mut BlockPool,
+    buf: &mut AttentionBuffers,
+) -> Result<(), StoreError> {
+    let (Some(tail), Some(stream)) = (
+        state.indexer_compressor.as_mut(),
+        state.indexer_keys.as_mut(),
+    ) else {
+        return Ok(());
+    };
+    let [a, g] = &buf.projected[1];
+    let sink = EntrySink { stream, pool };
+    let indexer_key = |k: &mut [f32]| c.numerics.indexer_vector(k);
+    compress(w, (a, g), tail, sink, (c, m), &mut buf.entry, indexer_key)
 }
 
 /// Every product of `h` at once: the query latent, the window key, the compressors' value and
