@@ -7,16 +7,16 @@
 mod budget;
 mod dtype;
 mod planner;
+mod pool;
 mod schema;
-mod store;
 
 pub use budget::{BlockBudget, BudgetOverflow, PoolBudget};
 pub use dtype::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, UnknownDtype};
 pub use planner::{
     layer_kinds, plan, DenseCache, Fit, LayerReport, PlanError, PlanReport, PlanRequest, Solve,
 };
+pub use pool::{BlockPool, PoolFull};
 pub use schema::{
     BlockSizeError, LayerCacheSchema, ModelCacheSchema, PagedStream, StreamKind, TailBuffer,
     DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE,
 };
-pub use store::{BlockPool, EntryCodec, PagedEntries, PoolFull, StoreError, WindowRing};

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use dsv4_cache::{PagedEntries, StoreError};
+use crate::cache_store::{PagedEntries, StoreError};
 use rayon::prelude::*;
 
 use crate::ops::{best_first, keep_best};
@@ -204,8 +204,9 @@ fn keep_into(candidates: &mut [(f32, usize)], slots: &mut [(f32, usize)], len: &
 mod tests {
     use super::*;
     use crate::cache_codec::IndexerFormat;
+    use crate::cache_store::{EntryCodec, PagedEntries};
     use crate::ops::top_k;
-    use dsv4_cache::{BlockPool, EntryCodec, PagedEntries};
+    use dsv4_cache::BlockPool;
 
     /// The indexer's choice, with one query's entries split into pieces over the workers and
     /// with several queries, equals the top-k of every visible entry's score computed directly.

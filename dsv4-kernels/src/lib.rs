@@ -5,6 +5,7 @@
 //! here, on one worker pool (`threads`); the callers schedule no threads.
 
 pub mod attend;
+pub mod cache_store;
 pub mod grouped;
 pub mod indexer;
 pub mod moe;

@@ -3,7 +3,8 @@
 //! them in HCA layers, the Lightning Indexer's top-k in CSA layers), per-head sinks, the inverse
 //! rotation of the output and the grouped output projection.
 
-use dsv4_cache::{BlockPool, PagedEntries, StoreError};
+use dsv4_cache::BlockPool;
+use dsv4_kernels::cache_store::{PagedEntries, StoreError};
 use dsv4_kernels::panel::PackedLinear;
 
 use dsv4_kernels::attend::{sparse_attend, Compressed, KeySet};

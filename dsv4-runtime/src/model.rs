@@ -4,9 +4,8 @@
 
 use std::ffi::CString;
 
-use dsv4_cache::{
-    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema, StoreError,
-};
+use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema};
+use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::{RopeFrequencies, Yarn};
 use dsv4_kernels::threads;

@@ -2,7 +2,8 @@
 //! entries and indexer keys in paged blocks, and the f32 compressor tails, laid out by the same
 //! cache schema the planner prices.
 
-use dsv4_cache::{CacheDtypes, EntryCodec, ModelCacheSchema, PagedEntries, StreamKind, WindowRing};
+use dsv4_cache::{CacheDtypes, ModelCacheSchema, StreamKind};
+use dsv4_kernels::cache_store::{EntryCodec, PagedEntries, WindowRing};
 
 use crate::compressor::CompressorTail;
 

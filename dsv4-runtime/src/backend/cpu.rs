@@ -2,7 +2,8 @@
 //! never dequantized whole), the request's cache and intermediates in host memory, every op one
 //! of `dsv4-kernels`' (which split their work over the worker threads).
 
-use dsv4_cache::{BlockPool, ModelCacheSchema, StoreError};
+use dsv4_cache::{BlockPool, ModelCacheSchema};
+use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::ops::rms_norm;
 use dsv4_kernels::scratch::zeroed;
 

@@ -3,7 +3,8 @@
 
 use std::convert::Infallible;
 
-use dsv4_cache::{ModelCacheSchema, StoreError};
+use dsv4_cache::ModelCacheSchema;
+use dsv4_kernels::cache_store::StoreError;
 
 use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
 use crate::load::LoadedCheckpoint;

@@ -9,7 +9,8 @@ mod cuda;
 pub use cpu::{CpuBackend, CpuSeqCache};
 pub use cuda::{CudaBackend, CudaUnavailable};
 
-use dsv4_cache::{ModelCacheSchema, StoreError};
+use dsv4_cache::ModelCacheSchema;
+use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::RopeFrequencies;
 

@@ -1,8 +1,10 @@
-//! Cache storage in the byte layouts of docs/model.md §6: window rings and paged entry streams whose
-//! pages come from a block pool that counts every byte, so what a request holds can be compared
-//! with what the planner predicts.
+//! A request's cache bytes in host memory, in the byte layouts of docs/model.md §6: window rings
+//! and paged entry streams whose pages are granted by the request's [`BlockPool`] (which counts
+//! them against the budget the planner priced) and allocated here.
 
-use dsv4_formats::cache_codec::{CodecError, IndexerFormat, KvFormat};
+use dsv4_cache::{BlockPool, PoolFull};
+
+use crate::cache_codec::{CodecError, IndexerFormat, KvFormat};
 
 /// How one stream's entries are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,70 +41,6 @@ impl EntryCodec {
             Self::Kv { format, rope } => format.decode(bytes, rope, out),
             Self::Index(format) => format.decode(bytes, out),
         }
-    }
-}
-
-/// A page request the pool's budget cannot meet.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the KV cache is full: {used} of {budget} bytes in use, a page of {page} more does not fit"
-)]
-pub struct PoolFull {
-    /// Bytes in use.
-    pub used: u64,
-    /// The budget.
-    pub budget: u64,
-    /// The page asked for.
-    pub page: u64,
-}
-
-/// Hands out pages for paged streams and counts the bytes they hold.
-#[derive(Debug, Default)]
-pub struct BlockPool {
-    budget: Option<u64>,
-    used: u64,
-    pages: u64,
-}
-
-impl BlockPool {
-    /// A pool without a byte budget.
-    pub fn unbounded() -> Self {
-        Self::default()
-    }
-
-    /// A pool that refuses pages beyond `budget` bytes.
-    pub fn with_budget(budget: u64) -> Self {
-        Self {
-            budget: Some(budget),
-            ..Self::default()
-        }
-    }
-
-    /// A zeroed page of `bytes`.
-    fn take(&mut self, bytes: usize) -> Result<Box<[u8]>, PoolFull> {
-        let page = bytes as u64;
-        if let Some(budget) = self.budget {
-            if self.used + page > budget {
-                return Err(PoolFull {
-                    used: self.used,
-                    budget,
-                    page,
-                });
-            }
-        }
-        self.used += page;
-        self.pages += 1;
-        Ok(vec![0u8; bytes].into_boxed_slice())
-    }
-
-    /// Bytes of all pages handed out.
-    pub fn used_bytes(&self) -> u64 {
-        self.used
-    }
-
-    /// Pages handed out.
-    pub fn pages(&self) -> u64 {
-        self.pages
     }
 }
 
@@ -155,8 +93,9 @@ impl PagedEntries {
     pub fn push(&mut self, values: &[f32], pool: &mut BlockPool) -> Result<(), StoreError> {
         let slot = self.len % self.per_page;
         if slot == 0 {
-            self.pages
-                .push(pool.take(self.per_page * self.entry_bytes)?);
+            let bytes = self.per_page * self.entry_bytes;
+            pool.take(bytes)?;
+            self.pages.push(vec![0u8; bytes].into_boxed_slice());
         }
         let page = &mut self.pages[self.len / self.per_page];
         let bytes = &mut page[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
