@@ -55,9 +55,10 @@ pub enum StoreError {
     Codec(#[from] CodecError),
 }
 
-/// Append-only entries of `width` values, `per_page` to a page.
+/// The pages of one paged stream (laid out by the schema's `PagedStream`): append-only
+/// entries of `width` values, `per_page` to a page.
 #[derive(Debug)]
-pub struct PagedEntries {
+pub struct StreamPages {
     codec: EntryCodec,
     width: usize,
     entry_bytes: usize,
@@ -66,7 +67,7 @@ pub struct PagedEntries {
     len: usize,
 }
 
-impl PagedEntries {
+impl StreamPages {
     /// An empty stream; `per_page` is the block size divided by the stream's ratio.
     pub fn new(codec: EntryCodec, width: usize, per_page: usize) -> Self {
         Self {
@@ -205,7 +206,7 @@ mod tests {
         };
         // 4 values of 4 bytes, 2 entries per page: 32-byte pages; room for 2 pages.
         let mut pool = BlockPool::with_budget(64);
-        let mut stream = PagedEntries::new(codec, 4, 2);
+        let mut stream = StreamPages::new(codec, 4, 2);
         for i in 0..4 {
             stream.push(&[i as f32; 4], &mut pool).expect("fits");
         }

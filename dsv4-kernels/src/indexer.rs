@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use crate::cache_store::{PagedEntries, StoreError};
+use crate::cache_store::{StoreError, StreamPages};
 use rayon::prelude::*;
 
 use crate::ops::{best_first, keep_best};
@@ -62,7 +62,7 @@ pub struct IndexerScratch {
 /// those of consecutive positions from `q0`; a query at `p` sees the `⌊(p + 1)/m⌋` keys closed
 /// by then.
 pub fn indexer_topk(
-    keys: &PagedEntries,
+    keys: &StreamPages,
     (indexer_q, indexer_w): (&[f32], &[f32]),
     (q0, m): (usize, usize),
     shape: IndexerShape,
@@ -204,7 +204,7 @@ fn keep_into(candidates: &mut [(f32, usize)], slots: &mut [(f32, usize)], len: &
 mod tests {
     use super::*;
     use crate::cache_codec::IndexerFormat;
-    use crate::cache_store::{EntryCodec, PagedEntries};
+    use crate::cache_store::{EntryCodec, StreamPages};
     use crate::ops::top_k;
     use dsv4_cache::BlockPool;
 
@@ -220,7 +220,7 @@ mod tests {
         };
         let value = |i: usize| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 0.5;
         let entries = 1100;
-        let mut keys = PagedEntries::new(EntryCodec::Index(IndexerFormat::F32), di, 64);
+        let mut keys = StreamPages::new(EntryCodec::Index(IndexerFormat::F32), di, 64);
         let mut pool = BlockPool::unbounded();
         for e in 0..entries {
             let key: Vec<f32> = (0..di).map(|j| value(e * di + j)).collect();

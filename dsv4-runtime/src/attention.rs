@@ -4,7 +4,7 @@
 //! rotation of the output and the grouped output projection.
 
 use dsv4_cache::BlockPool;
-use dsv4_kernels::cache_store::{PagedEntries, StoreError};
+use dsv4_kernels::cache_store::{StoreError, StreamPages};
 use dsv4_kernels::panel::PackedLinear;
 
 use dsv4_kernels::attend::{sparse_attend, Compressed, KeySet};
@@ -500,7 +500,7 @@ fn attend(
 
 /// Where a compressor's entries go: a paged stream and the pool its pages come from.
 struct EntrySink<'s> {
-    stream: &'s mut PagedEntries,
+    stream: &'s mut StreamPages,
     pool: &'s mut BlockPool,
 }
 

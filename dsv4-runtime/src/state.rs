@@ -3,7 +3,7 @@
 //! cache schema the planner prices.
 
 use dsv4_cache::{CacheDtypes, ModelCacheSchema, StreamKind};
-use dsv4_kernels::cache_store::{EntryCodec, PagedEntries, WindowRing};
+use dsv4_kernels::cache_store::{EntryCodec, StreamPages, WindowRing};
 
 use crate::compressor::CompressorTail;
 
@@ -13,9 +13,9 @@ pub struct LayerState {
     /// The last `W` keys by position.
     pub window: WindowRing,
     /// Compressed entries (CSA, HCA), final once emitted.
-    pub entries: Option<PagedEntries>,
+    pub entries: Option<StreamPages>,
     /// Indexer keys (CSA).
-    pub indexer_keys: Option<PagedEntries>,
+    pub indexer_keys: Option<StreamPages>,
     /// Main compressor tail.
     pub compressor: Option<CompressorTail>,
     /// Indexer compressor tail.
@@ -39,7 +39,7 @@ impl LayerState {
                         StreamKind::Entries => kv,
                         StreamKind::IndexerKeys => EntryCodec::Index(dtypes.indexer.format()),
                     };
-                    PagedEntries::new(codec, s.width, s.entries_per_block)
+                    StreamPages::new(codec, s.width, s.entries_per_block)
                 };
                 let overlap = l.attention.has_indexer();
                 LayerState {
@@ -67,7 +67,7 @@ impl LayerState {
         let paged: u64 = [&self.entries, &self.indexer_keys]
             .into_iter()
             .flatten()
-            .map(PagedEntries::bytes)
+            .map(StreamPages::bytes)
             .sum();
         self.window.bytes() + tails + paged
     }
