@@ -19,29 +19,29 @@ use crate::weights::{AttentionWeights, CompressorWeights, IndexerWeights};
 use dsv4_kernels::numerics::{Numerics, Product};
 use dsv4_kernels::scratch::zeroed;
 
-/// Model dimensions and constants the attention needs.
+/// The config's fields the attention reads, under the config's names (floats as f32).
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionDims {
     /// Query heads H.
-    pub heads: usize,
+    pub num_attention_heads: usize,
     /// Head width Dh.
     pub head_dim: usize,
     /// Rotary dims Dr (trailing).
-    pub rope_dim: usize,
+    pub qk_rope_head_dim: usize,
     /// Output groups G.
-    pub groups: usize,
+    pub o_groups: usize,
     /// Per-group width Ro.
-    pub group_rank: usize,
+    pub o_lora_rank: usize,
     /// Window W.
-    pub window: usize,
+    pub sliding_window: usize,
     /// Indexer heads Hi.
-    pub indexer_heads: usize,
+    pub index_n_heads: usize,
     /// Indexer width Di.
-    pub indexer_dim: usize,
+    pub index_head_dim: usize,
     /// Entries a CSA query attends.
-    pub indexer_topk: usize,
+    pub index_topk: usize,
     /// RMSNorm epsilon.
-    pub eps: f32,
+    pub rms_norm_eps: f32,
 }
 
 /// One layer's attention inputs besides the weights.
@@ -247,7 +247,7 @@ fn compress_entries(
     let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) else {
         return Ok(());
     };
-    let dn = c.dims.head_dim - c.dims.rope_dim;
+    let dn = c.dims.head_dim - c.dims.qk_rope_head_dim;
     let [a, g] = &buf.projected[0];
     let sink = EntrySink { stream, pool };
     let kv_entry = |e: &mut [f32]| c.numerics.kv_entry(e, dn);
@@ -304,11 +304,11 @@ fn project(
 /// The query path: `q_lat = q_norm(wq_a h)`, then `q = wq_b q_lat` with a per-head unweighted
 /// RMSNorm and RoPE; a CSA layer's indexer queries come from the same latent.
 fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) {
-    let (heads, dh) = (c.dims.heads, c.dims.head_dim);
-    let dn = dh - c.dims.rope_dim;
+    let (heads, dh) = (c.dims.num_attention_heads, c.dims.head_dim);
+    let dn = dh - c.dims.qk_rope_head_dim;
     b.q_lat
         .chunks_mut(w.q_norm.len())
-        .for_each(|r| rms_norm(r, Some(&w.q_norm), c.dims.eps));
+        .for_each(|r| rms_norm(r, Some(&w.q_norm), c.dims.rms_norm_eps));
     let mut products = [
         Some(Product {
             weight: &w.wq_b,
@@ -324,7 +324,7 @@ fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) 
     c.numerics.linears(&mut products);
     for (t, row) in b.q.chunks_mut(heads * dh).enumerate() {
         for head in row.chunks_mut(dh) {
-            rms_norm(head, None, c.dims.eps);
+            rms_norm(head, None, c.dims.rms_norm_eps);
             c.rope.rotate(&mut head[dn..], c.q0 + t, false);
         }
     }
@@ -333,7 +333,11 @@ fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) 
 /// The indexer's queries with RoPE and (in reference numerics) their simulation, and its head
 /// weights scaled by `1/√(Di·Hi)`.
 fn indexer_queries(c: &Chunk, b: &mut QueryBuffers) {
-    let (hi, di, dr) = (c.dims.indexer_heads, c.dims.indexer_dim, c.dims.rope_dim);
+    let (hi, di, dr) = (
+        c.dims.index_n_heads,
+        c.dims.index_head_dim,
+        c.dims.qk_rope_head_dim,
+    );
     for (t, row) in b.indexer_q.chunks_mut(hi * di).enumerate() {
         for head in row.chunks_mut(di) {
             c.rope.rotate(&mut head[di - dr..], c.q0 + t, false);
@@ -355,9 +359,9 @@ fn window_keys(
     window: &mut Vec<f32>,
 ) -> Result<(), StoreError> {
     let dh = c.dims.head_dim;
-    let dn = dh - c.dims.rope_dim;
+    let dn = dh - c.dims.qk_rope_head_dim;
     for (t, row) in kv.chunks_mut(dh).enumerate() {
-        rms_norm(row, Some(&w.kv_norm), c.dims.eps);
+        rms_norm(row, Some(&w.kv_norm), c.dims.rms_norm_eps);
         c.rope.rotate(&mut row[dn..], c.p0 + t, false);
         c.numerics.kv_entry(row, dn);
         state.window.round_trip(row)?;
@@ -378,7 +382,7 @@ fn window_keys(
 
 /// The position of the first window key the chunk's queries see.
 fn window_first(c: &Chunk) -> usize {
-    c.p0.saturating_sub(c.dims.window - 1)
+    c.p0.saturating_sub(c.dims.sliding_window - 1)
 }
 
 /// Each query's Lightning Indexer selection, then the selected entries decoded once into
@@ -391,7 +395,7 @@ fn select_entries(
     scratch: &mut IndexerScratch,
     b: &mut KeyBuffers,
 ) -> Result<(), StoreError> {
-    let (dh, k) = (c.dims.head_dim, c.dims.indexer_topk);
+    let (dh, k) = (c.dims.head_dim, c.dims.index_topk);
     let selection = Selection {
         slots: zeroed(&mut b.chosen, c.t_out * k),
         len: zeroed(&mut b.chosen_len, c.t_out),
@@ -402,8 +406,8 @@ fn select_entries(
     {
         let _range = profile::range(c"indexer");
         let shape = IndexerShape {
-            heads: c.dims.indexer_heads,
-            dim: c.dims.indexer_dim,
+            heads: c.dims.index_n_heads,
+            dim: c.dims.index_head_dim,
             topk: k,
         };
         let queries = (&q.indexer_q[..], &q.indexer_w[..]);
@@ -448,14 +452,14 @@ fn attend(
     buf: &mut AttentionBuffers,
     y: &mut Vec<f32>,
 ) {
-    let (heads, dh, t_out) = (c.dims.heads, c.dims.head_dim, c.t_out);
+    let (heads, dh, t_out) = (c.dims.num_attention_heads, c.dims.head_dim, c.t_out);
     let b = &buf.keys;
     let compressed = match visible {
         Visible::Window => Compressed::None,
         Visible::Closed { ratio } => Compressed::Closed { ratio },
         Visible::Selected => Compressed::Selected {
             slots: &b.chosen,
-            k: c.dims.indexer_topk,
+            k: c.dims.index_topk,
             len: &b.chosen_len,
         },
     };
@@ -463,7 +467,7 @@ fn attend(
         width: dh,
         window: &b.window,
         window_first: window_first(c),
-        window_size: c.dims.window,
+        window_size: c.dims.sliding_window,
         entries: &b.entries,
         compressed,
     };
@@ -479,9 +483,9 @@ fn attend(
     sparse_attend(&buf.queries.q, c.q0, &keys, &w.sink, scale, c.rope, outputs);
     drop(sparse);
 
-    let groups = c.dims.groups;
+    let groups = c.dims.o_groups;
     let group_in = heads * dh / groups;
-    let ro = c.dims.group_rank;
+    let ro = c.dims.o_lora_rank;
     let group_inputs = zeroed(group_inputs, t_out * heads * dh);
     for (g, input) in group_inputs.chunks_mut(t_out * group_in).enumerate() {
         for (dst, o) in input.chunks_mut(group_in).zip(outputs.chunks(heads * dh)) {
@@ -518,9 +522,9 @@ fn compress(
 ) -> Result<(), StoreError> {
     let _range = profile::range(c"compressor");
     let cw = w.wkv.out();
-    let dr = c.dims.rope_dim;
+    let dr = c.dims.qk_rope_head_dim;
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
-        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.dims.eps, entry) {
+        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.dims.rms_norm_eps, entry) {
             let width = entry.len();
             c.rope.rotate(&mut entry[width - dr..], m * index, false);
             finish(entry);

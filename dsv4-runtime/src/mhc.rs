@@ -34,7 +34,7 @@ pub struct HcMixes {
 impl HcMixes {
     /// Computes the mix of every token of `x` (`T × n·D`, stream-major per token).
     pub fn compute(&mut self, x: &[f32], d: usize, w: &HcWeights<PackedLinear>, c: HcConfig) {
-        let n = c.streams;
+        let n = c.hc_mult;
         let tokens = x.len() / (n * d);
         self.streams = n;
         for v in [&mut self.pre, &mut self.post] {
@@ -43,7 +43,7 @@ impl HcMixes {
         }
         self.comb.clear();
         self.comb.resize(tokens * n * n, 0.0);
-        project(x, w, c.norm_eps, &mut self.mu);
+        project(x, w, c.rms_norm_eps, &mut self.mu);
         for (t, mu) in self.mu.chunks(w.proj.out()).enumerate() {
             mix_into(
                 mu,
@@ -86,27 +86,27 @@ impl HcMixes {
         c: HcConfig,
         out: &mut [f32],
     ) {
-        let n = c.streams;
+        let n = c.hc_mult;
         let mu = &mut self.mu;
-        project(x, w, c.norm_eps, mu);
+        project(x, w, c.rms_norm_eps, mu);
         for i in 0..n {
-            mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps);
+            mu.push(sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.hc_eps);
         }
         hc_pre(x, &mu[n..2 * n], out);
     }
 }
 
-/// Settings shared by every hyper-connection of a model.
+/// The config's fields every hyper-connection reads, under the config's names (floats as f32).
 #[derive(Debug, Clone, Copy)]
 pub struct HcConfig {
     /// Streams n.
-    pub streams: usize,
+    pub hc_mult: usize,
     /// Sinkhorn iterations (the first row normalisation is the softmax).
-    pub sinkhorn_iters: usize,
+    pub hc_sinkhorn_iters: usize,
     /// Epsilon of the weights and normalisations.
-    pub eps: f32,
+    pub hc_eps: f32,
     /// Epsilon of the unweighted RMS over all streams.
-    pub norm_eps: f32,
+    pub rms_norm_eps: f32,
 }
 
 /// `(φ · x̄) · rsqrt(mean(x̄²) + eps)` for each token's flattened streams `x̄` (`x` is
@@ -132,9 +132,9 @@ fn mix_into(
     post: &mut [f32],
     comb: &mut [f32],
 ) {
-    let n = c.streams;
+    let n = c.hc_mult;
     for (i, p) in pre.iter_mut().enumerate() {
-        *p = sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.eps;
+        *p = sigmoid(w.scale[0] * mu[i] + w.base[i]) + c.hc_eps;
     }
     for (i, p) in post.iter_mut().enumerate() {
         *p = 2.0 * sigmoid(w.scale[1] * mu[n + i] + w.base[n + i]);
@@ -144,15 +144,15 @@ fn mix_into(
     }
     for row in comb.chunks_mut(n) {
         softmax(row);
-        row.iter_mut().for_each(|v| *v += c.eps);
+        row.iter_mut().for_each(|v| *v += c.hc_eps);
     }
-    normalize_columns(comb, n, c.eps);
-    for _ in 1..c.sinkhorn_iters {
+    normalize_columns(comb, n, c.hc_eps);
+    for _ in 1..c.hc_sinkhorn_iters {
         for row in comb.chunks_mut(n) {
-            let sum: f32 = row.iter().sum::<f32>() + c.eps;
+            let sum: f32 = row.iter().sum::<f32>() + c.hc_eps;
             row.iter_mut().for_each(|v| *v /= sum);
         }
-        normalize_columns(comb, n, c.eps);
+        normalize_columns(comb, n, c.hc_eps);
     }
 }
 
@@ -213,10 +213,10 @@ mod tests {
             scale: vec![1.0, 1.0, 1.0],
         };
         let c = HcConfig {
-            streams: n,
-            sinkhorn_iters: 20,
-            eps: 1e-6,
-            norm_eps: 1e-6,
+            hc_mult: n,
+            hc_sinkhorn_iters: 20,
+            hc_eps: 1e-6,
+            rms_norm_eps: 1e-6,
         };
         let x: Vec<f32> = (0..n * d).map(|i| i as f32 - 2.5).collect();
         let mut mixes = HcMixes::default();

@@ -11,15 +11,16 @@ use crate::weights::MoeWeights;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::scratch::zeroed;
 
-/// Router settings.
+/// The config's fields the router and the experts read, under the config's names (floats as
+/// f32).
 #[derive(Debug, Clone, Copy)]
 pub struct MoeConfig {
     /// Experts per token K.
-    pub experts_per_token: usize,
+    pub num_experts_per_tok: usize,
     /// Multiplier of the routing weights.
     pub routed_scaling_factor: f32,
     /// Whether weights are normalised over the chosen experts.
-    pub normalize: bool,
+    pub norm_topk_prob: bool,
     /// SwiGLU clamp (0 = none): gate ≤ limit, |up| ≤ limit.
     pub swiglu_limit: f32,
 }
@@ -50,7 +51,7 @@ fn route(
         experts,
         ..
     } = buf;
-    let k = c.experts_per_token;
+    let k = c.num_experts_per_tok;
     match (&w.tid2eid, &w.bias) {
         (Some(table), _) => {
             chosen.clear();
@@ -65,7 +66,7 @@ fn route(
     }
     let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
     for &e in chosen.iter() {
-        let weight = if c.normalize {
+        let weight = if c.norm_topk_prob {
             scores[e] / total
         } else {
             scores[e]

@@ -63,7 +63,7 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&self, w: &ModelWeights, k: &ModelConstants, tokens: &[u32], seq: &mut CpuSeqCache) {
-        let (n, d) = (k.hc.streams, k.hidden_size);
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let x = zeroed(&mut seq.workspace.x, tokens.len() * n * d);
         for (xt, &id) in x.chunks_mut(n * d).zip(tokens) {
             let (first, rest) = xt.split_at_mut(d);
@@ -86,7 +86,7 @@ impl Backend for CpuBackend {
             Sublayer::Attention(i) => (&w.layers[i].hc_attn, &w.layers[i].attn_norm),
             Sublayer::Moe(i) => (&w.layers[i].hc_ffn, &w.layers[i].ffn_norm),
         };
-        let (n, d) = (k.hc.streams, k.hidden_size);
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
         let x = &ws.x[from * n * d..];
         ws.mixes.compute(x, d, hc, k.hc);
@@ -142,7 +142,7 @@ impl Backend for CpuBackend {
     }
 
     fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
-        let (n, d) = (k.hc.streams, k.hidden_size);
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
         let first_mix = from - seq.mixes_from;
         ws.mixes
@@ -157,7 +157,7 @@ impl Backend for CpuBackend {
         seq: &mut CpuSeqCache,
         logits: &mut Vec<f32>,
     ) {
-        let (n, d) = (k.hc.streams, k.hidden_size);
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
         let rows = (ws.x.len() / (n * d)).saturating_sub(from);
         let u = zeroed(&mut ws.u, rows * d);
