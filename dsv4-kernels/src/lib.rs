@@ -6,8 +6,10 @@
 
 pub mod attend;
 pub mod cache_store;
+pub mod compressor;
 pub mod grouped;
 pub mod indexer;
+pub mod mhc;
 pub mod moe;
 pub mod numerics;
 pub mod ops;

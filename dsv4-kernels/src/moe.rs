@@ -1,12 +1,87 @@
-//! The MoE experts (docs/model.md §4.8): SwiGLU with its clamp on each expert's gathered rows,
-//! scaled by their routing weights, the shared expert and every chosen routed one in one
-//! parallel region.
+//! The MoE ops (docs/model.md §4.8): the router's scores and each token's choice of experts
+//! with their weights (`moe_route`), and the experts, SwiGLU with its clamp on each expert's
+//! gathered rows scaled by their routing weights, the shared expert and every chosen routed one
+//! in one parallel region.
 
 use rayon::prelude::*;
 
 use crate::numerics::Numerics;
-use crate::ops::silu;
+use crate::ops::{silu, softplus, top_k_into};
 use crate::panel::PackedLinear;
+
+/// The router's scores from the gate's logits, in place: `sqrt(softplus(l))`.
+pub fn router_scores(logits: &mut [f32]) {
+    logits.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
+}
+
+/// How a token's experts are chosen.
+#[derive(Debug, Clone, Copy)]
+pub enum ExpertChoice<'a> {
+    /// Hash routing: the token id's row of `tid2eid`.
+    Hash(&'a [usize]),
+    /// The top-k of score + bias (the bias selects; the weights stay the scores').
+    Biased(&'a [f32]),
+    /// The top-k of the scores.
+    Scores,
+}
+
+/// Router settings, under the config's names.
+#[derive(Debug, Clone, Copy)]
+pub struct Routing {
+    /// Experts per token k.
+    pub num_experts_per_tok: usize,
+    /// Whether the weights are normalised over the chosen experts.
+    pub norm_topk_prob: bool,
+    /// Multiplier of the weights.
+    pub routed_scaling_factor: f32,
+}
+
+/// What [`moe_route`] keeps between calls, so routing allocates nothing once grown.
+#[derive(Debug, Default)]
+pub struct RouteScratch {
+    biased: Vec<f32>,
+    chosen: Vec<usize>,
+    routed: Vec<(usize, f32)>,
+}
+
+/// One token's experts and their weights from its router `scores`: `(expert, weight)` pairs
+/// in the order chosen (ties towards the lower index).
+pub fn moe_route<'s>(
+    scores: &[f32],
+    choice: ExpertChoice,
+    r: Routing,
+    scratch: &'s mut RouteScratch,
+) -> &'s [(usize, f32)] {
+    let RouteScratch {
+        biased,
+        chosen,
+        routed,
+    } = scratch;
+    let k = r.num_experts_per_tok;
+    match choice {
+        ExpertChoice::Hash(experts) => {
+            chosen.clear();
+            chosen.extend_from_slice(experts);
+        }
+        ExpertChoice::Biased(bias) => {
+            biased.clear();
+            biased.extend(scores.iter().zip(bias).map(|(s, b)| s + b));
+            top_k_into(biased, k, chosen);
+        }
+        ExpertChoice::Scores => top_k_into(scores, k, chosen),
+    }
+    let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
+    routed.clear();
+    routed.extend(chosen.iter().map(|&e| {
+        let weight = if r.norm_topk_prob {
+            scores[e] / total
+        } else {
+            scores[e]
+        };
+        (e, weight * r.routed_scaling_factor)
+    }));
+    routed
+}
 
 /// One SwiGLU expert's linears.
 pub struct ExpertWeights<L> {

@@ -12,10 +12,10 @@ use dsv4_kernels::grouped::grouped_linear;
 use dsv4_kernels::indexer::{indexer_topk, IndexerScratch, IndexerShape, Selection};
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies};
 
-use crate::compressor::CompressorTail;
 use crate::profile;
 use crate::state::LayerState;
 use crate::weights::{AttentionWeights, CompressorWeights, IndexerWeights};
+use dsv4_kernels::compressor::CompressorTail;
 use dsv4_kernels::numerics::{Numerics, Product};
 use dsv4_kernels::scratch::zeroed;
 
@@ -524,7 +524,8 @@ fn compress(
     let cw = w.wkv.out();
     let dr = c.dims.qk_rope_head_dim;
     for (t, (a, g)) in a.chunks(cw).zip(g.chunks(cw)).enumerate() {
-        if let Some(index) = tail.push(c.p0 + t, (a, g), w, c.dims.rms_norm_eps, entry) {
+        let gate_norm = (&w.ape[..], &w.norm[..], c.dims.rms_norm_eps);
+        if let Some(index) = tail.push(c.p0 + t, (a, g), gate_norm, entry) {
             let width = entry.len();
             c.rope.rotate(&mut entry[width - dr..], m * index, false);
             finish(entry);

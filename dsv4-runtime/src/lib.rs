@@ -4,7 +4,6 @@
 pub mod attention;
 pub mod backend;
 pub mod chat;
-pub mod compressor;
 pub mod engine;
 pub mod generate;
 pub mod load;

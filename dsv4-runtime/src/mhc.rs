@@ -2,7 +2,8 @@
 //! sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 
-use dsv4_kernels::ops::{sigmoid, softmax};
+use dsv4_kernels::mhc::{hc_post, hc_pre, sinkhorn};
+use dsv4_kernels::ops::sigmoid;
 use dsv4_kernels::panel::PackedLinear;
 use dsv4_kernels::simd::dot_f32;
 
@@ -72,7 +73,8 @@ impl HcMixes {
         let n = self.streams;
         let mut old = std::mem::take(&mut self.old);
         for (t, (xt, yt)) in x.chunks_mut(n * d).zip(y.chunks(d)).enumerate() {
-            hc_post(xt, yt, self.get(first + t), &mut old);
+            let mix = self.get(first + t);
+            hc_post(xt, yt, (mix.post, mix.comb), &mut old);
         }
         self.old = old;
     }
@@ -142,55 +144,7 @@ fn mix_into(
     for (i, v) in comb.iter_mut().enumerate() {
         *v = w.scale[2] * mu[2 * n + i] + w.base[2 * n + i];
     }
-    for row in comb.chunks_mut(n) {
-        softmax(row);
-        row.iter_mut().for_each(|v| *v += c.hc_eps);
-    }
-    normalize_columns(comb, n, c.hc_eps);
-    for _ in 1..c.hc_sinkhorn_iters {
-        for row in comb.chunks_mut(n) {
-            let sum: f32 = row.iter().sum::<f32>() + c.hc_eps;
-            row.iter_mut().for_each(|v| *v /= sum);
-        }
-        normalize_columns(comb, n, c.hc_eps);
-    }
-}
-
-fn normalize_columns(m: &mut [f32], n: usize, eps: f32) {
-    for k in 0..n {
-        let sum: f32 = (0..n).map(|j| m[j * n + k]).sum::<f32>() + eps;
-        (0..n).for_each(|j| m[j * n + k] /= sum);
-    }
-}
-
-/// The sublayer input `Σᵢ preᵢ · xᵢ`.
-pub fn hc_pre(x: &[f32], pre: &[f32], out: &mut [f32]) {
-    let d = out.len();
-    out.iter_mut().for_each(|v| *v = 0.0);
-    for (stream, &p) in x.chunks_exact(d).zip(pre) {
-        out.iter_mut().zip(stream).for_each(|(o, v)| *o += p * v);
-    }
-}
-
-/// New streams `x'ₖ = postₖ · y + Σⱼ comb[j, k] · xⱼ` (sum over the first index), in place;
-/// `old` is scratch for the streams before the update.
-pub fn hc_post(x: &mut [f32], y: &[f32], mix: HcMix, old: &mut Vec<f32>) {
-    let d = y.len();
-    let n = mix.post.len();
-    old.clear();
-    old.extend_from_slice(x);
-    for k in 0..n {
-        let out = &mut x[k * d..(k + 1) * d];
-        out.iter_mut()
-            .zip(y)
-            .for_each(|(o, v)| *o = mix.post[k] * v);
-        for j in 0..n {
-            let c = mix.comb[j * n + k];
-            out.iter_mut()
-                .zip(&old[j * d..(j + 1) * d])
-                .for_each(|(o, v)| *o += c * v);
-        }
-    }
+    sinkhorn(comb, n, c.hc_sinkhorn_iters, c.hc_eps);
 }
 
 #[cfg(test)]
@@ -229,11 +183,7 @@ mod tests {
             assert!((row - 1.0).abs() < 1e-3, "row {k}: {row}");
         }
         // Orientation: a comb that moves stream 0 to stream 1 must put x₀ into x'₁.
-        let swap = HcMix {
-            pre: &[1.0; 3],
-            post: &[0.0; 3],
-            comb: &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
-        };
+        let swap: (&[f32], &[f32]) = (&[0.0; 3], &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         let mut streams = vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0];
         hc_post(&mut streams, &[0.0, 0.0], swap, &mut Vec::new());
         assert_eq!(streams, vec![3.0, 3.0, 1.0, 1.0, 2.0, 2.0]);

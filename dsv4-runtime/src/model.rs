@@ -6,6 +6,7 @@ use std::ffi::CString;
 
 use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema};
 use dsv4_kernels::cache_store::StoreError;
+use dsv4_kernels::moe::Routing;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::{RopeFrequencies, Yarn};
 use dsv4_kernels::threads;
@@ -155,9 +156,11 @@ impl<'a, B: Backend> Model<'a, B> {
                 rms_norm_eps: eps,
             },
             moe: MoeConfig {
-                num_experts_per_tok: config.num_experts_per_tok,
-                routed_scaling_factor: config.routed_scaling_factor as f32,
-                norm_topk_prob: config.norm_topk_prob,
+                routing: Routing {
+                    num_experts_per_tok: config.num_experts_per_tok,
+                    norm_topk_prob: config.norm_topk_prob,
+                    routed_scaling_factor: config.routed_scaling_factor as f32,
+                },
                 swiglu_limit: config.swiglu_limit as f32,
             },
             numerics,

@@ -2,8 +2,9 @@
 //! table (hash layers) or by top-K of score + bias (bias for selection only), weights normalised
 //! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
 
-use dsv4_kernels::moe::{experts, ExpertRows};
-use dsv4_kernels::ops::{softplus, top_k_into};
+use dsv4_kernels::moe::{
+    experts, moe_route, router_scores, ExpertChoice, ExpertRows, RouteScratch, Routing,
+};
 use dsv4_kernels::panel::PackedLinear;
 
 use crate::profile;
@@ -11,16 +12,11 @@ use crate::weights::MoeWeights;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::scratch::zeroed;
 
-/// The config's fields the router and the experts read, under the config's names (floats as
-/// f32).
+/// The config's fields the MoE reads, under the config's names (floats as f32).
 #[derive(Debug, Clone, Copy)]
 pub struct MoeConfig {
-    /// Experts per token K.
-    pub num_experts_per_tok: usize,
-    /// Multiplier of the routing weights.
-    pub routed_scaling_factor: f32,
-    /// Whether weights are normalised over the chosen experts.
-    pub norm_topk_prob: bool,
+    /// How tokens choose their experts.
+    pub routing: Routing,
     /// SwiGLU clamp (0 = none): gate ≤ limit, |up| ≤ limit.
     pub swiglu_limit: f32,
 }
@@ -31,50 +27,8 @@ pub struct MoeConfig {
 pub struct MoeBuffers {
     /// Router scores, `T × E`.
     scores: Vec<f32>,
-    biased: Vec<f32>,
-    chosen: Vec<usize>,
+    route: RouteScratch,
     experts: Vec<ExpertRows>,
-}
-
-/// Routes token `t` by its router scores: pushes `(t, weight)` onto the rows of each chosen
-/// expert.
-fn route(
-    w: &MoeWeights<PackedLinear>,
-    scores: &[f32],
-    (t, token): (usize, u32),
-    c: MoeConfig,
-    buf: &mut MoeBuffers,
-) {
-    let MoeBuffers {
-        biased,
-        chosen,
-        experts,
-        ..
-    } = buf;
-    let k = c.num_experts_per_tok;
-    match (&w.tid2eid, &w.bias) {
-        (Some(table), _) => {
-            chosen.clear();
-            chosen.extend_from_slice(&table[token as usize * k..(token as usize + 1) * k]);
-        }
-        (None, Some(bias)) => {
-            biased.clear();
-            biased.extend(scores.iter().zip(bias).map(|(s, b)| s + b));
-            top_k_into(biased, k, chosen);
-        }
-        (None, None) => top_k_into(scores, k, chosen),
-    }
-    let total: f32 = chosen.iter().map(|&e| scores[e]).sum();
-    for &e in chosen.iter() {
-        let weight = if c.norm_topk_prob {
-            scores[e] / total
-        } else {
-            scores[e]
-        };
-        experts[1 + e]
-            .rows
-            .push((t, weight * c.routed_scaling_factor));
-    }
 }
 
 /// The MoE output for `h` (`T × D`, normed) of tokens `tokens`, into `out` (`T × D`).
@@ -102,9 +56,19 @@ pub fn moe(
     let mut scores = std::mem::take(&mut buf.scores);
     w.gate
         .forward(h, zeroed(&mut scores, tokens.len() * w.gate.out()));
-    scores.iter_mut().for_each(|l| *l = softplus(*l).sqrt());
+    router_scores(&mut scores);
+    let k = c.routing.num_experts_per_tok;
     for (t, (row, &token)) in scores.chunks(w.gate.out()).zip(tokens).enumerate() {
-        route(w, row, (t, token), c, buf);
+        let choice = match (&w.tid2eid, &w.bias) {
+            (Some(table), _) => {
+                ExpertChoice::Hash(&table[token as usize * k..(token as usize + 1) * k])
+            }
+            (None, Some(bias)) => ExpertChoice::Biased(bias),
+            (None, None) => ExpertChoice::Scores,
+        };
+        for &(e, weight) in moe_route(row, choice, c.routing, &mut buf.route) {
+            buf.experts[1 + e].rows.push((t, weight));
+        }
     }
     buf.scores = scores;
     drop(routing);

@@ -5,7 +5,7 @@
 use dsv4_cache::{CacheDtypes, ModelCacheSchema, StreamKind};
 use dsv4_kernels::cache_store::{EntryCodec, StreamPages, WindowRing};
 
-use crate::compressor::CompressorTail;
+use dsv4_kernels::compressor::CompressorTail;
 
 /// What one layer keeps for one request.
 #[derive(Debug)]

@@ -10,11 +10,11 @@ use dsv4_kernels::scratch::zeroed;
 use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
 use crate::attention::{attention, AttentionStep};
 use crate::load::LoadedCheckpoint;
-use crate::mhc::hc_pre;
 use crate::moe::moe;
 use crate::state::LayerState;
 use crate::weights::{ModelWeights, WeightsError};
 use crate::workspace::Workspace;
+use dsv4_kernels::mhc::hc_pre;
 
 /// The CPU backend.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,11 +1,9 @@
-//! KV compressors (docs/model.md §4.4–4.5): every `m` tokens become one entry, a per-channel softmax-gated
-//! sum of their projected values. CSA (`overlap`) pools the previous window's A-half with the
-//! current window's B-half, so each entry summarises 2m tokens at stride m.
+//! KV compressors (docs/model.md §4.4–4.5): every `m` tokens become one entry, a per-channel
+//! softmax-gated sum of their projected values (`compress_pool`). CSA (`overlap`) pools the
+//! previous window's A-half with the current window's B-half, so each entry summarises 2m
+//! tokens at stride m. The tail is a request's cache state on the CPU, as the schema sizes it.
 
-use dsv4_kernels::ops::rms_norm;
-use dsv4_kernels::panel::PackedLinear;
-
-use crate::weights::CompressorWeights;
+use crate::ops::rms_norm;
 
 /// The f32 tail of a compressor: raw values and gate logits of tokens not yet pooled, and for
 /// CSA the previous window's A-half. Starts empty (gate −inf, value 0) for every request and
@@ -64,17 +62,17 @@ impl CompressorTail {
     /// (`c·width` each). When the token closes a window, writes the entry's pooled, normed
     /// vector (RoPE not applied) into `entry` and returns its index `w`, whose tokens end at
     /// position `(w + 1)·m − 1`.
+    /// `ape` is the gate bias by slot (`m × c·width`), `norm` the entry's RMSNorm weight.
     pub fn push(
         &mut self,
         position: usize,
         (a, g): (&[f32], &[f32]),
-        w: &CompressorWeights<PackedLinear>,
-        norm_eps: f32,
+        (ape, norm, norm_eps): (&[f32], &[f32], f32),
         entry: &mut Vec<f32>,
     ) -> Option<usize> {
         let cw = a.len();
         let slot = position % self.ratio;
-        let ape = &w.ape[slot * cw..(slot + 1) * cw];
+        let ape = &ape[slot * cw..(slot + 1) * cw];
         self.value[slot * cw..(slot + 1) * cw].copy_from_slice(a);
         for ((dst, g), b) in self.gate[slot * cw..(slot + 1) * cw]
             .iter_mut()
@@ -86,7 +84,13 @@ impl CompressorTail {
         if slot + 1 < self.ratio {
             return None;
         }
-        self.pool(entry);
+        let (m, width) = (self.ratio, self.width);
+        let previous =
+            (self.overlap && self.has_prev).then_some((&self.prev_gate[..], &self.prev_value[..]));
+        // The current window reads its B-half under overlap (channels width..2·width).
+        let offset = if self.overlap { width } else { 0 };
+        let current = (&self.gate[..], &self.value[..], offset);
+        compress_pool(previous, current, (m, width), entry);
         if self.overlap {
             // This window's A-half becomes the previous window of the next entry.
             for s in 0..self.ratio {
@@ -100,35 +104,35 @@ impl CompressorTail {
         }
         let index = self.entries;
         self.entries += 1;
-        rms_norm(entry, Some(&w.norm), norm_eps);
+        rms_norm(entry, Some(norm), norm_eps);
         Some(index)
     }
+}
 
-    /// Per-channel softmax over the window's slots of the gates (the previous window's A-half
-    /// first under overlap), applied to the values, into `out`.
-    fn pool(&self, out: &mut Vec<f32>) {
-        let (m, width) = (self.ratio, self.width);
-        let cw = self.value.len() / m;
-        // The current window reads its B-half under overlap (channels width..2·width).
-        let offset = if self.overlap { width } else { 0 };
-        let prev = self.overlap && self.has_prev;
-        out.clear();
-        out.resize(width, 0.0);
-        for (ch, o) in out.iter_mut().enumerate() {
-            let previous = (0..m).filter(|_| prev).map(|s| {
-                (
-                    self.prev_gate[s * width + ch],
-                    self.prev_value[s * width + ch],
-                )
-            });
-            let current = (0..m).map(|s| {
-                let i = s * cw + offset + ch;
-                (self.gate[i], self.value[i])
-            });
-            let slots = previous.chain(current);
-            let max = slots.clone().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = slots.clone().map(|s| (s.0 - max).exp()).sum();
-            *o = slots.map(|s| (s.0 - max).exp() / sum * s.1).sum();
-        }
+/// One entry (`width` values) into `out`: for each channel, a softmax over the window's slots of
+/// the gates applied to the values. `current` holds `m` slots of gates and values (`m × c·width`
+/// each), the window's channels from `offset`; under CSA's overlap `previous` holds the previous
+/// window's A-half (`m × width` each), pooled first.
+pub fn compress_pool(
+    previous: Option<(&[f32], &[f32])>,
+    (gate, value, offset): (&[f32], &[f32], usize),
+    (m, width): (usize, usize),
+    out: &mut Vec<f32>,
+) {
+    let cw = value.len() / m.max(1);
+    out.clear();
+    out.resize(width, 0.0);
+    for (ch, o) in out.iter_mut().enumerate() {
+        let previous = previous
+            .into_iter()
+            .flat_map(|(g, v)| (0..m).map(move |s| (g[s * width + ch], v[s * width + ch])));
+        let current = (0..m).map(|s| {
+            let i = s * cw + offset + ch;
+            (gate[i], value[i])
+        });
+        let slots = previous.chain(current);
+        let max = slots.clone().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = slots.clone().map(|s| (s.0 - max).exp()).sum();
+        *o = slots.map(|s| (s.0 - max).exp() / sum * s.1).sum();
     }
 }
