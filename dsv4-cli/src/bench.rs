@@ -14,7 +14,7 @@ use dsv4_runtime::{threads, Logits, Request};
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
-use crate::loading::open_checkpoint;
+use crate::progress::open_checkpoint;
 use crate::run::{set_threads, Device};
 use crate::units::binary;
 

@@ -18,7 +18,7 @@ use crate::assets::write_tokenizer;
 use crate::engine_args::EngineArgs;
 use crate::ids::parse_ids;
 use crate::input::read_input;
-use crate::loading::open_checkpoint;
+use crate::progress::open_checkpoint;
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

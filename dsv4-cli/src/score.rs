@@ -13,8 +13,8 @@ use dsv4_runtime::{Logits, Request};
 use crate::engine_args::EngineArgs;
 pub use crate::ids::parse_ids;
 use crate::input::read_input;
-use crate::loading::{checkpoint_files, open_checkpoint};
 use crate::output::Output;
+use crate::progress::{checkpoint_files, open_checkpoint};
 
 /// Flags of `dsv4 score`.
 #[derive(Debug, Args)]
