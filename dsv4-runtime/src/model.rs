@@ -178,6 +178,11 @@ impl<'a, B: Backend> Model<'a, B> {
         })
     }
 
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// The config the model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -10,7 +10,8 @@ pub use cpu::{CpuBackend, CpuSeqCache};
 pub use cuda::{CudaBackend, CudaUnavailable};
 
 use dsv4_cache::ModelCacheSchema;
-use dsv4_kernels::cache_store::StoreError;
+/// A cache failure an op can report (a page past the request's budget).
+pub use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::RopeFrequencies;
 

@@ -1,0 +1,168 @@
+//! The backend seam carries the whole forward: a second backend (here one that records each op
+//! and hands it to the CPU backend) plugged into `Model::with_backend` gives the same logits bit
+//! for bit as `Model::new`, and the model calls the ops in the forward's order, layer by layer,
+//! with the rows each needs.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use dsv4_cache::{CacheDtypes, ModelCacheSchema, DEFAULT_BLOCK_SIZE};
+use dsv4_runtime::backend::{
+    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, StoreError, Sublayer,
+};
+use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights, Numerics, WeightsError};
+
+/// The CPU backend, with a log of the ops called on it.
+#[derive(Default)]
+struct Recording {
+    cpu: CpuBackend,
+    log: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn note(&self, op: String) {
+        self.log.lock().expect("log").push(op);
+    }
+}
+
+impl Backend for Recording {
+    type Weights<'w> = ModelWeights<'w>;
+    type SeqCache = CpuSeqCache;
+
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<ModelWeights<'w>, WeightsError> {
+        self.note("upload".into());
+        self.cpu.upload(loaded)
+    }
+
+    fn new_seq_cache(&self, schema: &ModelCacheSchema, paged_bytes: u64) -> CpuSeqCache {
+        self.cpu.new_seq_cache(schema, paged_bytes)
+    }
+
+    fn embed(&self, w: &ModelWeights, k: &ModelConstants, tokens: &[u32], seq: &mut CpuSeqCache) {
+        self.note(format!("embed {}", tokens.len()));
+        self.cpu.embed(w, k, tokens, seq)
+    }
+
+    fn hc_pre(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        sublayer: Sublayer,
+        from: usize,
+        seq: &mut CpuSeqCache,
+    ) {
+        self.note(format!("hc_pre {sublayer:?} from {from}"));
+        self.cpu.hc_pre(w, k, sublayer, from, seq)
+    }
+
+    fn attention(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        at: AttentionAt,
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), StoreError> {
+        self.note(format!("attention {} from {}", at.layer, at.first_output));
+        self.cpu.attention(w, k, at, seq)
+    }
+
+    fn moe(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        layer: usize,
+        tokens: &[u32],
+        seq: &mut CpuSeqCache,
+    ) {
+        self.note(format!("moe {layer} of {}", tokens.len()));
+        self.cpu.moe(w, k, layer, tokens, seq)
+    }
+
+    fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
+        self.note(format!("hc_post from {from}"));
+        self.cpu.hc_post(k, from, seq)
+    }
+
+    fn head(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CpuSeqCache,
+        logits: &mut Vec<f32>,
+    ) {
+        self.note(format!("head from {from}"));
+        self.cpu.head(w, k, from, seq, logits)
+    }
+}
+
+/// The ops of one forward of `t` tokens over `layers` layers, as the model must call them.
+fn expected_ops(layers: usize, t: usize, which: Logits) -> Vec<String> {
+    let mut ops = vec![format!("embed {t}")];
+    for i in 0..layers {
+        let first = match which {
+            Logits::Last if i + 1 == layers => t - 1,
+            _ => 0,
+        };
+        ops.extend([
+            format!("hc_pre Attention({i}) from 0"),
+            format!("attention {i} from {first}"),
+            format!("hc_post from {first}"),
+            format!("hc_pre Moe({i}) from {first}"),
+            format!("moe {i} of {}", t - first),
+            format!("hc_post from {first}"),
+        ]);
+    }
+    let head = match which {
+        Logits::All => 0,
+        Logits::Last => t - 1,
+    };
+    ops.push(format!("head from {head}"));
+    ops
+}
+
+#[test]
+fn a_second_backend_gets_the_same_logits_through_the_same_ops() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
+    let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
+    let (numerics, dtypes) = (Numerics::Exact, CacheDtypes::default());
+    let config = &loaded.config;
+    let cpu = Model::new(
+        config,
+        ModelWeights::bind(&loaded).expect("binds"),
+        numerics,
+        dtypes,
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model");
+    let recording = Recording::default();
+    let weights = recording.upload(&loaded).expect("uploads");
+    let model = Model::with_backend(
+        recording,
+        config,
+        weights,
+        numerics,
+        dtypes,
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model");
+    let layers = config.num_hidden_layers;
+    let tokens = [5, 17, 3, 99, 42];
+    for which in [Logits::All, Logits::Last] {
+        let mut cpu_state = cpu.new_request(tokens.len()).expect("request");
+        let mut state = model.new_request(tokens.len()).expect("request");
+        let want = cpu
+            .forward(&tokens, &mut cpu_state, which)
+            .expect("forward");
+        model.backend().log.lock().expect("log").clear();
+        let got = model.forward(&tokens, &mut state, which).expect("forward");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{which:?}");
+        let ops = model.backend().log.lock().expect("log").clone();
+        assert_eq!(ops, expected_ops(layers, tokens.len(), which), "{which:?}");
+    }
+}
