@@ -1,5 +1,5 @@
-//! The number formats of the V4 release (docs/model.md §3): FP8 E4M3 elements, UE8M0 power-of-two scales,
-//! FP4 E2M1 elements packed two per byte, and the dequantization of block- and group-scaled
+//! The number formats of the V4 release (docs/model.md §3): FP8 E4M3 elements, UE8M0 power-of-two
+//! scales, FP4 E2M1 elements packed two per byte, and the dequantization of block- and group-scaled
 //! matrices built from them.
 
 /// Largest finite E4M3 value.

@@ -1,13 +1,13 @@
-//! The reference numerics' quantize–dequantize simulations (docs/model.md §3.4–3.5): the values stay
-//! f32 but afterwards hold exactly what the release's FP8/FP4 paths would have produced, so the
-//! `reference` numerics mode (docs/model.md §5) can reproduce the official forward pass on any
+//! The reference numerics' quantize–dequantize simulations (docs/model.md §3.4–3.5): the values
+//! stay f32 but afterwards hold exactly what the release's FP8/FP4 paths would have produced, so
+//! the `reference` numerics mode (docs/model.md §5) can reproduce the official forward pass on any
 //! backend, and an FP8/FP4 cache (see [`crate::cache_codec`]) stores them without further loss.
 //!
-//! Every block follows the same recipe: `a = max(max|x|, floor)`, a power-of-two scale
-//! `s = 2^ceil(log2(a / qmax))` (a UE8M0 byte), `q = round_to_nearest_even(clamp(x / s))` in the
-//! element format, `x ← q · s`. Dividing and multiplying by a power of two is exact, so the only
-//! rounding is the element cast. Non-finite inputs are outside the reference's domain: NaN
-//! elements stay NaN, infinities do not produce meaningful blocks.
+//! Every block follows the same recipe: `a = max(max|x|, floor)`, a power-of-two scale `s =
+//! 2^ceil(log2(a / qmax))` (a UE8M0 byte), `q = round_to_nearest_even(clamp(x / s))` in the element
+//! format, `x ← q · s`. Dividing and multiplying by a power of two is exact, so the only rounding
+//! is the element cast. Non-finite inputs are outside the reference's domain: NaN elements stay
+//! NaN, infinities do not produce meaningful blocks.
 
 use crate::formats::{
     e4m3_to_f32, e8m0_to_f32, f32_to_e2m1, f32_to_e4m3, ue8m0_ceil, E2M1_MAX, E2M1_VALUES,

@@ -1,7 +1,7 @@
-//! The attention sublayer (docs/model.md §4.3–4.6) for a chunk of consecutive tokens: low-rank queries
-//! with a per-head norm, one shared K=V head, a sliding window plus compressed entries (all of
-//! them in HCA layers, the Lightning Indexer's top-k in CSA layers), per-head sinks, the inverse
-//! rotation of the output and the grouped output projection.
+//! The attention sublayer on the CPU (docs/model.md §4.3–4.6) for a chunk of consecutive tokens:
+//! low-rank queries with a per-head norm, one shared K=V head, a sliding window plus compressed
+//! entries (all of them in HCA layers, the Lightning Indexer's top-k in CSA layers), per-head
+//! sinks, the inverse rotation of the output and the grouped output projection.
 
 use dsv4_cache::BlockPool;
 use dsv4_kernels::cache_store::{StoreError, StreamPages};

@@ -1,5 +1,5 @@
-//! Manifold-constrained hyper-connections (docs/model.md §4.2): `n` residual streams mixed around every
-//! sublayer by weights computed from the streams themselves, the combination matrix made
+//! Manifold-constrained hyper-connections (docs/model.md §4.2): `n` residual streams mixed around
+//! every sublayer by weights computed from the streams themselves, the combination matrix made
 //! doubly stochastic by Sinkhorn normalisation.
 
 use dsv4_kernels::mhc::{hc_post, hc_pre, sinkhorn};

@@ -1,6 +1,7 @@
-//! The whole model (docs/model.md §4.1), readable top to bottom: embed into n streams, then per layer
-//! hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE → hc_post, then hc_head →
-//! norm → head. One call processes a chunk of consecutive tokens of one request.
+//! The whole model over a backend (docs/model.md §4.1), readable top to bottom: embed into n
+//! streams, then per layer hc_pre → attn_norm → attention → hc_post and hc_pre → ffn_norm → MoE
+//! → hc_post, then hc_head → norm → head, each step one of the backend's ops. One call
+//! processes a chunk of consecutive tokens of one request.
 
 use std::ffi::CString;
 

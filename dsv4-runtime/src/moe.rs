@@ -1,6 +1,7 @@
-//! The MoE sublayer (docs/model.md §4.8): sqrt-softplus router scores, experts chosen by the token-id
-//! table (hash layers) or by top-K of score + bias (bias for selection only), weights normalised
-//! over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared expert.
+//! The MoE sublayer (docs/model.md §4.8): sqrt-softplus router scores, experts chosen by the
+//! token-id table (hash layers) or by top-K of score + bias (bias for selection only), weights
+//! normalised over the chosen experts and scaled, SwiGLU experts with clamps, plus the shared
+//! expert.
 
 use dsv4_kernels::moe::{
     experts, moe_route, router_scores, ExpertChoice, ExpertRows, RouteScratch, Routing,

@@ -1,6 +1,6 @@
-//! Per-request decode state of every layer (docs/model.md §7): the window ring of raw keys, compressed
-//! entries and indexer keys in paged blocks, and the f32 compressor tails, laid out by the same
-//! cache schema the planner prices.
+//! What each layer keeps for a request on the CPU (docs/model.md §7): the window ring of raw
+//! keys, compressed entries and indexer keys in paged blocks, and the f32 compressor tails, laid
+//! out by the same cache schema the planner prices.
 
 use dsv4_cache::{CacheDtypes, ModelCacheSchema, StreamKind};
 use dsv4_kernels::cache_store::{EntryCodec, StreamPages, WindowRing};

@@ -1,5 +1,5 @@
-//! libFuzzer entry point of the `safetensors_header` target; the body lives in `src/targets.rs` so that the
-//! stable replay test (`tests/fuzz_replay.rs`) runs the same code over the saved corpus.
+//! libFuzzer entry point of the `safetensors_header` target; the body lives in `src/targets.rs` so
+//! that the stable replay test (`tests/fuzz_replay.rs`) runs the same code over the saved corpus.
 #![no_main]
 
 #[path = "../src/targets.rs"]
