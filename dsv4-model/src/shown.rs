@@ -5,25 +5,22 @@ use std::path::Path;
 
 /// A name shortened for a message (hostile files can hold megabyte-long names).
 pub fn clip(name: &str) -> String {
-    const SHOWN: usize = 120;
-    // Escaped, so a name holding newlines cannot split a message.
-    let escaped: String = name.escape_debug().collect();
-    if escaped.chars().count() <= SHOWN {
-        return escaped;
-    }
-    let head: String = escaped.chars().take(SHOWN).collect();
-    format!("{head}... ({} bytes)", name.len())
+    shorten(name, 120)
 }
 
 /// A path for a message: escaped, so a name holding newlines (a shard name read from an index,
 /// a typed flag) cannot split the message, and shortened past what any real path needs.
 pub fn shown_path(path: &Path) -> String {
-    const SHOWN: usize = 400;
-    let text = path.to_string_lossy();
+    shorten(&path.to_string_lossy(), 400)
+}
+
+/// `text` escaped, so newlines cannot split a message, and cut after `shown` characters with its
+/// length in bytes said.
+fn shorten(text: &str, shown: usize) -> String {
     let escaped: String = text.escape_debug().collect();
-    if escaped.chars().count() <= SHOWN {
+    if escaped.chars().count() <= shown {
         return escaped;
     }
-    let head: String = escaped.chars().take(SHOWN).collect();
+    let head: String = escaped.chars().take(shown).collect();
     format!("{head}... ({} bytes)", text.len())
 }
