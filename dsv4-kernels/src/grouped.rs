@@ -10,6 +10,10 @@ use crate::panel::PackedLinear;
 /// way (`G × T × out`).
 pub fn grouped_linear(weights: &[PackedLinear], inputs: &[f32], parts: &mut [f32]) {
     let groups = weights.len().max(1);
+    if parts.is_empty() || inputs.is_empty() {
+        // No rows (a chunk without outputs): nothing to project, and no empty chunks to split.
+        return;
+    }
     parts
         .par_chunks_mut(parts.len() / groups)
         .zip(inputs.par_chunks(inputs.len() / groups))
