@@ -29,10 +29,6 @@ impl Backend for Recording {
     type Weights<'w> = ModelWeights<'w>;
     type SeqCache = CpuSeqCache;
 
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<ModelWeights<'w>, WeightsError> {
         self.note("upload".into());
         self.cpu.upload(loaded)

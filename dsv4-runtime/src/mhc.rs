@@ -57,6 +57,11 @@ impl HcMixes {
         }
     }
 
+    /// Tokens whose mixes are held.
+    pub fn tokens(&self) -> usize {
+        self.pre.len().checked_div(self.streams).unwrap_or(0)
+    }
+
     /// Token `t`'s mix.
     pub fn get(&self, t: usize) -> HcMix<'_> {
         let n = self.streams;

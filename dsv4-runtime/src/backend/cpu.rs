@@ -30,8 +30,6 @@ pub struct CpuSeqCache {
     /// Where the paged streams take their pages.
     pub pool: BlockPool,
     workspace: Workspace,
-    /// The chunk token the mixes of the last `hc_pre` start at.
-    mixes_from: usize,
 }
 
 impl SeqCache for CpuSeqCache {
@@ -44,10 +42,6 @@ impl Backend for CpuBackend {
     type Weights<'w> = ModelWeights<'w>;
     type SeqCache = CpuSeqCache;
 
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<ModelWeights<'w>, WeightsError> {
         // The linears were packed for these kernels when the checkpoint was loaded.
         ModelWeights::bind(loaded)
@@ -58,7 +52,6 @@ impl Backend for CpuBackend {
             layers: LayerState::for_schema(schema),
             pool: BlockPool::with_budget(paged_bytes),
             workspace: Workspace::default(),
-            mixes_from: 0,
         }
     }
 
@@ -95,7 +88,6 @@ impl Backend for CpuBackend {
             hc_pre(xt, ws.mixes.get(t).pre, ht);
             rms_norm(ht, Some(norm), k.eps);
         }
-        seq.mixes_from = from;
     }
 
     fn attention(
@@ -144,7 +136,9 @@ impl Backend for CpuBackend {
     fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
-        let first_mix = from - seq.mixes_from;
+        // The last hc_pre mixed the chunk's last tokens: those from `tokens − mixes`.
+        let tokens = ws.x.len() / (n * d);
+        let first_mix = from - (tokens - ws.mixes.tokens());
         ws.mixes
             .leave(&mut ws.x[from * n * d..], &ws.y, d, first_mix);
     }

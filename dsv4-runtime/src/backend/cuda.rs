@@ -93,10 +93,6 @@ impl Backend for CudaBackend {
     type Weights<'w> = Infallible;
     type SeqCache = CudaSeqCache;
 
-    fn name(&self) -> &'static str {
-        "cuda"
-    }
-
     fn upload(&self, _: &LoadedCheckpoint) -> Result<Infallible, WeightsError> {
         match self.never {}
     }

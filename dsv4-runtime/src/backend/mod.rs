@@ -97,9 +97,6 @@ pub trait Backend: Sync {
     /// One request's cache and intermediates.
     type SeqCache: SeqCache;
 
-    /// Name for messages and reports (`cpu`, `cuda`).
-    fn name(&self) -> &'static str;
-
     /// The weights of a loaded, checked checkpoint, as stored (FP8/FP4 bytes and their scales,
     /// floats), laid out for this backend's kernels.
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<Self::Weights<'w>, WeightsError>;
