@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use dsv4_cache::{BlockBudget, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
-use dsv4_runtime::sampler::SamplingParams;
+use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{generate, FinishReason, GenerateRequest, Logits, Numerics};
 use dsv4_tests::with_model;
 use serde_json::Value;

@@ -9,7 +9,7 @@ use crate::bandwidth::{median, triad_runs};
 use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::ParamReport;
-use dsv4_runtime::sampler::{Sampler, SamplingParams};
+use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
 use dsv4_runtime::{threads, Logits, Request};
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dsv4_model::{write_random_checkpoint, Preset};
-use dsv4_runtime::sampler::SamplingParams;
+use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
     generate, ChatRequest, GenerateRequest, ReasoningEffort, ThinkingMode, Tokenizer,
 };

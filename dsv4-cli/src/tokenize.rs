@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dsv4_runtime::chat::{ChatRequest, ReasoningEffort, ThinkingMode};
+use dsv4_runtime::text::chat::{ChatRequest, ReasoningEffort, ThinkingMode};
 use dsv4_runtime::Tokenizer;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! seeded reproducibility (pinned ids, so a change in the random stream or the arithmetic shows
 //! up here), and one-line errors for bad flags and unsampleable rows.
 
-use dsv4_runtime::sampler::{Sampler, SamplerError, SamplingParams};
+use dsv4_runtime::engine::sampler::{Sampler, SamplerError, SamplingParams};
 
 fn params(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> SamplingParams {
     SamplingParams {

@@ -2,7 +2,7 @@
 //! prefixes, several stop strings, multi-byte characters, and the invariant that what is
 //! emitted plus what is flushed is always the text up to the first stop string.
 
-use dsv4_runtime::stop::{Pushed, StopError, StopMatcher};
+use dsv4_runtime::engine::stop::{Pushed, StopError, StopMatcher};
 
 fn matcher(stops: &[&str]) -> StopMatcher {
     StopMatcher::new(stops.iter().map(|s| s.to_string()).collect()).expect("valid stop strings")

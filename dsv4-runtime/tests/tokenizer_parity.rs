@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dsv4_runtime::chat::{ChatRequest, ReasoningEffort, ThinkingMode};
+use dsv4_runtime::text::chat::{ChatRequest, ReasoningEffort, ThinkingMode};
 use dsv4_runtime::{Tokenizer, TokenizerError};
 use serde::Deserialize;
 

@@ -8,12 +8,12 @@ use dsv4_kernels::ops::rms_norm;
 use dsv4_kernels::scratch::zeroed;
 
 use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
-use crate::attention::{attention, AttentionStep};
-use crate::load::LoadedCheckpoint;
-use crate::moe::moe;
-use crate::state::LayerState;
-use crate::weights::{ModelWeights, WeightsError};
-use crate::workspace::Workspace;
+use crate::model::attention::{attention, AttentionStep};
+use crate::model::load::LoadedCheckpoint;
+use crate::model::moe::moe;
+use crate::model::state::LayerState;
+use crate::model::weights::{ModelWeights, WeightsError};
+use crate::model::workspace::Workspace;
 use dsv4_kernels::mhc::hc_pre;
 
 /// The CPU backend.

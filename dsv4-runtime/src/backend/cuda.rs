@@ -9,8 +9,8 @@ use dsv4_cache::ModelCacheSchema;
 use dsv4_kernels::cache_store::StoreError;
 
 use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
-use crate::load::LoadedCheckpoint;
-use crate::weights::WeightsError;
+use crate::model::load::LoadedCheckpoint;
+use crate::model::weights::WeightsError;
 
 /// The CUDA backend (its kernels are not built yet).
 #[derive(Debug)]

@@ -15,11 +15,11 @@ pub use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::RopeFrequencies;
 
-use crate::attention::AttentionDims;
-use crate::load::LoadedCheckpoint;
-use crate::mhc::HcConfig;
-use crate::moe::MoeConfig;
-use crate::weights::WeightsError;
+use crate::model::attention::AttentionDims;
+use crate::model::load::LoadedCheckpoint;
+use crate::model::mhc::HcConfig;
+use crate::model::moe::MoeConfig;
+use crate::model::weights::WeightsError;
 
 /// Which sublayer of a decoder layer an op is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

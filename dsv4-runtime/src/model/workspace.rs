@@ -1,9 +1,9 @@
 //! The buffers a forward pass reuses from call to call. A request's state keeps them, so once
 //! the first decode step has grown them to a step's sizes, later steps allocate nothing.
 
-use crate::attention::AttentionBuffers;
-use crate::mhc::HcMixes;
-use crate::moe::MoeBuffers;
+use crate::model::attention::AttentionBuffers;
+use crate::model::mhc::HcMixes;
+use crate::model::moe::MoeBuffers;
 
 /// Every intermediate of a forward pass, by stage.
 #[derive(Debug, Default)]

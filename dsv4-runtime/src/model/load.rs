@@ -13,7 +13,7 @@ use dsv4_kernels::panel::{pack_all, PackJob, PackedLinear, PackedSpec};
 use dsv4_model::{check_with_progress, CheckReport, Checkpoint, ModelConfig};
 use memmap2::{Mmap, MmapMut};
 
-use crate::weights::{LinearRows, LinearSource, ModelWeights, WeightsError};
+use crate::model::weights::{LinearRows, LinearSource, ModelWeights, WeightsError};
 
 /// A checkpoint directory opened and checked; the model borrows its weights from it.
 pub struct LoadedCheckpoint {

@@ -12,9 +12,9 @@ use dsv4_kernels::grouped::grouped_linear;
 use dsv4_kernels::indexer::{indexer_topk, IndexerScratch, IndexerShape, Selection};
 use dsv4_kernels::ops::{rms_norm, RopeFrequencies};
 
+use crate::model::state::LayerState;
+use crate::model::weights::{AttentionWeights, CompressorWeights, IndexerWeights};
 use crate::profile;
-use crate::state::LayerState;
-use crate::weights::{AttentionWeights, CompressorWeights, IndexerWeights};
 use dsv4_kernels::compressor::CompressorTail;
 use dsv4_kernels::numerics::{Numerics, Product};
 use dsv4_kernels::scratch::zeroed;

@@ -25,7 +25,7 @@
 //! Texts are not escaped, as upstream does not escape them: a special token written inside the
 //! system or user text becomes that token's id.
 
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
 /// Start of every prompt; the tokenizer maps it to the BOS id (0).
 pub const BOS: &str = "<｜begin▁of▁sentence｜>";

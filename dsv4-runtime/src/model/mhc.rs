@@ -7,7 +7,7 @@ use dsv4_kernels::ops::sigmoid;
 use dsv4_kernels::panel::PackedLinear;
 use dsv4_kernels::simd::dot_f32;
 
-use crate::weights::HcWeights;
+use crate::model::weights::HcWeights;
 
 /// How one token's streams enter and leave a sublayer.
 #[derive(Debug, Clone, Copy, PartialEq)]

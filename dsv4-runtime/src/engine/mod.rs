@@ -2,6 +2,10 @@
 //! prompt in chunks, then one token at a time. `generate` (`dsv4 run`), `dsv4 score` and
 //! `dsv4 bench` all drive their requests through it, so prefill and decode exist once.
 
+pub mod generate;
+pub mod sampler;
+pub mod stop;
+
 use crate::backend::{Backend, CpuBackend, SeqState};
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;

@@ -8,8 +8,8 @@ use dsv4_kernels::moe::{
 };
 use dsv4_kernels::panel::PackedLinear;
 
+use crate::model::weights::MoeWeights;
 use crate::profile;
-use crate::weights::MoeWeights;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::scratch::zeroed;
 

@@ -1,5 +1,5 @@
 //! The model's weights as the forward pass reads them: linears packed for the kernels (FP8, FP4
-//! or float, never dequantized whole; see [`crate::load`]), the embedding a view of the mapped
+//! or float, never dequantized whole; see [`crate::model::load`]), the embedding a view of the mapped
 //! checkpoint, small vectors copied to f32. The structs are generic over the linear type `L`:
 //! loading binds them once with the stored views to find every linear, then with the packed
 //! ones.

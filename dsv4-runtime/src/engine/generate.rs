@@ -6,12 +6,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::engine::sampler::{Sampler, SamplerError, SamplingParams};
+use crate::engine::stop::{StopError, StopMatcher};
 use crate::engine::Request;
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
-use crate::sampler::{Sampler, SamplerError, SamplingParams};
-use crate::stop::{StopError, StopMatcher};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
 /// What to generate.
 #[derive(Debug, Clone)]

@@ -3,6 +3,14 @@
 //! → hc_post, then hc_head → norm → head, each step one of the backend's ops. One call
 //! processes a chunk of consecutive tokens of one request.
 
+pub mod attention;
+pub mod load;
+pub mod mhc;
+pub mod moe;
+pub mod state;
+pub mod weights;
+pub mod workspace;
+
 use std::ffi::CString;
 
 use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema};
@@ -13,13 +21,13 @@ use dsv4_kernels::ops::{RopeFrequencies, Yarn};
 use dsv4_kernels::threads;
 use dsv4_model::{LayerSchedule, LayerSpec, ModelConfig, RopeKind};
 
-use crate::attention::AttentionDims;
 use crate::backend::{AttentionAt, Backend, CpuBackend, ModelConstants, SeqState, Sublayer};
 use crate::memory;
-use crate::mhc::HcConfig;
-use crate::moe::MoeConfig;
+use crate::model::attention::AttentionDims;
+use crate::model::mhc::HcConfig;
+use crate::model::moe::MoeConfig;
+use crate::model::weights::ModelWeights;
 use crate::profile;
-use crate::weights::ModelWeights;
 
 /// Why a forward call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
