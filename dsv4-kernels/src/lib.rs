@@ -7,6 +7,7 @@
 pub mod attend;
 pub mod cache_store;
 pub mod compressor;
+pub mod cuda;
 pub mod grouped;
 pub mod indexer;
 pub mod mhc;

@@ -1,0 +1,114 @@
+//! Every CUDA kernel against its CPU twin on random inputs, at V4-Flash's widths and at odd
+//! shapes, each with its stated tolerance. `dsv4 selftest` prints the table; the tests run it
+//! under each fiber order of `cuda-sim`.
+
+use super::{norm, DeviceError, Gpu};
+
+/// One kernel at one shape against its twin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// The kernel.
+    pub kernel: &'static str,
+    /// The shape, in words.
+    pub shape: String,
+    /// The largest difference from the twin, relative to the twin's magnitude where that is
+    /// above 1 (so an absolute difference for small values).
+    pub error: f32,
+    /// The most that [`Check::error`] may be.
+    pub tolerance: f32,
+}
+
+impl Check {
+    /// Compares a kernel's output with its twin's.
+    pub fn new(
+        kernel: &'static str,
+        shape: String,
+        gpu: &[f32],
+        cpu: &[f32],
+        tolerance: f32,
+    ) -> Self {
+        let error = if gpu.len() != cpu.len() {
+            f32::INFINITY
+        } else {
+            gpu.iter()
+                .zip(cpu)
+                .map(|(&g, &c)| difference(g, c))
+                .fold(0.0, f32::max)
+        };
+        Self {
+            kernel,
+            shape,
+            error,
+            tolerance,
+        }
+    }
+
+    /// Whether the kernel agrees with its twin (a NaN difference does not).
+    pub fn passed(&self) -> bool {
+        self.error <= self.tolerance
+    }
+}
+
+/// `|g − c| / max(|c|, 1)`; equal values (infinities and NaNs included) differ by 0, a NaN
+/// against a number by infinity.
+fn difference(g: f32, c: f32) -> f32 {
+    if g == c || (g.is_nan() && c.is_nan()) {
+        return 0.0;
+    }
+    let d = (g - c).abs() / c.abs().max(1.0);
+    if d.is_nan() {
+        f32::INFINITY
+    } else {
+        d
+    }
+}
+
+/// A small seeded generator for the twins' inputs (splitmix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-1, 1)`.
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// `n` uniform values times `scale`.
+    pub fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
+    }
+}
+
+/// A kernel family's twin checks.
+pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
+
+/// Every family's checks, by kernel file.
+pub const TWINS: &[(&str, Twin)] = &[("norm", norm::twins)];
+
+/// Runs every family's checks on `gpu` from `seed`; a family whose launch fails reports the
+/// error in place of its checks.
+pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<(&'static str, Result<Vec<Check>, DeviceError>)> {
+    TWINS
+        .iter()
+        .map(|&(family, twin)| (family, twin(gpu, &mut Rng::new(seed))))
+        .collect()
+}
