@@ -317,7 +317,7 @@ bool run_block(Worker& w, uint3 block, int order, uint64_t seed) {
         w.warps[i >> 5].lanes |= 1u << (i & 31u);
         prepare_fiber(w, i);
     }
-    memset(w.shared.data(), 0xff, w.shared.size());
+    if (!w.shared.empty()) memset(w.shared.data(), 0xff, w.shared.size());
     uint64_t rng = seed ^ (0x632be59bd9b4e019ull * (1 + block.x + 65536ull * (block.y + 65536ull * block.z)));
     std::vector<unsigned> visit;
     while (!w.faulted) {
