@@ -14,6 +14,7 @@ pub mod driver;
 pub mod norm;
 pub mod sim;
 pub mod twins;
+pub mod weights;
 
 /// A device failure, in one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

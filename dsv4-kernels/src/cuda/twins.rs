@@ -2,7 +2,9 @@
 //! shapes, each with its stated tolerance. `dsv4 selftest` prints the table; the tests run it
 //! under each fiber order of `cuda-sim`.
 
+use super::weights::Format;
 use super::{norm, DeviceError, Gpu};
+use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,4 +113,95 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<(&'static str, Result<Vec<Check>, De
         .iter()
         .map(|&(family, twin)| (family, twin(gpu, &mut Rng::new(seed))))
         .collect()
+}
+
+/// A random weight in a stored format, for the twins of the kernels that read weights.
+#[derive(Debug, Clone)]
+pub struct StoredWeight {
+    /// The format.
+    pub format: Format,
+    /// Output features.
+    pub out: usize,
+    /// Input features.
+    pub inp: usize,
+    /// The stored elements.
+    pub data: Vec<u8>,
+    /// The stored scales: UE8M0 bytes (empty for floats).
+    pub scales: Vec<u8>,
+}
+
+impl StoredWeight {
+    /// A random `[out, inp]` weight; FP4 needs `inp` a multiple of 32. Values are about ±1/√inp.
+    pub fn random(rng: &mut Rng, format: Format, out: usize, inp: usize) -> Self {
+        let n = out * inp;
+        let unit = 1.0 / (inp.max(1) as f32).sqrt();
+        let data = match format {
+            Format::F32 => super::f32_bytes(&rng.values(n, unit)),
+            Format::Bf16 => rng
+                .values(n, unit)
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+            Format::F16 => rng
+                .values(n, unit)
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            // Every byte but the two NaNs.
+            Format::Fp8Block => rng
+                .bytes(n)
+                .into_iter()
+                .map(|b| if b & 0x7f == 0x7f { b ^ 1 } else { b })
+                .collect(),
+            Format::Fp4Group => rng.bytes(n / 2),
+        };
+        // Scales around 2^-7 (E4M3 reaches 448) or 2^-3 (E2M1 reaches 6), so W stays near unit.
+        let scales = match format {
+            Format::Fp8Block => (0..out.div_ceil(128) * inp.div_ceil(128))
+                .map(|_| 120 + (rng.next_u64() % 4) as u8)
+                .collect(),
+            Format::Fp4Group => (0..out * (inp / 32))
+                .map(|_| 122 + (rng.next_u64() % 4) as u8)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            format,
+            out,
+            inp,
+            data,
+            scales,
+        }
+    }
+
+    /// The weight as the CPU reads it.
+    pub fn view(&self) -> LinearView<'_> {
+        let weight = match self.format {
+            Format::F32 => LinearWeight::Float {
+                dtype: FloatDtype::F32,
+                data: &self.data,
+            },
+            Format::Bf16 => LinearWeight::Float {
+                dtype: FloatDtype::Bf16,
+                data: &self.data,
+            },
+            Format::F16 => LinearWeight::Float {
+                dtype: FloatDtype::F16,
+                data: &self.data,
+            },
+            Format::Fp8Block => LinearWeight::Fp8Block {
+                q: &self.data,
+                scales: Scales::E8M0(&self.scales),
+            },
+            Format::Fp4Group => LinearWeight::Fp4Group {
+                packed: &self.data,
+                scales: Scales::E8M0(&self.scales),
+            },
+        };
+        LinearView {
+            out: self.out,
+            inp: self.inp,
+            weight,
+        }
+    }
 }
