@@ -304,12 +304,18 @@ impl DeviceBuffer {
 
     /// Its first `n` f32 values.
     pub fn read_f32(&self, n: usize) -> Result<Vec<f32>, DeviceError> {
-        let mut bytes = vec![0u8; n * 4];
-        self.read(&mut bytes)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let mut values = vec![0.0; n];
+        self.read_f32_into(&mut values)?;
+        Ok(values)
+    }
+
+    /// Its first `values.len()` f32 values into `values`.
+    pub fn read_f32_into(&self, values: &mut [f32]) -> Result<(), DeviceError> {
+        // SAFETY: any bytes are a valid f32; the slice's bytes are exactly its values'.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len() * 4)
+        };
+        self.read(bytes)
     }
 }
 
@@ -317,6 +323,13 @@ impl DeviceBuffer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(transparent)]
 pub struct DevicePtr(pub u64);
+
+impl DevicePtr {
+    /// The address `bytes` further on.
+    pub fn offset(self, bytes: usize) -> Self {
+        Self(self.0 + bytes as u64)
+    }
+}
 
 /// A value passed to a kernel: `as_param` points at it, as `cuLaunchKernel` wants.
 pub trait Param {

@@ -51,6 +51,29 @@ pub struct DeviceWeight {
 impl DeviceWeight {
     /// Uploads a stored linear as it is.
     pub fn upload(gpu: &Gpu, view: &LinearView) -> Result<Self, DeviceError> {
+        Self::upload_rows(gpu, view, 0, view.out)
+    }
+
+    /// Uploads rows `first..first + count` of a stored linear as a linear of their own (a
+    /// group of `wo_a`), with the scales that cover them; FP8 rows must start on a 128-row
+    /// block.
+    pub fn upload_rows(
+        gpu: &Gpu,
+        view: &LinearView,
+        first: usize,
+        count: usize,
+    ) -> Result<Self, DeviceError> {
+        let inp = view.inp;
+        let rows = first..first + count;
+        let cut = |bytes: &[u8], per_row: usize| -> Result<Vec<u8>, DeviceError> {
+            bytes
+                .get(rows.start * per_row..rows.end * per_row)
+                .map(<[u8]>::to_vec)
+                .ok_or(DeviceError::CopySize {
+                    bytes: rows.end * per_row,
+                    capacity: bytes.len(),
+                })
+        };
         let (format, data, scales) = match view.weight {
             LinearWeight::Float { dtype, data } => {
                 let format = match dtype {
@@ -58,23 +81,48 @@ impl DeviceWeight {
                     FloatDtype::Bf16 => Format::Bf16,
                     FloatDtype::F16 => Format::F16,
                 };
-                (format, data, None)
+                (format, cut(data, inp * dtype.size())?, None)
             }
-            LinearWeight::Fp8Block { q, scales } => (Format::Fp8Block, q, Some(scales)),
-            LinearWeight::Fp4Group { packed, scales } => (Format::Fp4Group, packed, Some(scales)),
+            LinearWeight::Fp8Block { q, scales } => {
+                if first % 128 != 0 {
+                    return Err(DeviceError::Driver(format!(
+                        "FP8 rows from {first} do not start on a 128-row scale block"
+                    )));
+                }
+                let cols = inp.div_ceil(128);
+                let grid = (first / 128)..(first + count).div_ceil(128);
+                (Format::Fp8Block, cut(q, inp)?, Some((scales, grid, cols)))
+            }
+            LinearWeight::Fp4Group { packed, scales } => {
+                let groups = inp / 32;
+                (Format::Fp4Group, cut(packed, inp / 2)?, Some((scales, rows.clone(), groups)))
+            }
+        };
+        // The scale rows `range` of a grid `per_row` scales wide, `size` bytes each.
+        let scale_rows = |bytes: &[u8], range: std::ops::Range<usize>, per_row: usize, size: usize| {
+            let (from, to) = (size * range.start * per_row, size * range.end * per_row);
+            let rows = bytes.get(from..to).ok_or(DeviceError::CopySize {
+                bytes: to,
+                capacity: bytes.len(),
+            })?;
+            gpu.upload(rows)
         };
         let (scale_kind, scales) = match scales {
             None => (ScaleKind::E8m0, None),
-            Some(Scales::E8M0(bytes)) => (ScaleKind::E8m0, Some(gpu.upload(bytes)?)),
-            Some(Scales::F32(bytes)) => (ScaleKind::F32, Some(gpu.upload(bytes)?)),
+            Some((Scales::E8M0(bytes), range, per_row)) => {
+                (ScaleKind::E8m0, Some(scale_rows(bytes, range, per_row, 1)?))
+            }
+            Some((Scales::F32(bytes), range, per_row)) => {
+                (ScaleKind::F32, Some(scale_rows(bytes, range, per_row, 4)?))
+            }
         };
         Ok(Self {
             format,
             scale_kind,
-            data: gpu.upload(data)?,
+            data: gpu.upload(&data)?,
             scales,
-            out: view.out,
-            inp: view.inp,
+            out: count,
+            inp,
         })
     }
 
