@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod norm;
+pub mod numerics;
 pub mod sim;
 pub mod twins;
 pub mod weights;
