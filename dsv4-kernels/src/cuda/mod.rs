@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 pub mod driver;
 pub mod norm;
 pub mod numerics;
+pub mod rope;
 pub mod sim;
 pub mod twins;
 pub mod weights;

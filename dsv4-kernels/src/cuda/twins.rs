@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{norm, numerics, DeviceError, Gpu};
+use super::{norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -107,6 +107,7 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 pub const TWINS: &[(&str, Twin)] = &[
     ("norm", norm::twins),
     ("numerics", numerics::twins),
+    ("rope", rope::twins),
 ];
 
 /// Runs every family's checks on `gpu` from `seed`; a family whose launch fails reports the
