@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "cuda")]
 pub mod driver;
+pub mod embed;
 pub mod norm;
 pub mod numerics;
 pub mod rope;

@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{norm, numerics, rope, DeviceError, Gpu};
+use super::{embed, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -105,6 +105,7 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 
 /// Every family's checks, by kernel file.
 pub const TWINS: &[(&str, Twin)] = &[
+    ("embed", embed::twins),
     ("norm", norm::twins),
     ("numerics", numerics::twins),
     ("rope", rope::twins),
