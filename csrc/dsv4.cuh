@@ -103,6 +103,30 @@ __device__ __forceinline__ float dsv4_e2m1_to_f32(uint32_t code) {
     return (code & 8u) ? -magnitude : magnitude;
 }
 
+// Nearest E2M1 code to `x` (sign in bit 3), ties to even; magnitudes beyond 6 saturate. As
+// dsv4-formats' `f32_to_e2m1`: the code counts the midpoints below |x|, and a tie on an odd
+// midpoint (0.75, 1.75, 3.5) goes up to the even code; NaN gives the code of ±0.
+__device__ __forceinline__ uint8_t dsv4_f32_to_e2m1(float x) {
+    uint8_t sign = (__float_as_uint(x) >> 31) ? 8 : 0;
+    float a = fabsf(x);
+    uint32_t code = (a > 0.25f) + (a > 0.75f) + (a > 1.25f) + (a > 1.75f) + (a > 2.5f) + (a > 3.5f) + (a > 5.0f);
+    if (a == 0.75f || a == 1.75f || a == 3.5f) code += 1;
+    return sign | static_cast<uint8_t>(code);
+}
+
+// The UE8M0 byte of the smallest power of two at or above `x` (2^ceil(log2 x)), `x` clamped into
+// [2^-127, f32::MAX] first; never the NaN byte 0xff. As dsv4-formats' `ue8m0_ceil`.
+__device__ __forceinline__ uint8_t dsv4_ue8m0_ceil(float x) {
+    const float smallest = __uint_as_float(0x00400000u);  // 2^-127, byte 0
+    if (x < smallest) x = smallest;
+    if (x > __uint_as_float(0x7f7fffffu)) x = __uint_as_float(0x7f7fffffu);
+    if (x < __uint_as_float(0x00800000u)) return x <= smallest ? 0 : 1;  // subnormal: 2^-127 or 2^-126
+    uint32_t bits = __float_as_uint(x);
+    uint32_t exponent = static_cast<uint8_t>(bits >> 23);
+    if ((bits & 0x007fffffu) == 0) return static_cast<uint8_t>(exponent);
+    return static_cast<uint8_t>(exponent + 1 > 0xfeu ? 0xfeu : exponent + 1);
+}
+
 // Sum over the 32 lanes of a full warp, every lane getting it (butterfly: same order on every lane).
 __device__ __forceinline__ float dsv4_warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

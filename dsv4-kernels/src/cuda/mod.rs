@@ -11,8 +11,11 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "cuda")]
 pub mod driver;
+pub mod embed;
 pub mod mhc;
 pub mod norm;
+pub mod numerics;
+pub mod rope;
 pub mod sim;
 pub mod twins;
 pub mod weights;

@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{mhc, norm, DeviceError, Gpu};
+use super::{embed, mhc, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -104,7 +104,13 @@ impl Rng {
 pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 
 /// Every family's checks, by kernel file.
-pub const TWINS: &[(&str, Twin)] = &[("mhc", mhc::twins), ("norm", norm::twins)];
+pub const TWINS: &[(&str, Twin)] = &[
+    ("embed", embed::twins),
+    ("mhc", mhc::twins),
+    ("norm", norm::twins),
+    ("numerics", numerics::twins),
+    ("rope", rope::twins),
+];
 
 /// Runs every family's checks on `gpu` from `seed`; a family whose launch fails reports the
 /// error in place of its checks.
