@@ -9,8 +9,10 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub mod attend;
 #[cfg(feature = "cuda")]
 pub mod driver;
+pub mod attend;
 pub mod embed;
 pub mod mhc;
 pub mod norm;

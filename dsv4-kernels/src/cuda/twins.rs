@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{embed, mhc, norm, numerics, rope, DeviceError, Gpu};
+use super::{attend, embed, mhc, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -105,6 +105,7 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 
 /// Every family's checks, by kernel file.
 pub const TWINS: &[(&str, Twin)] = &[
+    ("attend", attend::twins),
     ("embed", embed::twins),
     ("mhc", mhc::twins),
     ("norm", norm::twins),
