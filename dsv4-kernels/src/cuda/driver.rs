@@ -151,6 +151,12 @@ impl Device for DriverDevice {
         unsafe { result::memset_d8_sync(address, value, bytes) }.map_err(driver)
     }
 
+    fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<(), DeviceError> {
+        self.bind()?;
+        // SAFETY: `Gpu::copy`'s caller vouches for both ranges.
+        unsafe { result::memcpy_dtod_sync(to, from, bytes) }.map_err(driver)
+    }
+
     fn function(&self, name: &str) -> Result<Function, DeviceError> {
         self.functions
             .iter()

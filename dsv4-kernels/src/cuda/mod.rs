@@ -98,6 +98,8 @@ pub trait Device: Send + Sync {
     fn read(&self, address: u64, bytes: &mut [u8]) -> Result<(), DeviceError>;
     /// Sets `bytes` bytes to `value`.
     fn fill(&self, address: u64, value: u8, bytes: usize) -> Result<(), DeviceError>;
+    /// Copies `bytes` bytes between two device ranges that do not overlap.
+    fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<(), DeviceError>;
     /// The kernel named `name`.
     fn function(&self, name: &str) -> Result<Function, DeviceError>;
     /// Launches `function`, in order after every earlier launch and copy.
@@ -202,6 +204,14 @@ impl Gpu {
         let buffer = self.alloc(bytes)?;
         self.device.fill(buffer.address, 0, bytes)?;
         Ok(buffer)
+    }
+
+    /// Copies `bytes` bytes from `from` to `to`, on the device.
+    ///
+    /// # Safety
+    /// Both ranges must lie in live buffers of this device and not overlap.
+    pub unsafe fn copy(&self, to: DevicePtr, from: DevicePtr, bytes: usize) -> Result<(), DeviceError> {
+        self.device.copy(to.0, from.0, bytes)
     }
 
     /// Launches the kernel `name` with `params` (each a [`Param`]).

@@ -23,6 +23,11 @@ impl DeviceRope {
         })
     }
 
+    /// The table (`Dr / 2` f32 angles per position), as a kernel parameter.
+    pub fn table(&self) -> DevicePtr {
+        self.table.ptr()
+    }
+
     /// Rotary pairs it holds frequencies for.
     pub fn pairs(&self) -> usize {
         self.pairs

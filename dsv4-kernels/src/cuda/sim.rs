@@ -131,6 +131,12 @@ impl Device for SimDevice {
         Ok(())
     }
 
+    fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<(), DeviceError> {
+        // SAFETY: `Gpu::copy`'s caller vouches for both ranges.
+        unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, bytes) };
+        Ok(())
+    }
+
     fn function(&self, name: &str) -> Result<Function, DeviceError> {
         let c = CString::new(name).map_err(|_| DeviceError::NoKernel(name.into()))?;
         // SAFETY: a NUL-terminated name.
