@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 pub mod attend;
 #[cfg(feature = "cuda")]
 pub mod driver;
-pub mod attend;
 pub mod embed;
 pub mod mhc;
 pub mod norm;
