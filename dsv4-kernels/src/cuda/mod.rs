@@ -13,6 +13,7 @@ pub mod attend;
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod embed;
+pub mod layout;
 pub mod mhc;
 pub mod norm;
 pub mod numerics;
@@ -209,7 +210,12 @@ impl Gpu {
     ///
     /// # Safety
     /// Both ranges must lie in live buffers of this device and not overlap.
-    pub unsafe fn copy(&self, to: DevicePtr, from: DevicePtr, bytes: usize) -> Result<(), DeviceError> {
+    pub unsafe fn copy(
+        &self,
+        to: DevicePtr,
+        from: DevicePtr,
+        bytes: usize,
+    ) -> Result<(), DeviceError> {
         self.device.copy(to.0, from.0, bytes)
     }
 
