@@ -454,7 +454,8 @@ fn reference_score(keys: &StreamPages, q: &[f32], w: &[f32], di: usize, e: usize
 /// equal, except that on random inputs two entries may trade places when their f64 reference
 /// scores differ by at most 1e-5 relative (a legitimate flip of a near tie); the index error
 /// counts every other difference (lengths, slots, duplicates, entries not visible). The tie
-/// cases have exact scores, so no swap is allowed there.
+/// cases have exact scores, so no swap is allowed there. Split cases also run unsplit: the
+/// two must agree in every bit (tolerance 0).
 pub fn twins(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>, DeviceError> {
     let flash = |topk| IndexerShape {
         heads: 64,
