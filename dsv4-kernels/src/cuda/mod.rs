@@ -13,6 +13,7 @@ pub mod attend;
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod embed;
+pub mod indexer;
 pub mod layout;
 pub mod mhc;
 pub mod norm;

@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{attend, embed, layout, mhc, norm, numerics, rope, DeviceError, Gpu};
+use super::{attend, embed, indexer, layout, mhc, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -107,6 +107,7 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 pub const TWINS: &[(&str, Twin)] = &[
     ("attend", attend::twins),
     ("embed", embed::twins),
+    ("indexer", indexer::twins),
     ("layout", layout::twins),
     ("mhc", mhc::twins),
     ("norm", norm::twins),
