@@ -95,18 +95,23 @@ impl DeviceWeight {
             }
             LinearWeight::Fp4Group { packed, scales } => {
                 let groups = inp / 32;
-                (Format::Fp4Group, cut(packed, inp / 2)?, Some((scales, rows.clone(), groups)))
+                (
+                    Format::Fp4Group,
+                    cut(packed, inp / 2)?,
+                    Some((scales, rows.clone(), groups)),
+                )
             }
         };
         // The scale rows `range` of a grid `per_row` scales wide, `size` bytes each.
-        let scale_rows = |bytes: &[u8], range: std::ops::Range<usize>, per_row: usize, size: usize| {
-            let (from, to) = (size * range.start * per_row, size * range.end * per_row);
-            let rows = bytes.get(from..to).ok_or(DeviceError::CopySize {
-                bytes: to,
-                capacity: bytes.len(),
-            })?;
-            gpu.upload(rows)
-        };
+        let scale_rows =
+            |bytes: &[u8], range: std::ops::Range<usize>, per_row: usize, size: usize| {
+                let (from, to) = (size * range.start * per_row, size * range.end * per_row);
+                let rows = bytes.get(from..to).ok_or(DeviceError::CopySize {
+                    bytes: to,
+                    capacity: bytes.len(),
+                })?;
+                gpu.upload(rows)
+            };
         let (scale_kind, scales) = match scales {
             None => (ScaleKind::E8m0, None),
             Some((Scales::E8M0(bytes), range, per_row)) => {
@@ -123,6 +128,19 @@ impl DeviceWeight {
             scales,
             out: count,
             inp,
+        })
+    }
+
+    /// A weight of no rows: what a struct of bound weights keeps where its weight moved
+    /// elsewhere.
+    pub fn empty(gpu: &Gpu) -> Result<Self, DeviceError> {
+        Ok(Self {
+            format: Format::F32,
+            scale_kind: ScaleKind::E8m0,
+            data: gpu.alloc(0)?,
+            scales: None,
+            out: 0,
+            inp: 0,
         })
     }
 
