@@ -15,6 +15,7 @@ pub mod driver;
 pub mod embed;
 pub mod indexer;
 pub mod layout;
+pub mod linear;
 pub mod mhc;
 pub mod norm;
 pub mod numerics;

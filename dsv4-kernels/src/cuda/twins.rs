@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{attend, embed, indexer, layout, mhc, norm, numerics, rope, DeviceError, Gpu};
+use super::{attend, embed, indexer, layout, linear, mhc, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -109,6 +109,7 @@ pub const TWINS: &[(&str, Twin)] = &[
     ("embed", embed::twins),
     ("indexer", indexer::twins),
     ("layout", layout::twins),
+    ("linear", linear::twins),
     ("mhc", mhc::twins),
     ("norm", norm::twins),
     ("numerics", numerics::twins),
