@@ -103,6 +103,30 @@ __device__ __forceinline__ float dsv4_e2m1_to_f32(uint32_t code) {
     return (code & 8u) ? -magnitude : magnitude;
 }
 
+// Nearest E2M1 code to `x` (sign in bit 3), ties to even, magnitudes beyond 6 saturating; NaN
+// gives a (signed) zero code. Bit for bit dsv4-formats' `f32_to_e2m1`: count the midpoints below
+// |x|, and on a midpoint between an odd and an even code (0.75, 1.75, 3.5) take the even one.
+__device__ __forceinline__ uint8_t dsv4_f32_to_e2m1(float x) {
+    uint8_t sign = (__float_as_uint(x) >> 31) ? 8 : 0;
+    float a = fabsf(x);
+    uint32_t below = (a > 0.25f) + (a > 0.75f) + (a > 1.25f) + (a > 1.75f) + (a > 2.5f) + (a > 3.5f) + (a > 5.0f);
+    uint32_t odd_tie = (a == 0.75f) | (a == 1.75f) | (a == 3.5f);
+    return sign | static_cast<uint8_t>(below + odd_tie);
+}
+
+// The UE8M0 byte of the smallest power of two at or above `x`, `x` first clamped to
+// [2^-127, f32 max] (a NaN stays NaN and gives 254): bit for bit dsv4-formats' `ue8m0_ceil`.
+__device__ __forceinline__ uint8_t dsv4_ue8m0_ceil(float x) {
+    const float smallest = __uint_as_float(0x00400000u);  // 2^-127, the scale of byte 0
+    if (x < smallest) x = smallest;
+    if (x > __uint_as_float(0x7f7fffffu)) x = __uint_as_float(0x7f7fffffu);
+    if (x < __uint_as_float(0x00800000u)) return x <= smallest ? 0 : 1;  // subnormal: 2^-127 or 2^-126
+    uint32_t bits = __float_as_uint(x);
+    uint32_t exponent = (bits >> 23) & 0xffu;
+    if ((bits & 0x007fffffu) == 0) return static_cast<uint8_t>(exponent);
+    return static_cast<uint8_t>(exponent + 1 < 254u ? exponent + 1 : 254u);
+}
+
 // Sum over the 32 lanes of a full warp, every lane getting it (butterfly: same order on every lane).
 __device__ __forceinline__ float dsv4_warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

@@ -9,6 +9,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub mod cache;
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod norm;
