@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub mod cache;
+pub mod compressor;
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod norm;

@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{cache, norm, DeviceError, Gpu};
+use super::{cache, compressor, norm, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -106,6 +106,7 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 /// Every family's checks, by kernel file.
 pub const TWINS: &[(&str, Twin)] = &[
     ("cache", cache::twins),
+    ("compressor", compressor::twins),
     ("norm", norm::twins),
 ];
 
