@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub mod attend;
+pub mod cache;
+pub mod compressor;
 #[cfg(feature = "cuda")]
 pub mod driver;
 pub mod embed;

@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{attend, embed, indexer, layout, linear, mhc, norm, numerics, rope, DeviceError, Gpu};
+use super::{attend, cache, compressor, embed, indexer, layout, linear, mhc, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -106,6 +106,8 @@ pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 /// Every family's checks, by kernel file.
 pub const TWINS: &[(&str, Twin)] = &[
     ("attend", attend::twins),
+    ("cache", cache::twins),
+    ("compressor", compressor::twins),
     ("embed", embed::twins),
     ("indexer", indexer::twins),
     ("layout", layout::twins),
