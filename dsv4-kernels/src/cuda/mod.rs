@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "cuda")]
 pub mod driver;
+pub mod moe;
 pub mod norm;
 pub mod sim;
 pub mod twins;

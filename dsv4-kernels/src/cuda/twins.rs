@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{norm, DeviceError, Gpu};
+use super::{moe, norm, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -104,7 +104,7 @@ impl Rng {
 pub type Twin = fn(&Gpu, &mut Rng) -> Result<Vec<Check>, DeviceError>;
 
 /// Every family's checks, by kernel file.
-pub const TWINS: &[(&str, Twin)] = &[("norm", norm::twins)];
+pub const TWINS: &[(&str, Twin)] = &[("moe", moe::twins), ("norm", norm::twins)];
 
 /// Runs every family's checks on `gpu` from `seed`; a family whose launch fails reports the
 /// error in place of its checks.
