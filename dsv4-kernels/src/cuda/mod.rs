@@ -19,6 +19,7 @@ pub mod indexer;
 pub mod layout;
 pub mod linear;
 pub mod mhc;
+pub mod moe;
 pub mod norm;
 pub mod numerics;
 pub mod rope;

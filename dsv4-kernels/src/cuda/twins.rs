@@ -3,7 +3,7 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{attend, cache, compressor, embed, indexer, layout, linear, mhc, norm, numerics, rope, DeviceError, Gpu};
+use super::{attend, cache, compressor, embed, indexer, layout, linear, mhc, moe, norm, numerics, rope, DeviceError, Gpu};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.
@@ -113,6 +113,7 @@ pub const TWINS: &[(&str, Twin)] = &[
     ("layout", layout::twins),
     ("linear", linear::twins),
     ("mhc", mhc::twins),
+    ("moe", moe::twins),
     ("norm", norm::twins),
     ("numerics", numerics::twins),
     ("rope", rope::twins),
