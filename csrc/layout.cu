@@ -19,3 +19,12 @@ DSV4_KERNEL void scale(float* x, uint32_t n, float factor) {
     for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] *= factor;
 }
 DSV4_SIM_ENTRY(scale)
+
+// out[i] = in[i] for n float4 values: the copy `dsv4 bench` measures the device's memory
+// bandwidth with (16-byte loads and stores, grid-stride).
+DSV4_KERNEL void stream_copy(const float4* in, float4* out, uint64_t n) {
+    for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<uint64_t>(gridDim.x) * blockDim.x)
+        out[i] = in[i];
+}
+DSV4_SIM_ENTRY(stream_copy)

@@ -3,10 +3,9 @@
 //
 // Every kernel reads x as `tokens` rows of `inp` f32 and writes y as `tokens` rows of `out` f32.
 // Two geometries, because decoding one token and prefilling a chunk want different ones:
-// - `linear` (GEMV, for one token): a block of up to 256 threads computes 4 consecutive output
-//   rows; its threads stride over the rows' 8-input chunks, so the block reads each row in one
-//   coalesced sweep and every weight byte once, and each chunk of x is loaded once for the 4
-//   rows. More tokens are done one after another, re-reading the rows (correct, not fast).
+// - `linear` (GEMV, for one token): a block of 4 warps computes 4 consecutive output rows, a
+//   warp per row, its lanes over the row's 64-input steps; every weight byte is read once. More
+//   tokens are done one after another, re-reading the rows (correct, not fast).
 // - `linear_tiled` (a chunk of tokens): a block of 256 threads computes a tile of 64 outputs ×
 //   32 tokens, staging 64 inputs of x and of the decoded weight rows in shared memory per step,
 //   so each weight byte is read once per 32 tokens.
@@ -15,9 +14,10 @@
 // as the checkpoint holds it, uploaded once), its input the g-th slab of `tokens × inp` values of
 // x and its output the g-th slab of `tokens × out` values of y, as `grouped_linear` lays them out.
 //
-// Summation order is fixed by the geometry alone (chunk sums by fused multiply-adds, then fixed
-// trees over threads and warps), never by scheduling: results are bit-identical from run to run.
-// It is not the CPU panel kernels' order, so results agree with them to f32 rounding.
+// Summation order is the same in every kernel: per 64-input step a fused multiply-add chain in
+// input order, then the steps added in order. A row's result is therefore bit-identical whatever
+// the kernel, the chunk or the scheduling. It is not the CPU panel kernels' order, so results
+// agree with them to f32 rounding.
 #include "weights.cuh"
 
 // Loops of a fixed trip count unrolled on the GPU, so small arrays indexed by them stay in
@@ -30,9 +30,8 @@
 
 namespace {
 
-// Output rows per GEMV block, and the most threads a GEMV block has.
+// Output rows (warps) per GEMV block.
 constexpr uint32_t kGemvRows = 4;
-constexpr uint32_t kGemvThreads = 256;
 
 // The tiled kernels' tile: outputs × tokens per block, inputs per step, and threads (16 × 16,
 // each computing 4 outputs × 2 tokens: outputs tx + 16i, tokens ty + 16j).
@@ -61,71 +60,49 @@ __device__ __forceinline__ void load_inputs(const float* row, uint32_t k, uint32
     for (uint32_t e = 0; e < DSV4_CHUNK; ++e) v[e] = k + e < inp ? row[k + e] : 0.0f;
 }
 
-// Sums each of v[0..3] over a full warp with 6 shuffles instead of 20: the first two exchanges
-// halve the values each lane keeps, the last three sum the one left. Lane 8r ends with row r's
-// sum (every lane of its 8-lane segment does).
-__device__ __forceinline__ float warp_sum4(const float v[kGemvRows]) {
-    const unsigned lane = threadIdx.x & 31u;
-    const bool upper = lane & 16u, odd = lane & 8u;
-    // Lanes below 16 keep rows 0 and 1, the others rows 2 and 3, each adding its partner's.
-    float keep0 = upper ? v[2] : v[0], keep1 = upper ? v[3] : v[1];
-    float give0 = upper ? v[0] : v[2], give1 = upper ? v[1] : v[3];
-    keep0 += __shfl_xor_sync(0xffffffffu, give0, 16);
-    keep1 += __shfl_xor_sync(0xffffffffu, give1, 16);
-    // Then lanes with bit 3 clear keep the first of the two, the others the second.
-    float keep = odd ? keep1 : keep0, give = odd ? keep0 : keep1;
-    keep += __shfl_xor_sync(0xffffffffu, give, 8);
-    for (int offset = 4; offset > 0; offset >>= 1) keep += __shfl_xor_sync(0xffffffffu, keep, offset);
-    return keep;
-}
-
-// GEMV body for format F: rows blockIdx.x·4 … +3 of group blockIdx.y, every token in turn.
-// blockDim.x: a multiple of 32, at most 256. `partial`: shared [4][256].
+// GEMV body for format F: rows blockIdx.x·4 … +3 of group blockIdx.y, every token in turn, one
+// warp per row (blockDim.x = 128). Each row's sum is the tiled kernel's, bit for bit: lane l sums
+// the 64 products of steps l, l + 32, … in input order (weights scaled first, zeros past `inp`),
+// then every lane adds the steps' sums in step order, so a token's output does not depend on
+// whether it came alone (decode) or in a chunk.
 template <uint32_t F>
-__device__ void gemv(const Dsv4Weight& w, uint32_t out, const float* x, float* y, uint32_t tokens,
-                     float (*partial)[kGemvThreads]) {
-    const uint32_t group = blockIdx.y, first = blockIdx.x * kGemvRows;
-    const uint32_t base = group * out + first;  // the block's first row in the stored weight
-    const uint32_t inp = w.inp, chunks = (inp + DSV4_CHUNK - 1) / DSV4_CHUNK;
-    const uint32_t rows = min(kGemvRows, out - first);
+__device__ void gemv(const Dsv4Weight& w, uint32_t out, const float* x, float* y, uint32_t tokens) {
+    const uint32_t group = blockIdx.y, lane = threadIdx.x & 31u;
+    const uint32_t o = blockIdx.x * kGemvRows + threadIdx.x / 32;
+    const uint32_t inp = w.inp, steps = (inp + kTileK - 1) / kTileK;
+    const uint32_t row = group * out + o;  // in the stored weight
     x += static_cast<size_t>(group) * tokens * inp;
     y += static_cast<size_t>(group) * tokens * out;
     const bool vector = dsv4_weight_vectorizable(w) && aligned16(x);
     for (uint32_t t = 0; t < tokens; ++t) {
-        const float* row = x + static_cast<size_t>(t) * inp;
-        float acc[kGemvRows] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (uint32_t c = threadIdx.x; c < chunks; c += blockDim.x) {
-            float xv[DSV4_CHUNK];
-            load_inputs(row, c * DSV4_CHUNK, inp, vector, xv);
-            DSV4_UNROLL
-            for (uint32_t r = 0; r < kGemvRows; ++r) {
-                if (r < rows) {
-                    float wv[DSV4_CHUNK];
-                    const float scale = dsv4_weight_chunk<F>(w, base + r, c * DSV4_CHUNK, vector, wv);
-                    float dot = 0.0f;
+        const float* xr = x + static_cast<size_t>(t) * inp;
+        float acc = 0.0f;
+        for (uint32_t s0 = 0; s0 < steps; s0 += 32) {
+            float step = 0.0f;
+            const uint32_t k0 = (s0 + lane) * kTileK;
+            if (o < out && s0 + lane < steps) {
+                for (uint32_t kc = 0; kc < kTileK; kc += DSV4_CHUNK) {
+                    const uint32_t k = k0 + kc;
+                    float wv[DSV4_CHUNK] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                    float xv[DSV4_CHUNK] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                    if (k < inp) {
+                        const float scale = dsv4_weight_chunk<F>(w, row, k, vector, wv);
+                        DSV4_UNROLL
+                        for (uint32_t e = 0; e < DSV4_CHUNK; ++e) wv[e] *= scale;  // exact for UE8M0
+                        load_inputs(xr, k, inp, vector, xv);
+                    }
                     DSV4_UNROLL
-                    for (uint32_t e = 0; e < DSV4_CHUNK; ++e) dot = fmaf(wv[e], xv[e], dot);
-                    acc[r] = fmaf(dot, scale, acc[r]);
+                    for (uint32_t e = 0; e < DSV4_CHUNK; ++e) step = fmaf(wv[e], xv[e], step);
                 }
             }
-        }
-        DSV4_UNROLL
-        for (uint32_t r = 0; r < kGemvRows; ++r) partial[r][threadIdx.x] = acc[r];
-        __syncthreads();
-        if (threadIdx.x < 32) {
-            // Warp 0: each lane sums its column over the warps in order, then the warp sums.
-            float v[kGemvRows];
-            DSV4_UNROLL
-            for (uint32_t r = 0; r < kGemvRows; ++r) {
-                float s = 0.0f;
-                for (uint32_t i = threadIdx.x; i < blockDim.x; i += 32) s += partial[r][i];
-                v[r] = s;
+            // The steps' sums in order, from whichever lane holds each (all lanes add alike).
+            const uint32_t here = min(32u, steps - s0);
+            for (uint32_t j = 0; j < 32; ++j) {
+                const float v = __shfl_sync(0xffffffffu, step, static_cast<int>(j));
+                if (j < here) acc += v;
             }
-            const float total = warp_sum4(v);
-            const uint32_t r = threadIdx.x / 8;
-            if (threadIdx.x % 8 == 0 && r < rows) y[static_cast<size_t>(t) * out + first + r] = total;
         }
-        if (t + 1 < tokens) __syncthreads();  // `partial` is reused by the next token
+        if (lane == 0 && o < out) y[static_cast<size_t>(t) * out + o] = acc;
     }
 }
 
@@ -221,13 +198,12 @@ __device__ void run(const Dsv4Weight& w, uint32_t out, const float* x, float* y,
             default: tiled<DSV4_FP4_GROUP>(w, out, x, y, tokens, ws, xs); break;
         }
     } else {
-        __shared__ float partial[kGemvRows][kGemvThreads];
         switch (w.format) {
-            case DSV4_F32: gemv<DSV4_F32>(w, out, x, y, tokens, partial); break;
-            case DSV4_BF16: gemv<DSV4_BF16>(w, out, x, y, tokens, partial); break;
-            case DSV4_F16: gemv<DSV4_F16>(w, out, x, y, tokens, partial); break;
-            case DSV4_FP8_BLOCK: gemv<DSV4_FP8_BLOCK>(w, out, x, y, tokens, partial); break;
-            default: gemv<DSV4_FP4_GROUP>(w, out, x, y, tokens, partial); break;
+            case DSV4_F32: gemv<DSV4_F32>(w, out, x, y, tokens); break;
+            case DSV4_BF16: gemv<DSV4_BF16>(w, out, x, y, tokens); break;
+            case DSV4_F16: gemv<DSV4_F16>(w, out, x, y, tokens); break;
+            case DSV4_FP8_BLOCK: gemv<DSV4_FP8_BLOCK>(w, out, x, y, tokens); break;
+            default: gemv<DSV4_FP4_GROUP>(w, out, x, y, tokens); break;
         }
     }
 }
@@ -235,7 +211,7 @@ __device__ void run(const Dsv4Weight& w, uint32_t out, const float* x, float* y,
 }  // namespace
 
 // y = W·x for `tokens` rows (meant for one): W [out, inp] stored as (format, scale_kind, data,
-// scales). Grid: ceil(out / 4) blocks of a multiple of 32 threads, at most 256.
+// scales). Grid: ceil(out / 4) blocks of 128 threads.
 DSV4_KERNEL void linear(uint32_t format, uint32_t scale_kind, const uint8_t* data, const uint8_t* scales,
                         uint32_t out, uint32_t inp, const float* x, float* y, uint32_t tokens) {
     run<false>(Dsv4Weight{format, scale_kind, data, scales, out, inp}, out, x, y, tokens);
@@ -251,7 +227,7 @@ DSV4_SIM_ENTRY(linear_tiled)
 
 // parts[g] = W_g · inputs[g] for G = gridDim.y groups of `out` rows of one stored weight
 // [G·out, inp], `tokens` rows each (meant for one): inputs G × tokens × inp, parts G × tokens ×
-// out. Grid: ceil(out / 4) × G blocks of a multiple of 32 threads, at most 256.
+// out. Grid: ceil(out / 4) × G blocks of 128 threads.
 DSV4_KERNEL void grouped_linear(uint32_t format, uint32_t scale_kind, const uint8_t* data, const uint8_t* scales,
                                 uint32_t out, uint32_t inp, const float* inputs, float* parts, uint32_t tokens) {
     run<false>(Dsv4Weight{format, scale_kind, data, scales, out * gridDim.y, inp}, out, inputs, parts, tokens);

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use dsv4_cache::{CacheDtypes, ModelCacheSchema, DEFAULT_BLOCK_SIZE};
 use dsv4_runtime::backend::{
-    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, StoreError, Sublayer,
+    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, OpError, Sublayer,
 };
 use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights, Numerics, WeightsError};
 
@@ -34,11 +34,21 @@ impl Backend for Recording {
         self.cpu.upload(loaded)
     }
 
-    fn new_seq_cache(&self, schema: &ModelCacheSchema, paged_bytes: u64) -> CpuSeqCache {
+    fn new_seq_cache(
+        &self,
+        schema: &ModelCacheSchema,
+        paged_bytes: u64,
+    ) -> Result<CpuSeqCache, OpError> {
         self.cpu.new_seq_cache(schema, paged_bytes)
     }
 
-    fn embed(&self, w: &ModelWeights, k: &ModelConstants, tokens: &[u32], seq: &mut CpuSeqCache) {
+    fn embed(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        tokens: &[u32],
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), OpError> {
         self.note(format!("embed {}", tokens.len()));
         self.cpu.embed(w, k, tokens, seq)
     }
@@ -50,7 +60,7 @@ impl Backend for Recording {
         sublayer: Sublayer,
         from: usize,
         seq: &mut CpuSeqCache,
-    ) {
+    ) -> Result<(), OpError> {
         self.note(format!("hc_pre {sublayer:?} from {from}"));
         self.cpu.hc_pre(w, k, sublayer, from, seq)
     }
@@ -61,7 +71,7 @@ impl Backend for Recording {
         k: &ModelConstants,
         at: AttentionAt,
         seq: &mut CpuSeqCache,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), OpError> {
         self.note(format!("attention {} from {}", at.layer, at.first_output));
         self.cpu.attention(w, k, at, seq)
     }
@@ -73,12 +83,17 @@ impl Backend for Recording {
         layer: usize,
         tokens: &[u32],
         seq: &mut CpuSeqCache,
-    ) {
+    ) -> Result<(), OpError> {
         self.note(format!("moe {layer} of {}", tokens.len()));
         self.cpu.moe(w, k, layer, tokens, seq)
     }
 
-    fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
+    fn hc_post(
+        &self,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), OpError> {
         self.note(format!("hc_post from {from}"));
         self.cpu.hc_post(k, from, seq)
     }
@@ -90,7 +105,7 @@ impl Backend for Recording {
         from: usize,
         seq: &mut CpuSeqCache,
         logits: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), OpError> {
         self.note(format!("head from {from}"));
         self.cpu.head(w, k, from, seq, logits)
     }

@@ -1,78 +1,43 @@
-//! The CPU engine against transformers' float32 `DeepseekV4ForCausalLM` on the committed
-//! fixtures (tests/parity, made by make_fixtures.py from the spec, independently of dsv4):
-//! exact-mode logits, chunk invariance, greedy continuation, cache memory against the planner,
-//! and the deviation of the reference numerics and compact caches (reported, not hidden).
-
-use std::path::{Path, PathBuf};
+//! The engine against transformers' float32 `DeepseekV4ForCausalLM` on the committed fixtures
+//! (tests/parity, made by make_fixtures.py from the spec, independently of dsv4): exact-mode
+//! logits, chunk invariance, greedy continuation, cache memory against the planner, and the
+//! deviation of the reference numerics and compact caches (reported, not hidden). Each check
+//! runs on the CPU backend and on the CUDA backend's kernels compiled for the host (`cuda-sim`).
 
 use dsv4_cache::{BlockBudget, CacheDtypes, IndexerCacheDtype, KvCacheDtype};
 use dsv4_runtime::engine::sampler::SamplingParams;
-use dsv4_runtime::{generate, FinishReason, GenerateRequest, Logits, Numerics};
-use dsv4_tests::with_model;
-use serde_json::Value;
+use dsv4_runtime::{
+    generate, Backend, CpuBackend, CudaBackend, FinishReason, GenerateRequest, Logits, Numerics,
+};
+use dsv4_tests::{argmax_and_gap, assert_same_bits, fixture, max_abs_diff, with_model_on, Fixture};
 
 const EXACT_CACHE: CacheDtypes = CacheDtypes {
     kv: KvCacheDtype::F32,
     indexer: IndexerCacheDtype::F32,
 };
 
-struct Fixture {
-    dir: PathBuf,
-    ids: Vec<u32>,
-    vocab: usize,
-    logits: Vec<f32>,
-    reference: Value,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("parity/fixtures")
-        .join(name);
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).expect("reference"),
-    )
-    .expect("json");
-    let ids: Vec<u32> = reference["ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_u64().expect("id") as u32)
-        .collect();
-    let vocab = reference["vocab_size"].as_u64().expect("vocab") as usize;
-    let logits = std::fs::read(dir.join("logits.f32"))
-        .expect("logits")
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect::<Vec<_>>();
-    assert_eq!(logits.len(), ids.len() * vocab);
-    Fixture {
-        dir,
-        ids,
-        vocab,
-        logits,
-        reference,
-    }
-}
-
-/// Scores the fixture's ids in chunks; returns the logits and the cache bytes held at the end.
-fn score(
+/// Scores the fixture's ids in chunks on `backend`; returns the logits and the cache bytes held
+/// at the end.
+fn score<B: Backend>(
+    backend: B,
     f: &Fixture,
     chunk: usize,
     numerics: Numerics,
     dtypes: CacheDtypes,
 ) -> (Vec<f32>, u64, u64) {
-    score_rows(f, chunk, numerics, dtypes, Logits::All)
+    score_rows(backend, f, chunk, numerics, dtypes, Logits::All)
 }
 
 /// [`score`] asking each chunk for `which` logits.
-fn score_rows(
+fn score_rows<B: Backend>(
+    backend: B,
     f: &Fixture,
     chunk: usize,
     numerics: Numerics,
     dtypes: CacheDtypes,
     which: Logits,
 ) -> (Vec<f32>, u64, u64) {
-    with_model(&f.dir, numerics, dtypes, |model| {
+    with_model_on(backend, &f.dir, numerics, dtypes, |model| {
         let mut state = model.new_request(f.ids.len()).expect("request");
         let mut out = Vec::new();
         for piece in f.ids.chunks(chunk) {
@@ -85,22 +50,15 @@ fn score_rows(
     })
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn argmax_and_gap(row: &[f32]) -> (usize, f32) {
-    let mut order: Vec<usize> = (0..row.len()).collect();
-    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    (order[0], row[order[0]] - row[order[1]])
-}
-
-fn check_exact(name: &str) {
+fn check_exact<B: Backend + Clone>(backend: B, name: &str) {
     let f = fixture(name);
-    let (ours, held, planned) = score(&f, f.ids.len(), Numerics::Exact, EXACT_CACHE);
+    let (ours, held, planned) = score(
+        backend.clone(),
+        &f,
+        f.ids.len(),
+        Numerics::Exact,
+        EXACT_CACHE,
+    );
     let mut worst = 0.0f32;
     let mut compared = 0;
     for (pos, (a, b)) in ours
@@ -127,7 +85,14 @@ fn check_exact(name: &str) {
     // Asking for the last logits only (the last layer then computes one output per chunk but
     // caches every token): each chunk's last row, and so every later chunk, is unchanged.
     let chunk = 7;
-    let (last, held, planned) = score_rows(&f, chunk, Numerics::Exact, EXACT_CACHE, Logits::Last);
+    let (last, held, planned) = score_rows(
+        backend,
+        &f,
+        chunk,
+        Numerics::Exact,
+        EXACT_CACHE,
+        Logits::Last,
+    );
     let ends: Vec<usize> = (0..f.ids.len())
         .step_by(chunk)
         .map(|start| (start + chunk).min(f.ids.len()) - 1)
@@ -143,26 +108,37 @@ fn check_exact(name: &str) {
     assert_eq!(held, planned);
 }
 
-/// Bit-for-bit equality, naming the first position and logit that differ.
-fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-        panic!("{what}: logit {i} differs: {} against {}", got[i], want[i]);
-    }
-}
-
 #[test]
 fn hca16_matches_transformers_in_exact_mode() {
-    check_exact("hca16");
+    check_exact(CpuBackend, "hca16");
 }
 
 #[test]
 fn hca128_matches_transformers_in_exact_mode() {
-    check_exact("hca128");
+    check_exact(CpuBackend, "hca128");
+}
+
+#[test]
+fn cuda_sim_hca16_matches_transformers_in_exact_mode() {
+    check_exact(CudaBackend::sim(), "hca16");
+}
+
+#[test]
+fn cuda_sim_hca128_matches_transformers_in_exact_mode() {
+    check_exact(CudaBackend::sim(), "hca128");
 }
 
 #[test]
 fn greedy_run_reproduces_transformers_continuation() {
+    greedy(CpuBackend);
+}
+
+#[test]
+fn cuda_sim_greedy_run_reproduces_transformers_continuation() {
+    greedy(CudaBackend::sim());
+}
+
+fn greedy<B: Backend + Clone>(backend: B) {
     for name in ["hca16", "hca128"] {
         let f = fixture(name);
         let ids = |key: &str| -> Vec<u32> {
@@ -181,9 +157,13 @@ fn greedy_run_reproduces_transformers_continuation() {
             stops: Vec::new(),
             prefill_chunk: 7,
         };
-        let generation = with_model(&f.dir, Numerics::Exact, EXACT_CACHE, |model| {
-            generate(model, None, &request, |_| {}).expect("generates")
-        });
+        let generation = with_model_on(
+            backend.clone(),
+            &f.dir,
+            Numerics::Exact,
+            EXACT_CACHE,
+            |model| generate(model, None, &request, |_| {}).expect("generates"),
+        );
         assert_eq!(generation.generated_ids, expected, "{name}");
         assert_eq!(generation.finish_reason, FinishReason::Length);
     }
@@ -196,23 +176,57 @@ fn greedy_run_reproduces_transformers_continuation() {
 fn logits_are_bit_identical_for_every_chunk_size() {
     use IndexerCacheDtype as I;
     use KvCacheDtype as K;
-    let settings = [
-        (Numerics::Exact, K::F32, I::F32),
-        (Numerics::Exact, K::Bf16, I::Bf16),
-        (Numerics::Exact, K::Fp8, I::Fp8),
-        (Numerics::Exact, K::Fp8, I::Fp4),
-        (Numerics::Reference, K::F32, I::F32),
-        (Numerics::Reference, K::Bf16, I::Bf16),
-        (Numerics::Reference, K::Bf16, I::Fp8),
-        (Numerics::Reference, K::Fp8, I::Fp4),
-    ];
+    chunk_invariance(
+        CpuBackend,
+        &[
+            (Numerics::Exact, K::F32, I::F32),
+            (Numerics::Exact, K::Bf16, I::Bf16),
+            (Numerics::Exact, K::Fp8, I::Fp8),
+            (Numerics::Exact, K::Fp8, I::Fp4),
+            (Numerics::Reference, K::F32, I::F32),
+            (Numerics::Reference, K::Bf16, I::Bf16),
+            (Numerics::Reference, K::Bf16, I::Fp8),
+            (Numerics::Reference, K::Fp8, I::Fp4),
+        ],
+        &[1, 3, 7, 64],
+        usize::MAX,
+    );
+}
+
+/// The same on `cuda-sim`, over fewer settings, chunk sizes and tokens (the emulation is slow):
+/// token by token (the decode's kernels) and in chunks, both numerics modes, the quantized
+/// caches, and the first 48 tokens (CSA and m = 16 layers have closed entries by then; the
+/// m = 128 layer is covered by the full-length tests above).
+#[test]
+fn cuda_sim_logits_are_bit_identical_for_every_chunk_size() {
+    use IndexerCacheDtype as I;
+    use KvCacheDtype as K;
+    chunk_invariance(
+        CudaBackend::sim(),
+        &[
+            (Numerics::Exact, K::F32, I::F32),
+            (Numerics::Reference, K::Fp8, I::Fp4),
+        ],
+        &[1, 7],
+        48,
+    );
+}
+
+/// Each setting's logits of the first `tokens` ids, for each chunk size, against one chunk.
+fn chunk_invariance<B: Backend + Clone>(
+    backend: B,
+    settings: &[(Numerics, KvCacheDtype, IndexerCacheDtype)],
+    chunks: &[usize],
+    tokens: usize,
+) {
     for name in ["hca16", "hca128"] {
-        let f = fixture(name);
-        for (numerics, kv, indexer) in settings {
+        let mut f = fixture(name);
+        f.ids.truncate(tokens);
+        for &(numerics, kv, indexer) in settings {
             let dtypes = CacheDtypes { kv, indexer };
-            let (whole, _, _) = score(&f, f.ids.len(), numerics, dtypes);
-            for chunk in [1, 3, 7, 64] {
-                let (chunked, held, planned) = score(&f, chunk, numerics, dtypes);
+            let (whole, _, _) = score(backend.clone(), &f, f.ids.len(), numerics, dtypes);
+            for &chunk in chunks {
+                let (chunked, held, planned) = score(backend.clone(), &f, chunk, numerics, dtypes);
                 let what = format!(
                     "{name}: {numerics:?}, {kv:?} KV, {indexer:?} indexer, chunks of {chunk}"
                 );
@@ -225,9 +239,24 @@ fn logits_are_bit_identical_for_every_chunk_size() {
 
 #[test]
 fn reference_numerics_and_compact_caches_run_and_report_their_deviation() {
+    deviations(CpuBackend);
+}
+
+#[test]
+fn cuda_sim_reference_numerics_and_compact_caches_run_and_report_their_deviation() {
+    deviations(CudaBackend::sim());
+}
+
+fn deviations<B: Backend + Clone>(backend: B) {
     for name in ["hca16", "hca128"] {
         let f = fixture(name);
-        let (exact, _, _) = score(&f, f.ids.len(), Numerics::Exact, EXACT_CACHE);
+        let (exact, _, _) = score(
+            backend.clone(),
+            &f,
+            f.ids.len(),
+            Numerics::Exact,
+            EXACT_CACHE,
+        );
         for (label, numerics, dtypes) in [
             (
                 "reference numerics, bf16 caches",
@@ -251,7 +280,7 @@ fn reference_numerics_and_compact_caches_run_and_report_their_deviation() {
                 },
             ),
         ] {
-            let (ours, _, _) = score(&f, 13, numerics, dtypes);
+            let (ours, _, _) = score(backend.clone(), &f, 13, numerics, dtypes);
             assert!(ours.iter().all(|v| v.is_finite()), "{name}: {label}");
             let d = max_abs_diff(&ours, &exact);
             let agree = ours

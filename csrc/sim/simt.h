@@ -31,6 +31,11 @@ struct uint3 {
     unsigned x, y, z;
 };
 
+// CUDA's vector types the kernels use, with the device's alignment.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}

@@ -1,8 +1,11 @@
-//! The machine's memory bandwidth, measured (not assumed) with a STREAM-style triad on all
-//! worker threads, so decode speed can be judged against what this machine can stream.
+//! Memory bandwidth, measured (not assumed): the host's with a STREAM-style triad on all worker
+//! threads, a device's with its own copy kernel, so decode speed can be judged against what the
+//! machine running it can stream.
 
 use std::time::Instant;
 
+use dsv4_kernels::cuda::layout::stream_copy;
+use dsv4_kernels::cuda::{DeviceError, Gpu};
 use rayon::prelude::*;
 
 /// f32 elements per array: 3 × 256 MiB, far beyond any cache.
@@ -32,6 +35,24 @@ pub fn triad_runs(runs: usize) -> Vec<f64> {
     // Keep the result observable so the loops are not optimised away.
     std::hint::black_box(&a);
     rates
+}
+
+/// A device's memory bandwidth by its own copy kernel (`stream_copy`): `runs` copies of a
+/// `bytes`-byte buffer, each timed from a synchronised start to a synchronised end; bytes per
+/// second counting the read and the write.
+pub fn device_copy_runs(gpu: &Gpu, runs: usize, bytes: usize) -> Result<Vec<f64>, DeviceError> {
+    let (from, to) = (gpu.zeros(bytes)?, gpu.zeros(bytes)?);
+    // One untimed copy first: the first launch loads the kernel.
+    stream_copy(gpu, from.ptr(), to.ptr(), bytes)?;
+    gpu.synchronize()?;
+    (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            stream_copy(gpu, from.ptr(), to.ptr(), bytes)?;
+            gpu.synchronize()?;
+            Ok((2 * bytes) as f64 / start.elapsed().as_secs_f64())
+        })
+        .collect()
 }
 
 /// The median of `values` (the mean of the middle two for an even count); 0 when empty.

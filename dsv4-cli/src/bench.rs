@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::bandwidth::{median, triad_runs};
+use crate::bandwidth::{device_copy_runs, median, triad_runs};
 use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::ParamReport;
 use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
-use dsv4_runtime::{threads, Logits, Request};
+use dsv4_runtime::{threads, Backend, Logits, Model, Request};
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
@@ -67,10 +67,18 @@ struct BenchReport {
 
 /// Runs `dsv4 bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.device == Device::Cuda {
-        // The CUDA backend says why it cannot run here.
-        dsv4_runtime::CudaBackend::new()?;
-    }
+    // Where the bandwidth the decode is judged against is measured: the host, or the device.
+    let mut bandwidth: Box<dyn FnMut(usize) -> Result<Vec<f64>>> = match args.device {
+        Device::Cpu => Box::new(|runs| Ok(triad_runs(runs))),
+        Device::Cuda => {
+            let gpu = dsv4_runtime::CudaBackend::new()?.gpu().clone();
+            Box::new(move |runs| Ok(device_copy_runs(&gpu, runs, 1 << 30)?))
+        }
+        Device::CudaSim => {
+            let gpu = dsv4_runtime::CudaBackend::sim().gpu().clone();
+            Box::new(move |runs| Ok(device_copy_runs(&gpu, runs, 64 << 20)?))
+        }
+    };
     if args.prompt_len == 0 || args.gen < 2 {
         bail!("--prompt-len must be at least 1 and --gen at least 2");
     }
@@ -89,42 +97,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             config.max_position_embeddings
         );
     }
-    let model = args.engine.model(&loaded)?;
     // Bytes one decoded token reads: every dense weight, K of E routed experts, one embedding
     // row, counted from the tensors as stored.
     let weight_bytes_per_token = ParamReport::new(config, &loaded.report.manifest)
         .model
         .active_bytes;
-    let mut triads = triad_runs(5);
+    let mut triads = bandwidth(5)?;
 
     // A deterministic prompt spread over the vocabulary.
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|i| ((i as u64 * 2_654_435_761) % config.vocab_size as u64) as u32)
         .collect();
-    let mut request = Request::new(&model, args.prompt_len + args.gen)?;
-    // Timed on a pool thread, as `generate` runs (see there).
-    let (prefill, steps, decode) = threads::on_worker(|| -> Result<(f64, usize, f64)> {
-        let start = Instant::now();
-        request.prefill(&prompt, args.prefill_chunk, Logits::Last, |_, _| {
-            Ok::<(), anyhow::Error>(())
-        })?;
-        let prefill = start.elapsed().as_secs_f64();
+    let (prefill, steps, decode) = crate::on_device!(args.device, args.engine, &loaded, |model| {
+        timed(&model, &prompt, args)?
+    });
+    triads.extend(bandwidth(5)?);
 
-        let mut sampler = Sampler::new(SamplingParams::greedy())?;
-        // The first decode step warms caches and buffers; time the rest.
-        let mut token = sampler.sample(request.logits())?;
-        request.decode(token)?;
-        let start = Instant::now();
-        let steps = args.gen - 1;
-        for _ in 0..steps {
-            token = sampler.sample(request.logits())?;
-            request.decode(token)?;
-        }
-        Ok((prefill, steps, start.elapsed().as_secs_f64()))
-    })?;
-    triads.extend(triad_runs(5));
-
-    // The median of the ten triads: this machine's typical bandwidth around the decode (the
+    // The median of the ten runs: this machine's typical bandwidth around the decode (the
     // best run is reported too).
     let measured = median(&triads);
     let best = triads.iter().copied().fold(0.0, f64::max);
@@ -175,4 +164,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prefill of `prompt` and greedy decode of `args.gen` tokens on `model`: the prefill's
+/// seconds, the decode steps timed (the first, which warms caches and buffers, is not) and
+/// their seconds. On a pool thread, as `generate` runs (see there).
+fn timed<B: Backend>(
+    model: &Model<B>,
+    prompt: &[u32],
+    args: &BenchArgs,
+) -> Result<(f64, usize, f64)> {
+    let mut request = Request::new(model, args.prompt_len + args.gen)?;
+    threads::on_worker(|| -> Result<(f64, usize, f64)> {
+        let start = Instant::now();
+        request.prefill(prompt, args.prefill_chunk, Logits::Last, |_, _| {
+            Ok::<(), anyhow::Error>(())
+        })?;
+        let prefill = start.elapsed().as_secs_f64();
+
+        let mut sampler = Sampler::new(SamplingParams::greedy())?;
+        // The first decode step warms caches and buffers; time the rest.
+        let mut token = sampler.sample(request.logits())?;
+        request.decode(token)?;
+        let start = Instant::now();
+        let steps = args.gen - 1;
+        for _ in 0..steps {
+            token = sampler.sample(request.logits())?;
+            request.decode(token)?;
+        }
+        Ok((prefill, steps, start.elapsed().as_secs_f64()))
+    })
 }

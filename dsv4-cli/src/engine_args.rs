@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
-use dsv4_runtime::{LoadedCheckpoint, Model, ModelWeights, Numerics};
+use dsv4_runtime::{Backend, CpuBackend, LoadedCheckpoint, Model, Numerics};
 
 /// `--numerics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,12 +40,21 @@ impl EngineArgs {
         }
     }
 
-    /// The model of an opened checkpoint, with these numerics and cache settings.
+    /// The model over a loaded checkpoint on the CPU backend.
     pub fn model<'a>(&self, loaded: &'a LoadedCheckpoint) -> Result<Model<'a>> {
-        let config = &loaded.config;
-        let weights = ModelWeights::bind(loaded)?;
-        let model = Model::new(
-            config,
+        self.model_on(CpuBackend, loaded)
+    }
+
+    /// The model over a loaded checkpoint on `backend`, its weights uploaded there.
+    pub fn model_on<'a, B: Backend>(
+        &self,
+        backend: B,
+        loaded: &'a LoadedCheckpoint,
+    ) -> Result<Model<'a, B>> {
+        let weights = backend.upload(loaded)?;
+        let model = Model::with_backend(
+            backend,
+            &loaded.config,
             weights,
             self.numerics(),
             self.cache_dtypes(),
@@ -54,7 +63,6 @@ impl EngineArgs {
         Ok(model)
     }
 
-    /// Cache formats: as asked, else lossless for exact numerics and the reference's BF16.
     pub fn cache_dtypes(&self) -> CacheDtypes {
         let (kv, indexer) = match self.numerics {
             NumericsArg::Exact => (KvCacheDtype::F32, IndexerCacheDtype::F32),

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod run;
 pub mod score;
+pub mod selftest;
 pub mod tokenize;
 pub mod units;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// Teacher-forced logits of every position of a sequence, as a float32 .npy.
     Score(score::ScoreArgs),
+    /// Every CUDA kernel against its CPU twin (on the GPU, or on `cuda-sim`), as a table.
+    Selftest(selftest::SelftestArgs),
     /// Token ids of a text as the model's tokenizer gives them (no BOS added), or text of ids.
     Tokenize(tokenize::TokenizeArgs),
 }
@@ -59,6 +62,7 @@ impl Cli {
             Command::Inspect(args) => inspect::run(args),
             Command::Init(args) => init::run(args),
             Command::Score(args) => score::run(args),
+            Command::Selftest(args) => selftest::run(args),
             Command::Tokenize(args) => tokenize::run(args),
         }
     }

@@ -25,8 +25,36 @@ use crate::progress::open_checkpoint;
 pub enum Device {
     /// The CPU backend.
     Cpu,
-    /// The CUDA backend (not built yet).
+    /// The CUDA backend on GPU 0 (a build with `--features cuda`).
     Cuda,
+    /// The CUDA backend with its kernels compiled for this CPU: a testing device, slow.
+    CudaSim,
+}
+
+/// What `--device cuda-sim` says when it starts.
+pub const CUDA_SIM_NOTE: &str = "--device cuda-sim: the CUDA backend with its kernels compiled for this CPU, a testing device (slow, and nothing about GPU speed)";
+
+/// Runs `$body` with `$model` bound to the model over `$loaded` on the backend `$device` names
+/// (each arm its own type, the body generic code written once).
+#[macro_export]
+macro_rules! on_device {
+    ($device:expr, $engine:expr, $loaded:expr, |$model:ident| $body:expr) => {
+        match $device {
+            $crate::run::Device::Cpu => {
+                let $model = $engine.model_on(dsv4_runtime::CpuBackend, $loaded)?;
+                $body
+            }
+            $crate::run::Device::Cuda => {
+                let $model = $engine.model_on(dsv4_runtime::CudaBackend::new()?, $loaded)?;
+                $body
+            }
+            $crate::run::Device::CudaSim => {
+                eprintln!("{}", $crate::run::CUDA_SIM_NOTE);
+                let $model = $engine.model_on(dsv4_runtime::CudaBackend::sim(), $loaded)?;
+                $body
+            }
+        }
+    };
 }
 
 /// Flags of `dsv4 run`.
@@ -130,7 +158,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 /// Runs `dsv4 run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     if args.device == Device::Cuda {
-        // The CUDA backend says why it cannot run here.
+        // Refused before anything loads when there is no GPU to run on.
         dsv4_runtime::CudaBackend::new()?;
     }
     set_threads(args.threads)?;
@@ -232,7 +260,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
             config.vocab_size
         );
     }
-    let model = args.engine.model(&loaded)?;
     let request = GenerateRequest {
         prompt_ids,
         max_new_tokens: args.max_new_tokens,
@@ -242,13 +269,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let mut stdout = std::io::stdout();
     let streaming = !args.json && tokenizer.is_some();
-    let generation = generate(&model, tokenizer.as_ref(), &request, |piece| {
+    let on_text = |piece: &str| {
         if streaming {
             // A closed pipe ends the output, not the run.
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         }
-    })?;
+    };
+    let generation = crate::on_device!(args.device, args.engine, &loaded, |model| {
+        generate(&model, tokenizer.as_ref(), &request, on_text)?
+    });
     if args.json {
         let output = RunOutput {
             model: &label,

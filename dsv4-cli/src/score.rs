@@ -15,6 +15,7 @@ pub use crate::ids::parse_ids;
 use crate::input::read_input;
 use crate::output::Output;
 use crate::progress::{checkpoint_files, open_checkpoint};
+use crate::run::Device;
 
 /// Flags of `dsv4 score`.
 #[derive(Debug, Args)]
@@ -43,6 +44,9 @@ pub struct ScoreArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -75,14 +79,12 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let mut output = Output::create(&args.out, &inputs, args.force)?;
     let loaded = open_checkpoint(&args.weights)?;
     let config = &loaded.config;
-    let model = args.engine.model(&loaded)?;
-    let mut request = Request::new(&model, ids.len())?;
     let path = shown_path(&args.out);
     let cannot_write = || format!("cannot write {path}");
     let shape = [ids.len(), config.vocab_size];
     let mut writer =
         NpyF32Writer::new(BufWriter::new(output.writer()), &shape).with_context(cannot_write)?;
-    request.prefill(&ids, chunk, Logits::All, |first, logits| {
+    let mut write = |first: usize, logits: &[f32]| {
         if let Some(at) = logits.iter().position(|v| !v.is_finite()) {
             bail!(
                 "the logits of position {} are not finite (token {} is {}): the weights hold NaN or infinite values, or overflow (try `dsv4 inspect --deep`); nothing was written",
@@ -92,7 +94,11 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             );
         }
         writer.write(logits).with_context(cannot_write)
-    })?;
+    };
+    crate::on_device!(args.device, args.engine, &loaded, |model| {
+        let mut request = Request::new(&model, ids.len())?;
+        request.prefill(&ids, chunk, Logits::All, &mut write)?
+    });
     writer
         .finish()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))

@@ -1,4 +1,5 @@
-//! Launchers of `csrc/layout.cu`: regrouping for the grouped output projection, and scaling.
+//! Launchers of `csrc/layout.cu`: regrouping for the grouped output projection, scaling, and
+//! the copy that measures the device's memory bandwidth.
 
 use super::twins::{Check, Rng};
 use super::{dim, DeviceError, DevicePtr, Gpu, LaunchConfig};
@@ -91,4 +92,27 @@ pub fn twins(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>, DeviceError> {
         ));
     }
     Ok(checks)
+}
+
+/// Copies `bytes` bytes (a multiple of 16) from `input` to `out` with the `stream_copy` kernel,
+/// the device's own measure of its memory bandwidth.
+pub fn stream_copy(
+    gpu: &Gpu,
+    input: DevicePtr,
+    out: DevicePtr,
+    bytes: usize,
+) -> Result<(), DeviceError> {
+    if !bytes.is_multiple_of(16) {
+        return Err(DeviceError::Launch {
+            kernel: "stream_copy".into(),
+            message: format!("{bytes} bytes is not a whole number of 16-byte values"),
+        });
+    }
+    let n = bytes / 16;
+    if n == 0 {
+        return Ok(());
+    }
+    let config = LaunchConfig::linear(grid(n)?, THREADS);
+    // SAFETY: the kernel reads and writes `bytes` bytes at `input` and `out`.
+    unsafe { gpu.launch("stream_copy", config, &[&input, &out, &(n as u64)]) }
 }

@@ -3,7 +3,10 @@
 //! under each fiber order of `cuda-sim`.
 
 use super::weights::Format;
-use super::{attend, cache, compressor, embed, indexer, layout, linear, mhc, moe, norm, numerics, rope, DeviceError, Gpu};
+use super::{
+    attend, cache, compressor, embed, indexer, layout, linear, mhc, moe, norm, numerics, rope,
+    DeviceError, Gpu,
+};
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
 /// One kernel at one shape against its twin.

@@ -84,7 +84,7 @@ impl DeviceWeight {
                 (format, cut(data, inp * dtype.size())?, None)
             }
             LinearWeight::Fp8Block { q, scales } => {
-                if first % 128 != 0 {
+                if !first.is_multiple_of(128) {
                     return Err(DeviceError::Driver(format!(
                         "FP8 rows from {first} do not start on a 128-row scale block"
                     )));

@@ -3,11 +3,10 @@
 //! of `dsv4-kernels`' (which split their work over the worker threads).
 
 use dsv4_cache::{BlockPool, ModelCacheSchema};
-use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::ops::rms_norm;
 use dsv4_kernels::scratch::zeroed;
 
-use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
+use super::{AttentionAt, Backend, ModelConstants, OpError, SeqCache, Sublayer};
 use crate::model::attention::{attention, AttentionStep};
 use crate::model::load::LoadedCheckpoint;
 use crate::model::moe::moe;
@@ -47,15 +46,25 @@ impl Backend for CpuBackend {
         ModelWeights::bind(loaded)
     }
 
-    fn new_seq_cache(&self, schema: &ModelCacheSchema, paged_bytes: u64) -> CpuSeqCache {
-        CpuSeqCache {
+    fn new_seq_cache(
+        &self,
+        schema: &ModelCacheSchema,
+        paged_bytes: u64,
+    ) -> Result<CpuSeqCache, OpError> {
+        Ok(CpuSeqCache {
             layers: LayerState::for_schema(schema),
             pool: BlockPool::with_budget(paged_bytes),
             workspace: Workspace::default(),
-        }
+        })
     }
 
-    fn embed(&self, w: &ModelWeights, k: &ModelConstants, tokens: &[u32], seq: &mut CpuSeqCache) {
+    fn embed(
+        &self,
+        w: &ModelWeights,
+        k: &ModelConstants,
+        tokens: &[u32],
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), OpError> {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let x = zeroed(&mut seq.workspace.x, tokens.len() * n * d);
         for (xt, &id) in x.chunks_mut(n * d).zip(tokens) {
@@ -65,6 +74,7 @@ impl Backend for CpuBackend {
                 stream.copy_from_slice(first);
             }
         }
+        Ok(())
     }
 
     fn hc_pre(
@@ -74,7 +84,7 @@ impl Backend for CpuBackend {
         sublayer: Sublayer,
         from: usize,
         seq: &mut CpuSeqCache,
-    ) {
+    ) -> Result<(), OpError> {
         let (hc, norm) = match sublayer {
             Sublayer::Attention(i) => (&w.layers[i].hc_attn, &w.layers[i].attn_norm),
             Sublayer::Moe(i) => (&w.layers[i].hc_ffn, &w.layers[i].ffn_norm),
@@ -88,6 +98,7 @@ impl Backend for CpuBackend {
             hc_pre(xt, ws.mixes.get(t).pre, ht);
             rms_norm(ht, Some(norm), k.eps);
         }
+        Ok(())
     }
 
     fn attention(
@@ -96,7 +107,7 @@ impl Backend for CpuBackend {
         k: &ModelConstants,
         at: AttentionAt,
         seq: &mut CpuSeqCache,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), OpError> {
         let ws = &mut seq.workspace;
         let step = AttentionStep {
             ratio: at.ratio,
@@ -119,7 +130,7 @@ impl Backend for CpuBackend {
         layer: usize,
         tokens: &[u32],
         seq: &mut CpuSeqCache,
-    ) {
+    ) -> Result<(), OpError> {
         let ws = &mut seq.workspace;
         let weights = &w.layers[layer].moe;
         moe(
@@ -131,9 +142,15 @@ impl Backend for CpuBackend {
             &mut ws.moe,
             &mut ws.y,
         );
+        Ok(())
     }
 
-    fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut CpuSeqCache) {
+    fn hc_post(
+        &self,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CpuSeqCache,
+    ) -> Result<(), OpError> {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
         // The last hc_pre mixed the chunk's last tokens: those from `tokens − mixes`.
@@ -141,6 +158,7 @@ impl Backend for CpuBackend {
         let first_mix = from - (tokens - ws.mixes.tokens());
         ws.mixes
             .leave(&mut ws.x[from * n * d..], &ws.y, d, first_mix);
+        Ok(())
     }
 
     fn head(
@@ -150,7 +168,7 @@ impl Backend for CpuBackend {
         from: usize,
         seq: &mut CpuSeqCache,
         logits: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), OpError> {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
         let rows = (ws.x.len() / (n * d)).saturating_sub(from);
@@ -160,5 +178,6 @@ impl Backend for CpuBackend {
             rms_norm(out, Some(&w.norm), k.eps);
         }
         w.head.forward(u, zeroed(logits, rows * w.head.out()));
+        Ok(())
     }
 }

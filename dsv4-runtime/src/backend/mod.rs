@@ -12,6 +12,8 @@ pub use cuda::{CudaBackend, CudaUnavailable};
 use dsv4_cache::ModelCacheSchema;
 /// A cache failure an op can report (a page past the request's budget).
 pub use dsv4_kernels::cache_store::StoreError;
+/// A device failure an op can report (out of device memory, a failed launch).
+pub use dsv4_kernels::cuda::DeviceError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::RopeFrequencies;
 
@@ -28,6 +30,17 @@ pub enum Sublayer {
     Attention(usize),
     /// The MoE sublayer of layer `.0`.
     Moe(usize),
+}
+
+/// Why an op failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The cache could not take an entry.
+    #[error(transparent)]
+    Cache(#[from] StoreError),
+    /// The device failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// What every op reads from the config, derived once by the model: the same for every backend.
@@ -102,7 +115,11 @@ pub trait Backend: Sync {
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<Self::Weights<'w>, WeightsError>;
 
     /// A fresh request's cache laid out by `schema`, its pages capped at `paged_bytes`.
-    fn new_seq_cache(&self, schema: &ModelCacheSchema, paged_bytes: u64) -> Self::SeqCache;
+    fn new_seq_cache(
+        &self,
+        schema: &ModelCacheSchema,
+        paged_bytes: u64,
+    ) -> Result<Self::SeqCache, OpError>;
 
     /// `x` ← each token's embedding, copied into every stream.
     fn embed(
@@ -111,7 +128,7 @@ pub trait Backend: Sync {
         k: &ModelConstants,
         tokens: &[u32],
         seq: &mut Self::SeqCache,
-    );
+    ) -> Result<(), OpError>;
 
     /// `h` ← the sublayer's input for tokens `from..` of the chunk: their streams mixed by
     /// weights computed from the streams (`hc_pre`), then the sublayer's RMSNorm.
@@ -122,7 +139,7 @@ pub trait Backend: Sync {
         sublayer: Sublayer,
         from: usize,
         seq: &mut Self::SeqCache,
-    );
+    ) -> Result<(), OpError>;
 
     /// `y` ← the attention of `h` for tokens `at.first_output..`, caching every token's keys
     /// and compressed entries.
@@ -132,7 +149,7 @@ pub trait Backend: Sync {
         k: &ModelConstants,
         at: AttentionAt,
         seq: &mut Self::SeqCache,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), OpError>;
 
     /// `y` ← the MoE of `h`, whose rows are the tokens `tokens`.
     fn moe(
@@ -142,11 +159,16 @@ pub trait Backend: Sync {
         layer: usize,
         tokens: &[u32],
         seq: &mut Self::SeqCache,
-    );
+    ) -> Result<(), OpError>;
 
     /// The streams of tokens `from..` take the sublayer's output `y` (`hc_post`), with the
     /// mixes the last `hc_pre` computed.
-    fn hc_post(&self, k: &ModelConstants, from: usize, seq: &mut Self::SeqCache);
+    fn hc_post(
+        &self,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut Self::SeqCache,
+    ) -> Result<(), OpError>;
 
     /// `logits` ← the head of tokens `from..`: their streams collapsed, normed, projected
     /// (`V` values per token, f32, on the host).
@@ -157,5 +179,5 @@ pub trait Backend: Sync {
         from: usize,
         seq: &mut Self::SeqCache,
         logits: &mut Vec<f32>,
-    );
+    ) -> Result<(), OpError>;
 }

@@ -14,14 +14,15 @@ pub mod workspace;
 use std::ffi::CString;
 
 use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema};
-use dsv4_kernels::cache_store::StoreError;
 use dsv4_kernels::moe::Routing;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::{RopeFrequencies, Yarn};
 use dsv4_kernels::threads;
 use dsv4_model::{LayerSchedule, LayerSpec, ModelConfig, RopeKind};
 
-use crate::backend::{AttentionAt, Backend, CpuBackend, ModelConstants, SeqState, Sublayer};
+use crate::backend::{
+    AttentionAt, Backend, CpuBackend, ModelConstants, OpError, SeqState, Sublayer,
+};
 use crate::memory;
 use crate::model::attention::AttentionDims;
 use crate::model::mhc::HcConfig;
@@ -44,9 +45,9 @@ pub enum ForwardError {
         /// Vocabulary size.
         vocab: usize,
     },
-    /// The cache could not take an entry.
+    /// An op of the backend failed (the cache could not take an entry, the device failed).
     #[error(transparent)]
-    Cache(#[from] StoreError),
+    Backend(#[from] OpError),
     /// The request would pass the model's context.
     #[error("position {position} is past the model's context of {max} tokens")]
     ContextFull {
@@ -60,6 +61,9 @@ pub enum ForwardError {
 /// Why a request's state could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The backend could not make the request's cache (out of device memory).
+    #[error(transparent)]
+    Backend(#[from] OpError),
     /// More tokens than the model supports.
     #[error("a request of {tokens} tokens is longer than the model's context of {max}")]
     TooLong {
@@ -223,7 +227,9 @@ impl<'a, B: Backend> Model<'a, B> {
         }
         Ok(SeqState {
             position: 0,
-            cache: self.backend.new_seq_cache(&self.schema, budget.paged_bytes),
+            cache: self
+                .backend
+                .new_seq_cache(&self.schema, budget.paged_bytes)?,
         })
     }
 
@@ -285,7 +291,7 @@ impl<'a, B: Backend> Model<'a, B> {
         let t_len = tokens.len();
         let (b, w, k) = (&self.backend, &self.weights, &self.constants);
         let seq = &mut state.cache;
-        b.embed(w, k, tokens, seq);
+        b.embed(w, k, tokens, seq)?;
         let last_layer = self.layers.len().saturating_sub(1);
         for (i, spec) in self.layers.iter().enumerate() {
             let _layer = profile::range(&self.layer_ranges[i]);
@@ -300,7 +306,7 @@ impl<'a, B: Backend> Model<'a, B> {
                 _ => 0,
             };
             let attention_range = profile::range(c"attention");
-            b.hc_pre(w, k, Sublayer::Attention(i), 0, seq);
+            b.hc_pre(w, k, Sublayer::Attention(i), 0, seq)?;
             let ratio = spec.attention.ratio();
             let at = AttentionAt {
                 layer: i,
@@ -310,12 +316,12 @@ impl<'a, B: Backend> Model<'a, B> {
                 rope,
             };
             b.attention(w, k, at, seq)?;
-            b.hc_post(k, first_output, seq);
+            b.hc_post(k, first_output, seq)?;
             drop(attention_range);
             let _moe = profile::range(c"moe");
-            b.hc_pre(w, k, Sublayer::Moe(i), first_output, seq);
-            b.moe(w, k, i, &tokens[first_output..], seq);
-            b.hc_post(k, first_output, seq);
+            b.hc_pre(w, k, Sublayer::Moe(i), first_output, seq)?;
+            b.moe(w, k, i, &tokens[first_output..], seq)?;
+            b.hc_post(k, first_output, seq)?;
         }
         state.position += t_len;
 
@@ -324,7 +330,7 @@ impl<'a, B: Backend> Model<'a, B> {
             Logits::All => 0,
             Logits::Last => t_len.saturating_sub(1),
         };
-        b.head(w, k, first_row, seq, logits);
+        b.head(w, k, first_row, seq, logits)?;
         Ok(())
     }
 }

@@ -110,8 +110,9 @@ pub struct AttentionWeights<L> {
     pub wkv: L,
     /// `[Dh]`.
     pub kv_norm: Vec<f32>,
-    /// `[G·Ro, H·Dh/G]`, applied per group: group `g`'s rows `g·Ro..(g+1)·Ro` as a linear of
-    /// their own.
+    /// `[G·Ro, H·Dh/G]`, applied per group: group `g`'s rows `g·Ro..(g+1)·Ro`, as a linear of
+    /// their own each (CPU), or as one linear of every group (CUDA: see
+    /// `LinearSource::linear_groups`).
     pub wo_a: Vec<L>,
     /// `[D, G·Ro]`.
     pub wo_b: L,
@@ -176,6 +177,27 @@ pub(crate) trait LinearSource<'a> {
 
     /// The linear of weight tensor `name`, rows `rows`.
     fn linear(&self, name: &str, rows: LinearRows<'a>) -> Result<Self::Linear, WeightsError>;
+
+    /// The linear `view` applied in `groups` groups of consecutive rows (`wo_a`): one linear
+    /// per group, unless the source keeps the groups together (then one linear of them all).
+    fn linear_groups(
+        &self,
+        name: &str,
+        view: LinearView<'a>,
+        groups: usize,
+    ) -> Result<Vec<Self::Linear>, WeightsError> {
+        let count = view.out / groups.max(1);
+        (0..groups)
+            .map(|g| {
+                let rows = LinearRows {
+                    view,
+                    first: g * count,
+                    count,
+                };
+                self.linear(name, rows)
+            })
+            .collect()
+    }
 }
 
 /// Reads tensors of a checked checkpoint by native name, its linears through `source`.
@@ -217,20 +239,10 @@ impl<'a, S: LinearSource<'a>> Binder<'a, '_, S> {
         self.source.linear(&name, LinearRows::all(view))
     }
 
-    /// The linear `base` cut into `groups` linears of consecutive rows.
+    /// The linear `base`, applied in `groups` groups of consecutive rows.
     fn linear_groups(&self, base: &str, groups: usize) -> Result<Vec<S::Linear>, WeightsError> {
         let (name, view) = self.stored(base)?;
-        let count = view.out / groups.max(1);
-        (0..groups)
-            .map(|g| {
-                let rows = LinearRows {
-                    view,
-                    first: g * count,
-                    count,
-                };
-                self.source.linear(&name, rows)
-            })
-            .collect()
+        self.source.linear_groups(&name, view, groups)
     }
 
     /// A 2-D float tensor used as a linear (BF16 projections, head).

@@ -1,170 +1,212 @@
-//! The CUDA backend's place in the seam. Its kernels are not built yet, so no value of the type
-//! can exist and none of its ops can be reached; [`CudaBackend::new`] says why, as precisely as
-//! the machine allows: built without the `cuda` feature, no CUDA driver, no usable GPU, or (a
-//! GPU found through the driver) kernels still to come.
+//! The CUDA backend: weights uploaded as stored, the request's cache and intermediates in device
+//! memory, every op a launch of the kernels in `csrc/` through `dsv4-kernels`' device layer.
+//! The same code drives a GPU (`--device cuda`, through the CUDA driver) and the kernels
+//! compiled for the host (`--device cuda-sim`, a testing device); only the sampled token's
+//! logits come back to the host.
 
-use std::convert::Infallible;
+mod attention;
+mod moe;
+mod seq;
+mod weights;
 
 use dsv4_cache::ModelCacheSchema;
-use dsv4_kernels::cache_store::StoreError;
+use dsv4_kernels::cuda::{linear, mhc, norm, Gpu};
 
-use super::{AttentionAt, Backend, ModelConstants, SeqCache, Sublayer};
+use super::{AttentionAt, Backend, ModelConstants, OpError, Sublayer};
 use crate::model::load::LoadedCheckpoint;
 use crate::model::weights::WeightsError;
+pub use seq::CudaSeqCache;
+pub use weights::CudaWeights;
 
-/// The CUDA backend (its kernels are not built yet).
-#[derive(Debug)]
+/// The CUDA backend on one device.
+#[derive(Debug, Clone)]
 pub struct CudaBackend {
-    never: Infallible,
+    gpu: Gpu,
 }
 
-/// Why the CUDA backend cannot be used.
+/// Why the CUDA backend cannot run on a GPU here.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CudaUnavailable {
     /// This binary was built without the `cuda` feature.
-    #[error("--device cuda: this dsv4 was built without the `cuda` feature (and the CUDA backend's kernels are not built yet); use --device cpu")]
+    #[error("--device cuda: this dsv4 was built without the `cuda` feature (rebuild with `--features cuda`, which needs nvcc); use --device cpu, or --device cuda-sim to run the CUDA kernels on the CPU")]
     NotBuilt,
-    /// No CUDA driver library on this machine.
-    #[error("--device cuda: no CUDA driver (libcuda) found on this machine; use --device cpu")]
-    NoDriver,
-    /// The driver could not open a GPU.
-    #[error("--device cuda: the CUDA driver cannot open GPU 0: {0}; use --device cpu")]
-    NoDevice(String),
-    /// A GPU answered, but the backend has no kernels yet.
-    #[error("--device cuda: found {name} ({memory_gib:.1} GiB), but the CUDA backend's kernels are not built yet; use --device cpu")]
-    KernelsNotBuilt {
-        /// The device's name.
-        name: String,
-        /// Its memory.
-        memory_gib: f64,
-    },
+    /// No driver, no GPU, or a GPU that cannot load the kernels.
+    #[error("--device cuda: {0}; use --device cpu")]
+    NoGpu(String),
 }
 
 impl CudaBackend {
-    /// The CUDA backend, or why there is none here.
+    /// GPU 0 through the CUDA driver, or why there is none here.
     pub fn new() -> Result<Self, CudaUnavailable> {
-        Err(probe())
+        Self::driver()
     }
-}
 
-/// Why this binary cannot run the CUDA backend here.
-#[cfg(not(feature = "cuda"))]
-fn probe() -> CudaUnavailable {
-    CudaUnavailable::NotBuilt
-}
-
-/// Why this binary cannot run the CUDA backend here: the driver is loaded at run time, so a
-/// machine without one gets an error, never a panic.
-#[cfg(feature = "cuda")]
-fn probe() -> CudaUnavailable {
-    use cudarc::driver::{result, sys, CudaContext};
-    // SAFETY: only looks for the library and loads it; no driver call is made yet.
-    if !unsafe { sys::is_culib_present() } {
-        return CudaUnavailable::NoDriver;
+    #[cfg(not(feature = "cuda"))]
+    fn driver() -> Result<Self, CudaUnavailable> {
+        Err(CudaUnavailable::NotBuilt)
     }
-    let context = match CudaContext::new(0) {
-        Ok(context) => context,
-        Err(e) => return CudaUnavailable::NoDevice(e.to_string()),
-    };
-    let name = context.name().unwrap_or_else(|e| format!("a GPU ({e})"));
-    let memory = context
-        .bind_to_thread()
-        .and_then(|()| result::mem_get_info())
-        .map_or(0, |(_, total)| total);
-    CudaUnavailable::KernelsNotBuilt {
-        name,
-        memory_gib: memory as f64 / (1u64 << 30) as f64,
+
+    #[cfg(feature = "cuda")]
+    fn driver() -> Result<Self, CudaUnavailable> {
+        use dsv4_kernels::cuda::driver::DriverDevice;
+        let device = DriverDevice::open().map_err(|e| CudaUnavailable::NoGpu(e.to_string()))?;
+        Ok(Self::on(Gpu::new(std::sync::Arc::new(device))))
     }
-}
 
-/// A request's cache on the device (none can exist yet).
-#[derive(Debug)]
-pub struct CudaSeqCache {
-    never: Infallible,
-}
+    /// The CUDA kernels compiled for this CPU (`cuda-sim`): a testing device.
+    pub fn sim() -> Self {
+        Self::on(Gpu::sim())
+    }
 
-impl SeqCache for CudaSeqCache {
-    fn bytes(&self) -> u64 {
-        match self.never {}
+    /// The backend on `gpu` (a simulated device with a chosen fiber order, say).
+    pub fn on(gpu: Gpu) -> Self {
+        Self { gpu }
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 }
 
 impl Backend for CudaBackend {
-    type Weights<'w> = Infallible;
+    type Weights<'w> = CudaWeights<'w>;
     type SeqCache = CudaSeqCache;
 
-    fn upload(&self, _: &LoadedCheckpoint) -> Result<Infallible, WeightsError> {
-        match self.never {}
+    fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<CudaWeights<'w>, WeightsError> {
+        weights::upload(&self.gpu, loaded)
     }
 
-    fn new_seq_cache(&self, _: &ModelCacheSchema, _: u64) -> CudaSeqCache {
-        match self.never {}
+    fn new_seq_cache(
+        &self,
+        schema: &ModelCacheSchema,
+        paged_bytes: u64,
+    ) -> Result<CudaSeqCache, OpError> {
+        CudaSeqCache::new(&self.gpu, schema, paged_bytes)
     }
 
-    fn embed(&self, _: &Infallible, _: &ModelConstants, _: &[u32], _: &mut CudaSeqCache) {
-        match self.never {}
+    fn embed(
+        &self,
+        w: &CudaWeights,
+        k: &ModelConstants,
+        tokens: &[u32],
+        seq: &mut CudaSeqCache,
+    ) -> Result<(), OpError> {
+        seq.embed(&self.gpu, w, k, tokens)
     }
 
     fn hc_pre(
         &self,
-        _: &Infallible,
-        _: &ModelConstants,
-        _: Sublayer,
-        _: usize,
-        _: &mut CudaSeqCache,
-    ) {
-        match self.never {}
+        w: &CudaWeights,
+        k: &ModelConstants,
+        sublayer: Sublayer,
+        from: usize,
+        seq: &mut CudaSeqCache,
+    ) -> Result<(), OpError> {
+        let (proj, vectors, norm_weight) = match sublayer {
+            Sublayer::Attention(i) => (
+                &w.model.layers[i].hc_attn.proj,
+                &w.layers[i].hc_attn,
+                &w.layers[i].attn_norm,
+            ),
+            Sublayer::Moe(i) => (
+                &w.model.layers[i].hc_ffn.proj,
+                &w.layers[i].hc_ffn,
+                &w.layers[i].ffn_norm,
+            ),
+        };
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
+        let rows = seq.tokens - from;
+        let x = seq.x.ptr().offset(4 * from * n * d);
+        let (h, mixes) = (seq.h.ptr(), seq.mixes.ptr());
+        let hc = mhc::HcWeights {
+            proj,
+            base: &vectors.base,
+            scale: &vectors.scale,
+        };
+        mhc::hc_mixes(&self.gpu, x, hc, mixes, rows, d, hc_config(k))?;
+        mhc::hc_pre(&self.gpu, h, x, mixes, rows, n, d)?;
+        norm::rms_norm(&self.gpu, h, Some(norm_weight.ptr()), rows, d, k.eps)?;
+        seq.mixes_from = from;
+        Ok(())
     }
 
     fn attention(
         &self,
-        _: &Infallible,
-        _: &ModelConstants,
-        _: AttentionAt,
-        _: &mut CudaSeqCache,
-    ) -> Result<(), StoreError> {
-        match self.never {}
+        w: &CudaWeights,
+        k: &ModelConstants,
+        at: AttentionAt,
+        seq: &mut CudaSeqCache,
+    ) -> Result<(), OpError> {
+        attention::attention(&self.gpu, w, k, at, seq)
     }
 
-    fn moe(&self, _: &Infallible, _: &ModelConstants, _: usize, _: &[u32], _: &mut CudaSeqCache) {
-        match self.never {}
+    fn moe(
+        &self,
+        w: &CudaWeights,
+        k: &ModelConstants,
+        layer: usize,
+        tokens: &[u32],
+        seq: &mut CudaSeqCache,
+    ) -> Result<(), OpError> {
+        moe::moe(&self.gpu, w, k, layer, tokens, seq)
     }
 
-    fn hc_post(&self, _: &ModelConstants, _: usize, _: &mut CudaSeqCache) {
-        match self.never {}
+    fn hc_post(
+        &self,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CudaSeqCache,
+    ) -> Result<(), OpError> {
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
+        let rows = seq.tokens - from;
+        // The last hc_pre mixed rows `mixes_from..`: this call's rows start `from − mixes_from`
+        // mixes in.
+        let first_mix = from - seq.mixes_from;
+        let x = seq.x.ptr().offset(4 * from * n * d);
+        let mixes = seq.mixes.ptr().offset(4 * first_mix * mhc::mix_width(n));
+        mhc::hc_post(&self.gpu, x, seq.y.ptr(), mixes, rows, n, d)?;
+        Ok(())
     }
 
     fn head(
         &self,
-        _: &Infallible,
-        _: &ModelConstants,
-        _: usize,
-        _: &mut CudaSeqCache,
-        _: &mut Vec<f32>,
-    ) {
-        match self.never {}
+        w: &CudaWeights,
+        k: &ModelConstants,
+        from: usize,
+        seq: &mut CudaSeqCache,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), OpError> {
+        let (n, d) = (k.hc.hc_mult, k.hidden_size);
+        let rows = seq.tokens.saturating_sub(from);
+        let vocab = w.model.head.out;
+        let gpu = &self.gpu;
+        let u = seq.u.at_least(gpu, 4 * rows * d)?;
+        let out = seq.logits.at_least(gpu, 4 * rows * vocab)?;
+        let x = seq.x.ptr().offset(4 * from * n * d);
+        let hc = mhc::HcWeights {
+            proj: &w.model.hc_head.proj,
+            base: &w.hc_head.base,
+            scale: &w.hc_head.scale,
+        };
+        mhc::hc_collapse(gpu, u, x, hc, rows, d, hc_config(k))?;
+        norm::rms_norm(gpu, u, Some(w.norm.ptr()), rows, d, k.eps)?;
+        linear::linear(gpu, &w.model.head, u, out, rows)?;
+        logits.clear();
+        logits.resize(rows * vocab, 0.0);
+        if let Some(buffer) = seq.logits.buffer() {
+            buffer.read_f32_into(logits)?;
+        }
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Without the feature the backend says it was not built in; with it, a machine without a
-    /// CUDA driver (every CI machine) is told so in one line, and never panics.
-    #[test]
-    fn says_why_there_is_no_cuda_backend() {
-        // No CudaBackend value can exist, so the result can only be an error.
-        let Err(why) = CudaBackend::new();
-        let message = why.to_string();
-        assert!(!message.contains('\n'), "{message}");
-        assert!(message.starts_with("--device cuda: "), "{message}");
-        #[cfg(not(feature = "cuda"))]
-        assert_eq!(why, CudaUnavailable::NotBuilt);
-        #[cfg(feature = "cuda")]
-        // SAFETY: only looks for the driver library.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            assert_eq!(why, CudaUnavailable::NoDriver);
-        }
+/// The hyper-connection settings as the mHC kernels take them.
+fn hc_config(k: &ModelConstants) -> mhc::HcConfig {
+    mhc::HcConfig {
+        streams: k.hc.hc_mult,
+        sinkhorn_iters: k.hc.hc_sinkhorn_iters,
+        hc_eps: k.hc.hc_eps,
+        norm_eps: k.hc.rms_norm_eps,
     }
 }
