@@ -22,6 +22,7 @@ use super::seq::{CudaSeqCache, Grown};
 use super::weights::{CompressorVectors, CudaWeights};
 use crate::backend::{AttentionAt, ModelConstants, OpError};
 use crate::model::weights::CompressorWeights;
+use crate::profile;
 
 /// What one layer keeps for one request on the device: the layout of the CPU's
 /// [`LayerState`](crate::model::state::LayerState), as the same schema prices it.
@@ -359,7 +360,9 @@ pub fn attention(
         heads,
     };
     let scale = 1.0 / (dh as f32).sqrt();
+    let sparse = profile::range(c"sparse attention");
     attend::sparse_attend(gpu, &queries, &keys, scale, table.table())?;
+    drop(sparse);
     // Every query has read the ring: the chunk's keys enter it (its last `W` of them).
     let ring = Location::Ring {
         ring: &state.window,
@@ -464,6 +467,7 @@ fn compress(
     let (Some(tail), Some(pages)) = (stream.tail, stream.pages) else {
         return Ok(());
     };
+    let _range = profile::range(c"compressor");
     let num = c.k.numerics;
     let t = c.t_len;
     let channels = w.wkv.out;
@@ -576,6 +580,7 @@ fn select(
     (keys, format): (&DevicePages, IndexerFormat),
     s: &mut AttentionScratch,
 ) -> Result<CompressedKeys, DeviceError> {
+    let _range = profile::range(c"indexer");
     let d = c.k.attention;
     let (t_out, topk) = (c.t_out(), d.index_topk);
     let [indices, scores, lens] = &mut s.chosen;

@@ -210,3 +210,25 @@ fn hc_config(k: &ModelConstants) -> mhc::HcConfig {
         norm_eps: k.hc.rms_norm_eps,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the feature the backend says it was not built in; with it, a machine without a
+    /// CUDA driver (every CI machine) is told so in one line, and nothing panics.
+    #[test]
+    fn says_why_there_is_no_gpu() {
+        let Err(why) = CudaBackend::new() else {
+            // A machine with a GPU: nothing to check here (`dsv4 selftest --device cuda` is).
+            return;
+        };
+        let message = why.to_string();
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.starts_with("--device cuda: "), "{message}");
+        #[cfg(not(feature = "cuda"))]
+        assert_eq!(why, CudaUnavailable::NotBuilt);
+        #[cfg(feature = "cuda")]
+        assert!(matches!(why, CudaUnavailable::NoGpu(_)), "{message}");
+    }
+}

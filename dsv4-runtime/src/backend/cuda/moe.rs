@@ -9,6 +9,7 @@ use dsv4_kernels::cuda::{linear, DeviceError, Gpu};
 use super::seq::{CudaSeqCache, Grown};
 use super::weights::CudaWeights;
 use crate::backend::{ModelConstants, OpError};
+use crate::profile;
 
 /// The MoE's intermediates on the device, grown to the largest chunk seen.
 #[derive(Debug, Default)]
@@ -54,6 +55,7 @@ pub fn moe(
     let experts = bound.gate.out;
     let kk = k.moe.routing.num_experts_per_tok;
     let s = &mut seq.moe;
+    let routing = profile::range(c"moe routing");
     let logits = s.logits.at_least(gpu, 4 * t * experts)?;
     linear::linear(gpu, &bound.gate, seq.h.ptr(), logits, t)?;
     let choice = match (&device.tid2eid, &device.bias) {
@@ -72,6 +74,8 @@ pub fn moe(
         k: kk,
     };
     moe::moe_route(gpu, logits, choice, k.moe.routing, experts, routes, None)?;
+    drop(routing);
+    let _experts = profile::range(c"experts");
     let table = &device.experts;
     let scratch = experts_scratch(gpu, &mut s.experts, table, t, kk)?;
     moe::experts(
