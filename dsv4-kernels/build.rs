@@ -4,7 +4,9 @@
 //!   `DSV4_SIM_SANITIZE=1` builds it with AddressSanitizer and UBSan;
 //! - with the `cuda` feature, for the GPU: nvcc (from `NVCC`, `CUDA_HOME`/`CUDA_PATH`, or `PATH`)
 //!   turns each `.cu` into a fatbin for sm_80 and sm_90a plus compute_80 PTX, embedded in the
-//!   crate; the build fails with one line when nvcc cannot be found.
+//!   crate; the build fails with one line when nvcc cannot be found. CUTLASS/CuTe headers are put
+//!   on nvcc's include path from `CUTLASS_DIR` (the PyPI `nvidia-cutlass` source tree that
+//!   scripts/cuda-toolchain.sh installs), for the kernels that use them.
 
 use std::env;
 use std::fs;
@@ -107,6 +109,11 @@ fn device_build(csrc: &Path, kernels: &[PathBuf], out: &Path) {
     let Some(nvcc) = find_nvcc() else {
         panic!("the `cuda` feature compiles csrc/ with nvcc, and none was found: set NVCC, CUDA_HOME or CUDA_PATH, or put nvcc on PATH (docs/gpu.md shows how to install 13.0.88 from PyPI)");
     };
+    println!("cargo::rerun-if-env-changed=CUTLASS_DIR");
+    let cutlass: Vec<PathBuf> = env::var_os("CUTLASS_DIR")
+        .map(PathBuf::from)
+        .map(|dir| vec![dir.join("include"), dir.join("tools/util/include")])
+        .unwrap_or_default();
     let mut modules = String::from(
         "/// Each kernel file: its name, its fatbin (sm_80, sm_90a, compute_80 PTX), its kernels.\n\
          pub const MODULES: &[(&str, &[u8], &[&str])] = &[\n",
@@ -123,6 +130,11 @@ fn device_build(csrc: &Path, kernels: &[PathBuf], out: &Path) {
             .args(["-gencode", "arch=compute_90a,code=sm_90a"])
             .arg("-I")
             .arg(csrc)
+            .args(
+                cutlass
+                    .iter()
+                    .flat_map(|d| [std::ffi::OsStr::new("-I"), d.as_os_str()]),
+            )
             .arg("-o")
             .arg(&fatbin)
             .arg(file)

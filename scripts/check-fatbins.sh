@@ -6,7 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/check-fatbins.sh TARGET_DIR}
-out=$(ls -td "$target"/*/build/dsv4-kernels-*/out 2>/dev/null | while read -r d; do [ -e "$d/fatbins.rs" ] && echo "$d"; done | head -1)
+# The newest build output that holds fatbins (a loop, not `| head`: an early-closed pipe would
+# fail under pipefail).
+out=
+for d in $(ls -td "$target"/*/build/dsv4-kernels-*/out 2>/dev/null); do
+    if [ -e "$d/fatbins.rs" ]; then
+        out=$d
+        break
+    fi
+done
 [ -n "$out" ] || { echo "check-fatbins: no fatbins under $target (build with --features cuda first)" >&2; exit 1; }
 status=0
 for source in csrc/*.cu; do
@@ -16,6 +24,7 @@ for source in csrc/*.cu; do
     cuobjdump --list-ptx "$fatbin" | grep -q "sm_80.ptx" || { echo "check-fatbins: $stem has no compute_80 PTX"; status=1; }
     usage=$(cuobjdump -res-usage "$fatbin")
     for kernel in $(sed -n 's/^DSV4_SIM_ENTRY(\(.*\))$/\1/p' "$source"); do
+        built=yes
         for arch in sm_80 sm_90a; do
             # The functions listed after this arch's header, up to the next one.
             if ! awk -v arch="arch = $arch" -v k="Function $kernel:" '
@@ -24,9 +33,10 @@ for source in csrc/*.cu; do
                 END { exit !found }' <<<"$usage"; then
                 echo "check-fatbins: $kernel ($stem.cu) is not built for $arch"
                 status=1
+                built=no
             fi
         done
-        echo "  $kernel: sm_80, sm_90a"
+        [ "$built" = yes ] && echo "  $kernel: sm_80, sm_90a"
     done
 done
 exit $status
