@@ -49,6 +49,10 @@ pub struct BenchArgs {
 /// What `dsv4 bench` measured.
 #[derive(Debug, Serialize)]
 struct BenchReport {
+    /// Where the model ran: `cpu`, or the device's name.
+    device: String,
+    /// What the bandwidth was measured with: the host's triad or the device's copy kernel.
+    bandwidth_measure: &'static str,
     threads: usize,
     /// The instruction set the CPU kernels run with.
     cpu_kernels: &'static str,
@@ -68,15 +72,20 @@ struct BenchReport {
 /// Runs `dsv4 bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     // Where the bandwidth the decode is judged against is measured: the host, or the device.
-    let mut bandwidth: Box<dyn FnMut(usize) -> Result<Vec<f64>>> = match args.device {
-        Device::Cpu => Box::new(|runs| Ok(triad_runs(runs))),
+    type Measure = Box<dyn FnMut(usize) -> Result<Vec<f64>>>;
+    let (device_name, mut bandwidth): (Option<String>, Measure) = match args.device {
+        Device::Cpu => (None, Box::new(|runs| Ok(triad_runs(runs)))),
         Device::Cuda => {
             let gpu = dsv4_runtime::CudaBackend::new()?.gpu().clone();
-            Box::new(move |runs| Ok(device_copy_runs(&gpu, runs, 1 << 30)?))
+            let name = gpu.name();
+            let measure = move |runs| Ok(device_copy_runs(&gpu, runs, 1 << 30)?);
+            (Some(name), Box::new(measure))
         }
         Device::CudaSim => {
             let gpu = dsv4_runtime::CudaBackend::sim().gpu().clone();
-            Box::new(move |runs| Ok(device_copy_runs(&gpu, runs, 64 << 20)?))
+            let name = gpu.name();
+            let measure = move |runs| Ok(device_copy_runs(&gpu, runs, 64 << 20)?);
+            (Some(name), Box::new(measure))
         }
     };
     if args.prompt_len == 0 || args.gen < 2 {
@@ -119,7 +128,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let best = triads.iter().copied().fold(0.0, f64::max);
     let decode_tokens_per_s = steps as f64 / decode;
     let effective = weight_bytes_per_token as f64 * decode_tokens_per_s;
+    let (device, bandwidth_measure) = match &device_name {
+        None => ("cpu".to_string(), "triad"),
+        Some(name) => (name.clone(), "copy kernel"),
+    };
     let report = BenchReport {
+        device,
+        bandwidth_measure,
         threads: threads::workers(),
         cpu_kernels: dsv4_runtime::kernel_instruction_set(),
         prompt_tokens: args.prompt_len,
@@ -135,6 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        println!("device                     {}", report.device);
         println!("threads                    {}", report.threads);
         println!("CPU kernels                {}", report.cpu_kernels);
         println!(
@@ -154,8 +170,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "effective weight bandwidth {:.2} GB/s",
             report.effective_bandwidth_gb_per_s
         );
+        let label = format!("memory bandwidth ({})", report.bandwidth_measure);
         println!(
-            "memory bandwidth (triad)   {:.2} GB/s, median of 5 runs before and 5 after (best {:.2} GB/s)",
+            "{label:<27}{:.2} GB/s, median of 5 runs before and 5 after (best {:.2} GB/s)",
             report.measured_memory_bandwidth_gb_per_s, report.best_memory_bandwidth_gb_per_s
         );
         println!(
