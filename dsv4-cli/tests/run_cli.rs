@@ -199,7 +199,7 @@ fn bad_input_gets_one_line_errors() {
         "--device",
         "cuda"
     ])
-    .contains("CUDA backend"));
+    .contains("--device cuda: "));
     assert!(
         error(&["run", "--weights", w, "--prompt-ids", "0", "--top-p", "2"]).contains("--top-p")
     );
