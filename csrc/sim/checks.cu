@@ -28,6 +28,14 @@ DSV4_KERNEL void sim_check_barrier(float* out, int divergent) {
 }
 DSV4_SIM_ENTRY(sim_check_barrier)
 
+// Lane 0 waits at a shuffle of the whole warp while the other lanes wait at a barrier: no
+// thread can make progress.
+DSV4_KERNEL void sim_check_deadlock(float* out) {
+    if (threadIdx.x == 0) out[0] = __shfl_sync(0xffffffffu, 1.0f, 0);
+    else __syncthreads();
+}
+DSV4_SIM_ENTRY(sim_check_deadlock)
+
 // Sums of the lanes at offsets `delta` down and up and a ballot of odd lanes, for the shuffle
 // semantics at segment edges (width 8).
 DSV4_KERNEL void sim_check_shuffles(float* out) {

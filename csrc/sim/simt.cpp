@@ -288,7 +288,6 @@ void round_order(std::vector<unsigned>& order, unsigned n, int kind, uint64_t& r
 
 std::string describe_deadlock(const Worker& w) {
     std::string text = "deadlock: no thread can make progress (";
-    unsigned waiting_barrier = 0;
     for (size_t k = 0; k < w.warps.size(); ++k) {
         for (const Group& g : w.warps[k].groups) {
             if (!g.active) continue;
@@ -298,8 +297,7 @@ std::string describe_deadlock(const Worker& w) {
             text += part;
         }
     }
-    waiting_barrier = w.at_barrier;
-    text += std::to_string(waiting_barrier) + " of " + std::to_string(w.threads) + " threads at __syncthreads)";
+    text += std::to_string(w.at_barrier) + " of " + std::to_string(w.threads) + " threads at __syncthreads)";
     return text;
 }
 

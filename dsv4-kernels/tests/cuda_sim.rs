@@ -55,6 +55,7 @@ fn launch_error(gpu: &Gpu, kernel: &'static str, threads: u32, flag: i32) -> Str
     let result = unsafe {
         match kernel {
             "sim_check_barrier" => gpu.launch(kernel, config, &[&y.ptr(), &flag]),
+            "sim_check_deadlock" => gpu.launch(kernel, config, &[&y.ptr()]),
             _ => gpu.launch(kernel, config, &[&x.ptr(), &y.ptr(), &flag]),
         }
     };
@@ -82,6 +83,12 @@ fn divergent_collectives_are_faults_with_a_message() {
         // A warp collective naming lanes the block does not have (a partial last warp).
         let message = launch_error(&gpu, "sim_check_warp_sum", 48, 0);
         assert!(message.contains("does not have"), "{message}");
+        // Lane 0 at a shuffle, the rest at a barrier.
+        let message = launch_error(&gpu, "sim_check_deadlock", 32, 0);
+        assert!(
+            message.contains("deadlock") && message.contains("31 of 32 threads at __syncthreads"),
+            "{message}"
+        );
     }
     // The correct kernels run clean.
     let gpu = sim(FiberOrder::Forward);
