@@ -122,6 +122,9 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<(), DeviceError>;
 }
 
+/// The most parameters a kernel takes.
+const MAX_PARAMS: usize = 32;
+
 /// How often the device was asked to allocate and launch, for the tests that hold a decode
 /// step to no allocation and one launch per op.
 #[derive(Debug, Default)]
@@ -236,10 +239,23 @@ impl Gpu {
         params: &[&dyn Param],
     ) -> Result<(), DeviceError> {
         let function = self.function(name)?;
-        let mut pointers: Vec<*mut c_void> = params.iter().map(|p| p.as_param()).collect();
+        // On the stack: a launch allocates nothing on the host either.
+        let mut pointers = [std::ptr::null_mut::<c_void>(); MAX_PARAMS];
+        if params.len() > MAX_PARAMS {
+            return Err(DeviceError::Launch {
+                kernel: name.into(),
+                message: format!("{} parameters (at most {MAX_PARAMS})", params.len()),
+            });
+        }
+        for (pointer, p) in pointers.iter_mut().zip(params) {
+            *pointer = p.as_param();
+        }
         self.counters.launches.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller vouches for the parameters.
-        unsafe { self.device.launch(function, config, &mut pointers) }
+        unsafe {
+            self.device
+                .launch(function, config, &mut pointers[..params.len()])
+        }
     }
 
     /// Waits for every launch and copy so far.

@@ -125,9 +125,10 @@ impl CudaSeqCache {
         let (n, d, t) = (k.hc.hc_mult, k.hidden_size, tokens.len());
         self.tokens = t;
         let ids = self.ids.at_least(gpu, 4 * t)?;
-        let id_bytes: Vec<u8> = tokens.iter().flat_map(|id| id.to_le_bytes()).collect();
+        // SAFETY: the ids' bytes, read as bytes (the device, like the host, is little endian).
+        let id_bytes = unsafe { std::slice::from_raw_parts(tokens.as_ptr().cast::<u8>(), 4 * t) };
         if let Some(buffer) = self.ids.buffer() {
-            buffer.write(&id_bytes)?;
+            buffer.write(id_bytes)?;
         }
         let x = self.x.at_least(gpu, 4 * t * n * d)?;
         self.h.at_least(gpu, 4 * t * d)?;
