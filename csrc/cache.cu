@@ -32,20 +32,6 @@ __device__ __forceinline__ void dsv4_store_f32(uint8_t* p, float v) { memcpy(p, 
 // reference's clamp does (a NaN stays a NaN code).
 __device__ __forceinline__ uint8_t dsv4_e4m3_code(float x, float s) { return dsv4_f32_to_e4m3(x / s); }
 
-// Max over a block of `blockDim.x` threads (a multiple of 32), every thread getting it; fmaxf
-// skips NaNs as Rust's f32::max does, and a max does not depend on the order it is taken in.
-// `scratch` is 32 floats of shared memory. Contains two __syncthreads.
-__device__ __forceinline__ float dsv4_block_max(float v, float* scratch) {
-    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = dsv4_warp_max(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float m = scratch[0];
-    for (unsigned w = 1; w < warps; ++w) m = fmaxf(m, scratch[w]);
-    __syncthreads();
-    return m;
-}
-
 // Encodes `count` KV entries of `width` values, the last `rope` rotary, from the f32 rows at
 // `rows` (row t at rows + t·row_stride) in `format` (Dsv4KvFormat). One block per entry
 // (blockIdx.x = t); blockDim.x a multiple of 32. FP8: each warp quantizes whole 64-value nope

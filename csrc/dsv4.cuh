@@ -128,7 +128,8 @@ __device__ __forceinline__ uint8_t dsv4_ue8m0_ceil(float x) {
 }
 
 // Sum over the 32 lanes of a full warp, every lane getting it (butterfly: same order on every lane).
-__device__ __forceinline__ float dsv4_warp_sum(float v) {
+template <class T>
+__device__ __forceinline__ T dsv4_warp_sum(T v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
 }
@@ -140,14 +141,29 @@ __device__ __forceinline__ float dsv4_warp_max(float v) {
 }
 
 // Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024), every thread getting
-// it; `scratch` is 32 floats of shared memory. Contains two __syncthreads.
-__device__ __forceinline__ float dsv4_block_sum(float v, float* scratch) {
+// it; `scratch` is 32 values of shared memory. Contains two __syncthreads.
+template <class T>
+__device__ __forceinline__ T dsv4_block_sum(T v, T* scratch) {
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     v = dsv4_warp_sum(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float total = 0.0f;
+    T total = 0;
     for (unsigned w = 0; w < warps; ++w) total += scratch[w];
     __syncthreads();
     return total;
+}
+
+// Max over a block of `blockDim.x` threads (a multiple of 32), every thread getting it; fmaxf
+// skips NaNs as Rust's f32::max does, and a max does not depend on the order it is taken in.
+// `scratch` is 32 floats of shared memory. Contains two __syncthreads.
+__device__ __forceinline__ float dsv4_block_max(float v, float* scratch) {
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = dsv4_warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float m = scratch[0];
+    for (unsigned w = 1; w < warps; ++w) m = fmaxf(m, scratch[w]);
+    __syncthreads();
+    return m;
 }

@@ -48,6 +48,9 @@ fn host_build(csrc: &Path, kernels: &[PathBuf]) {
         .flag("-x")
         .flag("c++")
         .flag_if_supported("-Wno-unused-parameter")
+        // Products and sums exactly as written, never fused (the kernels spell out with `_rn`
+        // intrinsics the f64 arithmetic nvcc must not fuse either).
+        .flag_if_supported("-ffp-contract=off")
         .warnings(true)
         .cargo_metadata(false)
         .file(csrc.join("sim/simt.cpp"))

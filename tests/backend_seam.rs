@@ -8,9 +8,13 @@ use std::sync::Mutex;
 
 use dsv4_cache::{CacheDtypes, ModelCacheSchema, DEFAULT_BLOCK_SIZE};
 use dsv4_runtime::backend::{
-    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, OpError, Sublayer,
+    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, OpError, SampleCut, Sublayer,
 };
-use dsv4_runtime::{LoadedCheckpoint, Logits, Model, ModelWeights, Numerics, WeightsError};
+use dsv4_runtime::engine::sampler::SamplingParams;
+use dsv4_runtime::{
+    generate, GenerateRequest, LoadedCheckpoint, Logits, Model, ModelWeights, Numerics,
+    WeightsError,
+};
 
 /// The CPU backend, with a log of the ops called on it.
 #[derive(Default)]
@@ -104,10 +108,28 @@ impl Backend for Recording {
         k: &ModelConstants,
         from: usize,
         seq: &mut CpuSeqCache,
-        logits: &mut Vec<f32>,
     ) -> Result<(), OpError> {
         self.note(format!("head from {from}"));
-        self.cpu.head(w, k, from, seq, logits)
+        self.cpu.head(w, k, from, seq)
+    }
+
+    fn read_logits(&self, seq: &CpuSeqCache, out: &mut Vec<f32>) -> Result<(), OpError> {
+        self.note("read_logits".into());
+        self.cpu.read_logits(seq, out)
+    }
+
+    fn sample(
+        &self,
+        seq: &mut CpuSeqCache,
+        vocab: usize,
+        cut: &SampleCut,
+        draw: Option<f64>,
+    ) -> Result<Option<u32>, OpError> {
+        self.note(format!(
+            "sample {}",
+            if draw.is_some() { "draw" } else { "argmax" }
+        ));
+        self.cpu.sample(seq, vocab, cut, draw)
     }
 }
 
@@ -133,6 +155,7 @@ fn expected_ops(layers: usize, t: usize, which: Logits) -> Vec<String> {
         Logits::Last => t - 1,
     };
     ops.push(format!("head from {head}"));
+    ops.push("read_logits".into());
     ops
 }
 
@@ -176,4 +199,54 @@ fn a_second_backend_gets_the_same_logits_through_the_same_ops() {
         let ops = model.backend().log.lock().expect("log").clone();
         assert_eq!(ops, expected_ops(layers, tokens.len(), which), "{which:?}");
     }
+}
+
+/// Generation samples through the seam, where the logits are: each step is a `sample` op with a
+/// draw, and no logits are read back to the host; the tokens are the CPU backend's.
+#[test]
+fn generation_samples_through_the_seam_without_reading_logits() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
+    let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
+    let (numerics, dtypes) = (Numerics::Exact, CacheDtypes::default());
+    let config = &loaded.config;
+    let request = GenerateRequest {
+        prompt_ids: vec![5, 17, 3, 99],
+        max_new_tokens: 6,
+        sampling: SamplingParams {
+            temperature: 1.1,
+            top_k: 30,
+            top_p: 0.9,
+            seed: 8,
+        },
+        stops: Vec::new(),
+        prefill_chunk: 3,
+    };
+    let cpu = Model::new(
+        config,
+        ModelWeights::bind(&loaded).expect("binds"),
+        numerics,
+        dtypes,
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model");
+    let want = generate(&cpu, None, &request, |_| {}).expect("generates");
+    let recording = Recording::default();
+    let weights = recording.upload(&loaded).expect("uploads");
+    let model = Model::with_backend(
+        recording,
+        config,
+        weights,
+        numerics,
+        dtypes,
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model");
+    let got = generate(&model, None, &request, |_| {}).expect("generates");
+    assert_eq!(got.generated_ids, want.generated_ids);
+    let ops = model.backend().log.lock().expect("log").clone();
+    let count = |op: &str| ops.iter().filter(|o| *o == op).count();
+    assert_eq!(count("read_logits"), 0, "{ops:?}");
+    // One sample per generated token, plus the one that ended on EOS if any.
+    assert!(count("sample draw") >= got.generated_ids.len(), "{ops:?}");
+    assert_eq!(count("sample argmax"), 0, "{ops:?}");
 }

@@ -1,36 +1,37 @@
-//! A decode step on the CUDA backend (its kernels on the host, `cuda-sim`) allocates no device
-//! memory once warm, and launches the same kernels at every position where the same compressors
+//! A decode step on the CUDA backend (its kernels on the host, `cuda-sim`), sampling included,
+//! allocates no device memory once warm, and launches the same kernels at every position where the same compressors
 //! close an entry. Its own test binary: the CPU's allocation test counts every heap allocation
 //! of its process.
 
 use std::path::Path;
 
 use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype};
-use dsv4_runtime::{CudaBackend, Logits, Numerics};
+use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
+use dsv4_runtime::{CudaBackend, Numerics, Request};
 use dsv4_tests::with_model_on;
 
-/// Device allocations and launches of each of `steps` decode steps on `cuda-sim` after a
-/// 5-token prefill, with each step's position.
+/// Device allocations and launches of each of `steps` decode steps (the forward of a token and
+/// the sampling of the next, on the device) on `cuda-sim` after a 5-token prefill and a first
+/// sample, with each step's position.
 fn device_use_per_step(
     numerics: Numerics,
     dtypes: CacheDtypes,
+    sampling: SamplingParams,
     steps: u32,
 ) -> Vec<(usize, u64, u64)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
     with_model_on(CudaBackend::sim(), &dir, numerics, dtypes, |model| {
         let counters = model.backend().gpu().counters();
-        let mut state = model.new_request(5 + steps as usize).expect("request");
-        let mut logits = Vec::new();
-        model
-            .forward_into(&[1, 2, 3, 4, 5], &mut state, Logits::Last, &mut logits)
-            .expect("prefill");
+        let mut request = Request::new(model, 5 + steps as usize).expect("request");
+        let mut sampler = Sampler::new(sampling).expect("sampler");
+        request.feed(&[1, 2, 3, 4, 5], 5).expect("prefill");
+        let mut token = request.sample(&mut sampler).expect("sample");
         (0..steps)
-            .map(|step| {
-                let position = state.position;
+            .map(|_| {
+                let position = request.position();
                 let (allocations, launches) = (counters.allocations(), counters.launches());
-                model
-                    .forward_into(&[7 + step % 64], &mut state, Logits::Last, &mut logits)
-                    .expect("decode");
+                request.decode(token).expect("decode");
+                token = request.sample(&mut sampler).expect("sample");
                 (
                     position,
                     counters.allocations() - allocations,
@@ -51,11 +52,21 @@ fn cuda_sim_decode_steps_do_not_allocate_device_memory_once_warm() {
         kv: KvCacheDtype::Fp8,
         indexer: IndexerCacheDtype::Fp4,
     };
-    for (numerics, dtypes) in [
-        (Numerics::Exact, CacheDtypes::default()),
-        (Numerics::Reference, compact),
+    let seeded = SamplingParams {
+        temperature: 0.9,
+        top_k: 20,
+        top_p: 0.9,
+        seed: 5,
+    };
+    for (numerics, dtypes, sampling) in [
+        (
+            Numerics::Exact,
+            CacheDtypes::default(),
+            SamplingParams::greedy(),
+        ),
+        (Numerics::Reference, compact, seeded),
     ] {
-        let steps = device_use_per_step(numerics, dtypes, 40);
+        let steps = device_use_per_step(numerics, dtypes, sampling, 40);
         let allocating: Vec<_> = steps.iter().filter(|s| s.1 > 0).collect();
         println!("{numerics:?}: steps that allocated on the device (position, allocations, launches): {allocating:?}");
         // Pages: the m = 16 stream's first entry (position 15) and nothing else in 45 tokens

@@ -1,4 +1,4 @@
-//! A decode step allocates nothing once the request's buffers have grown: over 200 steps on a
+//! A decode step, sampling included, allocates nothing once the request's buffers have grown: over 200 steps on a
 //! fixture model, heap allocations (counted by a wrapping global allocator) happen only on the
 //! few steps where a buffer sized by the context doubles its capacity or a paged stream takes a
 //! new block, never on the ordinary step.
@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype};
-use dsv4_runtime::{Logits, Numerics};
+use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
+use dsv4_runtime::{Numerics, Request};
 use dsv4_tests::with_model;
 
 /// The system allocator, counting allocations and reallocations.
@@ -34,24 +35,28 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Allocations of each of `steps` decode steps after a 5-token prefill.
-fn allocations_per_step(numerics: Numerics, dtypes: CacheDtypes, steps: u32) -> Vec<usize> {
+/// Allocations of each of `steps` decode steps (a token's forward and the sampling of the
+/// next) after a 5-token prefill and a first sample.
+fn allocations_per_step(
+    numerics: Numerics,
+    dtypes: CacheDtypes,
+    sampling: SamplingParams,
+    steps: u32,
+) -> Vec<usize> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
     with_model(&dir, numerics, dtypes, |model| {
-        let mut state = model.new_request(5 + steps as usize).expect("request");
-        let mut logits = Vec::new();
+        let mut request = Request::new(model, 5 + steps as usize).expect("request");
+        let mut sampler = Sampler::new(sampling).expect("sampler");
         // As `generate` does: the loop runs on a pool thread, so parallel work goes to its own
         // queue rather than through the pool's injector (whose blocks are heap-allocated).
         rayon::scope(|_| {
-            model
-                .forward_into(&[1, 2, 3, 4, 5], &mut state, Logits::Last, &mut logits)
-                .expect("prefill");
+            request.feed(&[1, 2, 3, 4, 5], 5).expect("prefill");
+            let mut token = request.sample(&mut sampler).expect("sample");
             (0..steps)
-                .map(|step| {
+                .map(|_| {
                     let before = ALLOCATIONS.load(Ordering::Relaxed);
-                    model
-                        .forward_into(&[7 + step % 64], &mut state, Logits::Last, &mut logits)
-                        .expect("decode");
+                    request.decode(token).expect("decode");
+                    token = request.sample(&mut sampler).expect("sample");
                     ALLOCATIONS.load(Ordering::Relaxed) - before
                 })
                 .collect()
@@ -69,8 +74,17 @@ fn decode_steps_do_not_allocate_once_warm() {
         kv: KvCacheDtype::Fp8,
         indexer: IndexerCacheDtype::Fp4,
     };
-    for (numerics, dtypes) in [(Numerics::Exact, exact), (Numerics::Reference, compact)] {
-        let counts = allocations_per_step(numerics, dtypes, 200);
+    let seeded = SamplingParams {
+        temperature: 0.8,
+        top_k: 0,
+        top_p: 0.9,
+        seed: 3,
+    };
+    for (numerics, dtypes, sampling) in [
+        (Numerics::Exact, exact, SamplingParams::greedy()),
+        (Numerics::Reference, compact, seeded),
+    ] {
+        let counts = allocations_per_step(numerics, dtypes, sampling, 200);
         let allocating: Vec<(usize, usize)> = counts
             .iter()
             .copied()

@@ -169,6 +169,51 @@ fn greedy<B: Backend + Clone>(backend: B) {
     }
 }
 
+/// A seed gives the same tokens on `cuda-sim`, which samples on the device, as on the CPU:
+/// both compute `dsv4_kernels::sample`'s definition from the same draws, and their logits
+/// agree to ~5e-6 (a draw would have to land within that of a cumulative boundary to differ).
+/// Top-k with top-p, the full softmax, and a nucleus alone; at least one run leaves the greedy
+/// path, so the draws are what is compared.
+#[test]
+fn cuda_sim_seeded_sampling_gives_the_cpu_tokens() {
+    let f = fixture("hca16");
+    let greedy = sampled(CpuBackend, &f, SamplingParams::greedy());
+    let mut left_greedy = false;
+    for (temperature, top_k, top_p, seed) in
+        [(0.9, 40, 0.95, 11), (1.3, 0, 1.0, 12), (0.7, 0, 0.8, 13)]
+    {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        };
+        let cpu = sampled(CpuBackend, &f, params);
+        assert_eq!(sampled(CudaBackend::sim(), &f, params), cpu, "{params:?}");
+        left_greedy |= cpu != greedy;
+    }
+    assert!(
+        left_greedy,
+        "every seeded run was the greedy one: {greedy:?}"
+    );
+}
+
+/// The 12 tokens `params` generates after the fixture's first 9 ids on `backend`.
+fn sampled<B: Backend + Clone>(backend: B, f: &Fixture, params: SamplingParams) -> Vec<u32> {
+    let request = GenerateRequest {
+        prompt_ids: f.ids[..9].to_vec(),
+        max_new_tokens: 12,
+        sampling: params,
+        stops: Vec::new(),
+        prefill_chunk: 4,
+    };
+    with_model_on(backend, &f.dir, Numerics::Exact, EXACT_CACHE, |model| {
+        generate(model, None, &request, |_| {})
+            .expect("generates")
+            .generated_ids
+    })
+}
+
 /// Every chunk size, token by token (1) included, gives the same logits bit for bit, in both
 /// numerics and with every cache dtype: a token's result never depends on which tokens share its
 /// chunk.

@@ -150,6 +150,14 @@ inline float __int_as_float(int32_t i) { return dsv4sim::from_bits<float>(static
 inline int32_t __float_as_int(float f) { return static_cast<int32_t>(dsv4sim::to_bits(f)); }
 template <class T>
 T __ldg(const T* p) { return *p; }
+inline double __longlong_as_double(long long i) { return dsv4sim::from_bits<double>(static_cast<uint64_t>(i)); }
+inline long long __double_as_longlong(double d) { return static_cast<long long>(dsv4sim::to_bits(d)); }
+// Rounded-to-nearest double arithmetic that nvcc never fuses into an FMA; the host build targets
+// x86-64 without FMA and ISO C++ (no contraction), so the plain operators are the same.
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }

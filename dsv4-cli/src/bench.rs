@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use dsv4_model::ParamReport;
 use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
-use dsv4_runtime::{threads, Backend, Logits, Model, Request};
+use dsv4_runtime::{threads, Backend, Model, Request};
 use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
@@ -194,19 +194,17 @@ fn timed<B: Backend>(
     let mut request = Request::new(model, args.prompt_len + args.gen)?;
     threads::on_worker(|| -> Result<(f64, usize, f64)> {
         let start = Instant::now();
-        request.prefill(prompt, args.prefill_chunk, Logits::Last, |_, _| {
-            Ok::<(), anyhow::Error>(())
-        })?;
+        request.feed(prompt, args.prefill_chunk)?;
         let prefill = start.elapsed().as_secs_f64();
 
         let mut sampler = Sampler::new(SamplingParams::greedy())?;
         // The first decode step warms caches and buffers; time the rest.
-        let mut token = sampler.sample(request.logits())?;
+        let token = request.sample(&mut sampler)?;
         request.decode(token)?;
         let start = Instant::now();
         let steps = args.gen - 1;
         for _ in 0..steps {
-            token = sampler.sample(request.logits())?;
+            let token = request.sample(&mut sampler)?;
             request.decode(token)?;
         }
         Ok((prefill, steps, start.elapsed().as_secs_f64()))

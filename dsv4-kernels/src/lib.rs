@@ -15,6 +15,7 @@ pub mod moe;
 pub mod numerics;
 pub mod ops;
 pub mod panel;
+pub mod sample;
 pub mod scratch;
 pub mod simd;
 pub mod threads;

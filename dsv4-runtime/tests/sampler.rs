@@ -234,7 +234,9 @@ fn seeded_ids_are_pinned() {
 const PINNED_FULL: [u32; 16] = [
     12, 62, 43, 57, 43, 31, 5, 19, 31, 55, 60, 38, 50, 27, 43, 30,
 ];
-const PINNED_CUT: [u32; 16] = [19, 5, 31, 5, 31, 12, 19, 38, 12, 50, 5, 31, 50, 57, 31, 57];
+const PINNED_CUT: [u32; 16] = [
+    12, 57, 38, 57, 38, 31, 5, 19, 31, 57, 57, 38, 50, 19, 38, 31,
+];
 
 #[test]
 fn bad_parameters_are_refused_with_the_flag_named() {
@@ -273,4 +275,63 @@ fn rows_without_a_candidate_are_errors() {
     }
     let msg = SamplerError::NoCandidate { vocab: 3 }.to_string();
     assert!(msg.contains("3 logits"), "{msg}");
+}
+
+/// The definition of a draw (dsv4_kernels::sample), written out naively for rows of at most 128
+/// ids, where its canonical sum is one left-to-right sum in id order: rank by logit then id, keep
+/// the top k, keep the shortest ranked prefix whose mass reaches top_p, walk the kept ids in id
+/// order to where the cumulative weight passes u × their total. The sampler must pick the same
+/// ids from the same ChaCha8 draws, over rows with many ties.
+#[test]
+fn draws_follow_the_definition_written_out() {
+    use rand::{Rng, SeedableRng};
+    for (temperature, top_k, top_p, seed) in [
+        (1.0f32, 8usize, 0.9f32, 2024u64),
+        (0.6, 0, 0.7, 1),
+        (1.7, 30, 1.0, 2),
+        (0.9, 5, 0.5, 3),
+    ] {
+        let mut s = sampler(temperature, top_k, top_p, seed);
+        let mut stream = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for row in 0..200 {
+            let logits = tied_logits(row, 100);
+            let u = (stream.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weight = |id: usize| -> f64 {
+                let x = (f64::from(logits[id]) - f64::from(max)) / f64::from(temperature);
+                x.exp()
+            };
+            let mut ranked: Vec<usize> = (0..logits.len()).collect();
+            ranked.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            if top_k > 0 {
+                ranked.truncate(top_k);
+            }
+            let id_order_sum = |ids: &[usize]| {
+                let mut sorted = ids.to_vec();
+                sorted.sort();
+                sorted.iter().map(|&i| weight(i)).sum::<f64>()
+            };
+            let total = id_order_sum(&ranked);
+            let keep = (1..=ranked.len())
+                .find(|&n| id_order_sum(&ranked[..n]) >= f64::from(top_p) * total)
+                .expect("the whole set reaches top_p");
+            let mut kept = ranked[..keep].to_vec();
+            kept.sort();
+            let target = u * id_order_sum(&kept);
+            let mut cumulative = 0.0;
+            let want = kept
+                .iter()
+                .copied()
+                .find(|&i| {
+                    cumulative += weight(i);
+                    target < cumulative
+                })
+                .unwrap_or(kept[kept.len() - 1]);
+            assert_eq!(
+                s.sample(&logits).unwrap(),
+                want as u32,
+                "row {row}, T {temperature}, top-k {top_k}, top-p {top_p}"
+            );
+        }
+    }
 }

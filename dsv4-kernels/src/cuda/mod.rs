@@ -23,6 +23,7 @@ pub mod moe;
 pub mod norm;
 pub mod numerics;
 pub mod rope;
+pub mod sample;
 pub mod sim;
 pub mod twins;
 pub mod weights;
@@ -388,7 +389,7 @@ macro_rules! by_value {
         }
     )*};
 }
-by_value!(u32, i32, u64, f32, DevicePtr);
+by_value!(u32, i32, u64, f32, f64, DevicePtr);
 
 /// A size as a kernel's 32-bit dimension.
 pub fn dim(n: usize) -> Result<u32, DeviceError> {

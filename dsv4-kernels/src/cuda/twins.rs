@@ -5,7 +5,7 @@
 use super::weights::Format;
 use super::{
     attend, cache, compressor, embed, indexer, layout, linear, mhc, moe, norm, numerics, rope,
-    DeviceError, Gpu,
+    sample, DeviceError, Gpu,
 };
 use crate::linear::{FloatDtype, LinearView, LinearWeight, Scales};
 
@@ -120,6 +120,7 @@ pub const TWINS: &[(&str, Twin)] = &[
     ("norm", norm::twins),
     ("numerics", numerics::twins),
     ("rope", rope::twins),
+    ("sample", sample::twins),
 ];
 
 /// Runs every family's checks on `gpu` from `seed`; a family whose launch fails reports the

@@ -4,6 +4,7 @@
 
 use dsv4_cache::{BlockPool, ModelCacheSchema};
 use dsv4_kernels::ops::rms_norm;
+use dsv4_kernels::sample::{sample, sample_argmax, SampleCut};
 use dsv4_kernels::scratch::zeroed;
 
 use super::{AttentionAt, Backend, ModelConstants, OpError, SeqCache, Sublayer};
@@ -167,7 +168,6 @@ impl Backend for CpuBackend {
         k: &ModelConstants,
         from: usize,
         seq: &mut CpuSeqCache,
-        logits: &mut Vec<f32>,
     ) -> Result<(), OpError> {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let ws = &mut seq.workspace;
@@ -177,7 +177,32 @@ impl Backend for CpuBackend {
             ws.mixes.collapse(xt, &w.hc_head, k.hc, out);
             rms_norm(out, Some(&w.norm), k.eps);
         }
-        w.head.forward(u, zeroed(logits, rows * w.head.out()));
+        w.head
+            .forward(u, zeroed(&mut ws.logits, rows * w.head.out()));
         Ok(())
+    }
+
+    fn read_logits(&self, seq: &CpuSeqCache, out: &mut Vec<f32>) -> Result<(), OpError> {
+        out.clear();
+        out.extend_from_slice(&seq.workspace.logits);
+        Ok(())
+    }
+
+    fn sample(
+        &self,
+        seq: &mut CpuSeqCache,
+        vocab: usize,
+        cut: &SampleCut,
+        draw: Option<f64>,
+    ) -> Result<Option<u32>, OpError> {
+        let ws = &mut seq.workspace;
+        let Some(first) = ws.logits.len().checked_sub(vocab) else {
+            return Ok(None);
+        };
+        let row = &ws.logits[first..];
+        Ok(match draw {
+            None => sample_argmax(row),
+            Some(u) => sample(row, cut, u, &mut ws.sample),
+        })
     }
 }

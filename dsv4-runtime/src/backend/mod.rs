@@ -16,6 +16,8 @@ pub use dsv4_kernels::cache_store::StoreError;
 pub use dsv4_kernels::cuda::DeviceError;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::RopeFrequencies;
+/// The cuts of a draw, as [`Backend::sample`] takes them.
+pub use dsv4_kernels::sample::SampleCut;
 
 use crate::model::attention::AttentionDims;
 use crate::model::load::LoadedCheckpoint;
@@ -170,14 +172,28 @@ pub trait Backend: Sync {
         seq: &mut Self::SeqCache,
     ) -> Result<(), OpError>;
 
-    /// `logits` ← the head of tokens `from..`: their streams collapsed, normed, projected
-    /// (`V` values per token, f32, on the host).
+    /// The logits of tokens `from..` (`V` values per token, f32): their streams collapsed,
+    /// normed, projected. They stay where the backend computed them, for [`Backend::logits`]
+    /// and [`Backend::sample`].
     fn head(
         &self,
         w: &Self::Weights<'_>,
         k: &ModelConstants,
         from: usize,
         seq: &mut Self::SeqCache,
-        logits: &mut Vec<f32>,
     ) -> Result<(), OpError>;
+
+    /// `out` ← the last head's logits, on the host (resized, its capacity reused).
+    fn read_logits(&self, seq: &Self::SeqCache, out: &mut Vec<f32>) -> Result<(), OpError>;
+
+    /// The token a draw picks from the last row (`vocab` logits) of the last head: the argmax
+    /// when `draw` is `None`, else [`dsv4_kernels::sample::sample`] of `u` under `cut`, computed
+    /// where the logits are. `None` when no logit is a candidate.
+    fn sample(
+        &self,
+        seq: &mut Self::SeqCache,
+        vocab: usize,
+        cut: &SampleCut,
+        draw: Option<f64>,
+    ) -> Result<Option<u32>, OpError>;
 }

@@ -9,8 +9,7 @@ use crate::backend::Backend;
 use crate::engine::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::engine::stop::{StopError, StopMatcher};
 use crate::engine::Request;
-use crate::model::{ForwardError, Logits, Model, RequestError};
-use crate::profile;
+use crate::model::{ForwardError, Model, RequestError};
 use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
 /// What to generate.
@@ -181,9 +180,7 @@ fn generate_on_pool<B: Backend>(
     let mut live = Request::new(model, tokens)?;
 
     let start = Instant::now();
-    live.prefill(prompt, request.prefill_chunk, Logits::Last, |_, _| {
-        Ok::<(), ForwardError>(())
-    })?;
+    live.feed(prompt, request.prefill_chunk)?;
     let prefill_seconds = start.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();
@@ -194,9 +191,7 @@ fn generate_on_pool<B: Backend>(
         if generated.len() >= request.max_new_tokens {
             break FinishReason::Length;
         }
-        let sampling = profile::range(c"sampler");
-        let token = sampler.sample(live.logits())?;
-        drop(sampling);
+        let token = live.sample(&mut sampler)?;
         if config.eos_token_ids.contains(&(token as usize)) {
             break FinishReason::Eos;
         }

@@ -7,6 +7,7 @@ pub mod sampler;
 pub mod stop;
 
 use crate::backend::{Backend, CpuBackend, SeqState};
+use crate::engine::sampler::{Sampler, SamplerError};
 use crate::model::{ForwardError, Logits, Model, RequestError};
 use crate::profile;
 
@@ -14,6 +15,7 @@ use crate::profile;
 pub struct Request<'m, 'w, B: Backend = CpuBackend> {
     model: &'m Model<'w, B>,
     state: SeqState<B>,
+    /// Logits copied to the host when asked for.
     logits: Vec<f32>,
 }
 
@@ -29,8 +31,8 @@ impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
     }
 
     /// Feeds `tokens` in chunks of `chunk` (at least 1), asking each chunk for `which` logits
-    /// and handing them to `on_logits` with the chunk's first position. The result is the same
-    /// bits for every chunk size.
+    /// and handing them, on the host, to `on_logits` with the chunk's first position. The
+    /// result is the same bits for every chunk size.
     pub fn prefill<E: From<ForwardError>>(
         &mut self,
         tokens: &[u32],
@@ -48,17 +50,39 @@ impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
         Ok(())
     }
 
-    /// One decode step: feeds `token`; the next position's logits.
-    pub fn decode(&mut self, token: u32) -> Result<&[f32], ForwardError> {
-        let _range = profile::range(c"decode step");
-        self.model
-            .forward_into(&[token], &mut self.state, Logits::Last, &mut self.logits)?;
-        Ok(&self.logits)
+    /// Feeds a prompt in chunks of `chunk` (at least 1) for generation: only the last
+    /// position's logits are computed, and they stay with the backend for [`Self::sample`].
+    pub fn feed(&mut self, tokens: &[u32], chunk: usize) -> Result<(), ForwardError> {
+        let _range = profile::range(c"prefill");
+        for piece in tokens.chunks(chunk.max(1)) {
+            self.model.step(piece, &mut self.state, Logits::Last)?;
+        }
+        Ok(())
     }
 
-    /// The logits of the latest forward (after a prefill asking for the last position's, those).
-    pub fn logits(&self) -> &[f32] {
-        &self.logits
+    /// One decode step: feeds `token`; the next position's logits stay with the backend.
+    pub fn decode(&mut self, token: u32) -> Result<(), ForwardError> {
+        let _range = profile::range(c"decode step");
+        self.model.step(&[token], &mut self.state, Logits::Last)
+    }
+
+    /// The next token, sampled where the latest forward's logits are (on the device for a GPU
+    /// backend, which then copies back only the token).
+    pub fn sample(&mut self, sampler: &mut Sampler) -> Result<u32, SamplerError> {
+        let _range = profile::range(c"sampler");
+        let draw = sampler.draw();
+        self.model
+            .sample(&mut self.state, &sampler.cut(), draw)?
+            .ok_or(SamplerError::NoCandidate {
+                vocab: self.model.config().vocab_size,
+            })
+    }
+
+    /// The logits of the latest forward (after a feed or a decode step, the last position's),
+    /// copied to the host.
+    pub fn logits(&mut self) -> Result<&[f32], ForwardError> {
+        self.model.read_logits(&self.state, &mut self.logits)?;
+        Ok(&self.logits)
     }
 
     /// Tokens fed so far: the next token's position.

@@ -17,6 +17,7 @@ use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, Model
 use dsv4_kernels::moe::Routing;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::{RopeFrequencies, Yarn};
+use dsv4_kernels::sample::SampleCut;
 use dsv4_kernels::threads;
 use dsv4_model::{LayerSchedule, LayerSpec, ModelConfig, RopeKind};
 
@@ -246,9 +247,7 @@ impl<'a, B: Backend> Model<'a, B> {
         Ok(logits)
     }
 
-    /// [`Self::forward`] into `logits` (resized, its capacity reused). Every intermediate
-    /// lives in buffers `state` keeps, so a decode step allocates nothing once they have grown
-    /// (paged blocks aside: a stream takes a page when it fills one).
+    /// [`Self::forward`] into `logits` (resized, its capacity reused).
     pub fn forward_into(
         &self,
         tokens: &[u32],
@@ -256,17 +255,52 @@ impl<'a, B: Backend> Model<'a, B> {
         which: Logits,
         logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
-        // The whole call runs on a worker thread, so its many parallel regions start cheaply.
-        threads::on_worker(|| self.forward_on_worker(tokens, state, which, logits))
+        self.step(tokens, state, which)?;
+        self.read_logits(state, logits)
     }
 
-    /// [`Self::forward_into`], on a worker thread.
+    /// Runs `tokens` (the next positions of `state`'s request), leaving the logits of the
+    /// positions asked for where the backend computed them, for [`Self::read_logits`] and
+    /// [`Self::sample`]. Every intermediate lives in buffers `state` keeps, so a decode step
+    /// allocates nothing once they have grown (paged blocks aside: a stream takes a page when
+    /// it fills one).
+    pub fn step(
+        &self,
+        tokens: &[u32],
+        state: &mut SeqState<B>,
+        which: Logits,
+    ) -> Result<(), ForwardError> {
+        // The whole call runs on a worker thread, so its many parallel regions start cheaply.
+        threads::on_worker(|| self.forward_on_worker(tokens, state, which))
+    }
+
+    /// `logits` ← the last step's logits (`V` values per position asked for), on the host.
+    pub fn read_logits(
+        &self,
+        state: &SeqState<B>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
+        Ok(self.backend.read_logits(&state.cache, logits)?)
+    }
+
+    /// The token a draw picks from the last step's last position, where its logits are (see
+    /// [`Backend::sample`]); `None` when no logit is a candidate.
+    pub fn sample(
+        &self,
+        state: &mut SeqState<B>,
+        cut: &SampleCut,
+        draw: Option<f64>,
+    ) -> Result<Option<u32>, OpError> {
+        let vocab = self.config.vocab_size;
+        self.backend.sample(&mut state.cache, vocab, cut, draw)
+    }
+
+    /// [`Self::step`], on a worker thread.
     fn forward_on_worker(
         &self,
         tokens: &[u32],
         state: &mut SeqState<B>,
         which: Logits,
-        logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
         let c = &self.config;
         let vocab = c.vocab_size;
@@ -330,7 +364,7 @@ impl<'a, B: Backend> Model<'a, B> {
             Logits::All => 0,
             Logits::Last => t_len.saturating_sub(1),
         };
-        b.head(w, k, first_row, seq, logits)?;
+        b.head(w, k, first_row, seq)?;
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! The CUDA backend: weights uploaded as stored, the request's cache and intermediates in device
 //! memory, every op a launch of the kernels in `csrc/` through `dsv4-kernels`' device layer.
 //! The same code drives a GPU (`--device cuda`, through the CUDA driver) and the kernels
-//! compiled for the host (`--device cuda-sim`, a testing device); only the sampled token's
-//! logits come back to the host.
+//! compiled for the host (`--device cuda-sim`, a testing device). The token is sampled on the
+//! device, so a decode step copies back 4 bytes; logits come back only when asked for (scoring).
 
 mod attention;
 mod moe;
@@ -10,7 +10,8 @@ mod seq;
 mod weights;
 
 use dsv4_cache::ModelCacheSchema;
-use dsv4_kernels::cuda::{linear, mhc, norm, Gpu};
+use dsv4_kernels::cuda::{linear, mhc, norm, sample, Gpu};
+use dsv4_kernels::sample::SampleCut;
 
 use super::{AttentionAt, Backend, ModelConstants, OpError, Sublayer};
 use crate::model::load::LoadedCheckpoint;
@@ -175,7 +176,6 @@ impl Backend for CudaBackend {
         k: &ModelConstants,
         from: usize,
         seq: &mut CudaSeqCache,
-        logits: &mut Vec<f32>,
     ) -> Result<(), OpError> {
         let (n, d) = (k.hc.hc_mult, k.hidden_size);
         let rows = seq.tokens.saturating_sub(from);
@@ -192,12 +192,45 @@ impl Backend for CudaBackend {
         mhc::hc_collapse(gpu, u, x, hc, rows, d, hc_config(k))?;
         norm::rms_norm(gpu, u, Some(w.norm.ptr()), rows, d, k.eps)?;
         linear::linear(gpu, &w.model.head, u, out, rows)?;
-        logits.clear();
-        logits.resize(rows * vocab, 0.0);
+        seq.logit_values = rows * vocab;
+        Ok(())
+    }
+
+    fn read_logits(&self, seq: &CudaSeqCache, out: &mut Vec<f32>) -> Result<(), OpError> {
+        out.clear();
+        out.resize(seq.logit_values, 0.0);
         if let Some(buffer) = seq.logits.buffer() {
-            buffer.read_f32_into(logits)?;
+            buffer.read_f32_into(out)?;
         }
         Ok(())
+    }
+
+    fn sample(
+        &self,
+        seq: &mut CudaSeqCache,
+        vocab: usize,
+        cut: &SampleCut,
+        draw: Option<f64>,
+    ) -> Result<Option<u32>, OpError> {
+        let Some(first) = seq.logit_values.checked_sub(vocab) else {
+            return Ok(None);
+        };
+        let gpu = &self.gpu;
+        let row = seq.logits.ptr().offset(4 * first);
+        let token = seq.sampled.at_least(gpu, 4)?;
+        match draw {
+            None => sample::sample_argmax(gpu, row, vocab, token)?,
+            Some(u) => {
+                let scratch = seq
+                    .sample_scratch
+                    .at_least(gpu, sample::scratch_bytes(vocab))?;
+                sample::sample(gpu, row, vocab, cut, u, scratch, token)?;
+            }
+        }
+        match seq.sampled.buffer() {
+            Some(buffer) => Ok(sample::read_token(buffer)?),
+            None => Ok(None),
+        }
     }
 }
 

@@ -62,6 +62,11 @@ pub struct CudaSeqCache {
     /// The head's collapsed, normed rows and their logits.
     pub(super) u: Grown,
     pub(super) logits: Grown,
+    /// Values in `logits` (rows × V of the last head).
+    pub(super) logit_values: usize,
+    /// The sampler's weights and partial sums, and the token it picked.
+    pub(super) sample_scratch: Grown,
+    pub(super) sampled: Grown,
     /// RoPE tables (main, compress), uploaded on the first forward.
     pub(super) rope: Option<[DeviceRope; 2]>,
     pub(super) attention: AttentionScratch,
@@ -89,6 +94,9 @@ impl CudaSeqCache {
             ids: Grown::default(),
             u: Grown::default(),
             logits: Grown::default(),
+            logit_values: 0,
+            sample_scratch: Grown::default(),
+            sampled: Grown::default(),
             rope: None,
             attention: AttentionScratch::default(),
             moe: MoeScratch::default(),
