@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use dsv4_cache::{CacheDtypes, ModelCacheSchema, DEFAULT_BLOCK_SIZE};
+use dsv4_cache::{BlockBudget, CacheDtypes, ModelCacheSchema, DEFAULT_BLOCK_SIZE};
 use dsv4_runtime::backend::{
-    AttentionAt, Backend, CpuBackend, CpuSeqCache, ModelConstants, OpError, SampleCut, Sublayer,
+    AttentionAt, Backend, CpuBackend, CpuSeqCache, FreeMemory, ModelConstants, OpError, SampleCut,
+    Sublayer,
 };
 use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
@@ -16,11 +17,13 @@ use dsv4_runtime::{
     WeightsError,
 };
 
-/// The CPU backend, with a log of the ops called on it.
+/// The CPU backend, with a log of the ops called on it, and optionally a device memory of
+/// `device_free` bytes free.
 #[derive(Default)]
 struct Recording {
     cpu: CpuBackend,
     log: Mutex<Vec<String>>,
+    device_free: Option<u64>,
 }
 
 impl Recording {
@@ -36,6 +39,16 @@ impl Backend for Recording {
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<ModelWeights<'w>, WeightsError> {
         self.note("upload".into());
         self.cpu.upload(loaded)
+    }
+
+    fn free_memory(&self) -> Option<FreeMemory> {
+        match self.device_free {
+            Some(bytes) => Some(FreeMemory {
+                bytes,
+                memory: "device",
+            }),
+            None => FreeMemory::host(),
+        }
     }
 
     fn new_seq_cache(
@@ -249,4 +262,43 @@ fn generation_samples_through_the_seam_without_reading_logits() {
     // One sample per generated token, plus the one that ended on EOS if any.
     assert!(count("sample draw") >= got.generated_ids.len(), "{ops:?}");
     assert_eq!(count("sample argmax"), 0, "{ops:?}");
+}
+
+/// A request whose cache the backend's memory cannot hold is refused before anything is
+/// allocated, in one line naming that memory and `dsv4 plan`; one that fits is made.
+#[test]
+fn a_request_larger_than_the_backends_memory_is_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
+    let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
+    let schema = ModelCacheSchema::new(&loaded.config, CacheDtypes::default(), DEFAULT_BLOCK_SIZE)
+        .expect("schema");
+    // Exactly what an 8-token request takes.
+    let free = BlockBudget::new(&schema, 8, 1, 0)
+        .expect("budget")
+        .total_bytes;
+    let backend = Recording {
+        device_free: Some(free),
+        ..Recording::default()
+    };
+    let weights = backend.upload(&loaded).expect("uploads");
+    let model = Model::with_backend(
+        backend,
+        &loaded.config,
+        weights,
+        Numerics::Exact,
+        CacheDtypes::default(),
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model");
+    let message = match model.new_request(4096) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a 4096-token request fitted in {free} bytes"),
+    };
+    assert!(
+        message.contains(&format!("{free} bytes of device memory")),
+        "{message}"
+    );
+    assert!(message.contains("dsv4 plan"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert!(model.new_request(8).is_ok());
 }

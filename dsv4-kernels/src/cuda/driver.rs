@@ -109,6 +109,11 @@ impl Device for DriverDevice {
         format!("{} (CUDA)", self.name)
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        self.bind().ok()?;
+        result::mem_get_info().ok().map(|(free, _)| free as u64)
+    }
+
     fn alloc(&self, bytes: usize) -> Result<u64, DeviceError> {
         self.bind()?;
         // SAFETY: plain allocation on the bound context.

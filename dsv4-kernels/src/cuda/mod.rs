@@ -94,6 +94,9 @@ impl LaunchConfig {
 pub trait Device: Send + Sync {
     /// One line naming the device.
     fn name(&self) -> String;
+    /// Bytes of device memory free now, where the device has memory of its own (a GPU);
+    /// `None` when its allocations come from the host's memory.
+    fn free_bytes(&self) -> Option<u64>;
     /// Allocates `bytes` bytes.
     fn alloc(&self, bytes: usize) -> Result<u64, DeviceError>;
     /// Frees an allocation of [`Device::alloc`].
@@ -178,6 +181,11 @@ impl Gpu {
     /// One line naming the device.
     pub fn name(&self) -> String {
         self.device.name()
+    }
+
+    /// Bytes of device memory free now (`None` on a device that allocates host memory).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.device.free_bytes()
     }
 
     /// What was allocated and launched so far.

@@ -94,6 +94,10 @@ impl Device for SimDevice {
         "cuda-sim (the CUDA kernels compiled for this CPU: a testing device, not a GPU)".into()
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
     fn alloc(&self, bytes: usize) -> Result<u64, DeviceError> {
         // SAFETY: plain allocation.
         let p = unsafe { dsv4_sim_malloc(bytes) };

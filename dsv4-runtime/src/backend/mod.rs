@@ -97,6 +97,25 @@ impl<B: Backend> SeqState<B> {
     }
 }
 
+/// Free memory where a backend keeps request caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeMemory {
+    /// Bytes free now.
+    pub bytes: u64,
+    /// Which memory ("host", "device").
+    pub memory: &'static str,
+}
+
+impl FreeMemory {
+    /// The host's `MemAvailable`, where it can be read.
+    pub fn host() -> Option<Self> {
+        crate::memory::available_bytes().map(|bytes| Self {
+            bytes,
+            memory: "host",
+        })
+    }
+}
+
 /// A request's cache as a backend holds it.
 pub trait SeqCache: Send {
     /// Bytes it holds now: window rings, compressor tails and paged blocks.
@@ -115,6 +134,12 @@ pub trait Backend: Sync {
     /// The weights of a loaded, checked checkpoint, as stored (FP8/FP4 bytes and their scales,
     /// floats), laid out for this backend's kernels.
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<Self::Weights<'w>, WeightsError>;
+
+    /// The memory free where this backend keeps request caches, so a request too large for it
+    /// is refused before anything is allocated: the host's `MemAvailable` by default.
+    fn free_memory(&self) -> Option<FreeMemory> {
+        FreeMemory::host()
+    }
 
     /// A fresh request's cache laid out by `schema`, its pages capped at `paged_bytes`.
     fn new_seq_cache(

@@ -24,7 +24,6 @@ use dsv4_model::{LayerSchedule, LayerSpec, ModelConfig, RopeKind};
 use crate::backend::{
     AttentionAt, Backend, CpuBackend, ModelConstants, OpError, SeqState, Sublayer,
 };
-use crate::memory;
 use crate::model::attention::AttentionDims;
 use crate::model::mhc::HcConfig;
 use crate::model::moe::MoeConfig;
@@ -77,14 +76,16 @@ pub enum RequestError {
     #[error(transparent)]
     TooLarge(#[from] BudgetOverflow),
     /// The cache would not fit in the memory the machine has left.
-    #[error("a request of {tokens} tokens needs {needed} bytes of cache (windows, compressor tails and pages), more than the {available} bytes of memory available")]
+    #[error("a request of {tokens} tokens needs {needed} bytes of cache (windows, compressor tails and pages), more than the {available} bytes of {memory} memory available; `dsv4 plan --context N` shows what a shorter context or a smaller cache dtype needs")]
     OutOfMemory {
         /// Tokens asked for.
         tokens: usize,
         /// Bytes its cache takes at most.
         needed: u64,
-        /// `MemAvailable`.
+        /// Bytes free where the backend keeps caches.
         available: u64,
+        /// Which memory that is ("host", "device").
+        memory: &'static str,
     },
 }
 
@@ -217,12 +218,13 @@ impl<'a, B: Backend> Model<'a, B> {
             return Err(RequestError::TooLong { tokens, max });
         }
         let budget = BlockBudget::new(&self.schema, tokens, 1, 0)?;
-        if let Some(available) = memory::available_bytes() {
-            if budget.total_bytes > available {
+        if let Some(free) = self.backend.free_memory() {
+            if budget.total_bytes > free.bytes {
                 return Err(RequestError::OutOfMemory {
                     tokens,
                     needed: budget.total_bytes,
-                    available,
+                    available: free.bytes,
+                    memory: free.memory,
                 });
             }
         }

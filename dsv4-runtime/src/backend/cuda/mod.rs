@@ -13,7 +13,7 @@ use dsv4_cache::ModelCacheSchema;
 use dsv4_kernels::cuda::{linear, mhc, norm, sample, Gpu};
 use dsv4_kernels::sample::SampleCut;
 
-use super::{AttentionAt, Backend, ModelConstants, OpError, Sublayer};
+use super::{AttentionAt, Backend, FreeMemory, ModelConstants, OpError, Sublayer};
 use crate::model::load::LoadedCheckpoint;
 use crate::model::weights::WeightsError;
 pub use seq::CudaSeqCache;
@@ -76,6 +76,17 @@ impl Backend for CudaBackend {
 
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<CudaWeights<'w>, WeightsError> {
         weights::upload(&self.gpu, loaded)
+    }
+
+    fn free_memory(&self) -> Option<FreeMemory> {
+        // A GPU's own memory; cuda-sim allocates the host's.
+        match self.gpu.free_bytes() {
+            Some(bytes) => Some(FreeMemory {
+                bytes,
+                memory: "device",
+            }),
+            None => FreeMemory::host(),
+        }
     }
 
     fn new_seq_cache(
