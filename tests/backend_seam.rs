@@ -13,8 +13,8 @@ use dsv4_runtime::backend::{
 };
 use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
-    generate, GenerateRequest, LoadedCheckpoint, Logits, Model, ModelWeights, Numerics,
-    WeightsError,
+    generate, CudaBackend, GenerateRequest, Linears, LoadedCheckpoint, Logits, Model, ModelWeights,
+    Numerics, WeightsError,
 };
 
 /// The CPU backend, with a log of the ops called on it, and optionally a device memory of
@@ -301,4 +301,24 @@ fn a_request_larger_than_the_backends_memory_is_refused() {
     assert!(message.contains("dsv4 plan"), "{message}");
     assert!(!message.contains('\n'), "{message}");
     assert!(model.new_request(8).is_ok());
+}
+
+/// Loading for a backend that uploads weights as stored (CUDA) makes no packed copy of the
+/// linears in host memory; binding that load for the CPU kernels is refused with the tensor
+/// named, not run on missing panels.
+#[test]
+fn a_checkpoint_loaded_as_stored_holds_no_packed_copy() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
+    let packed = LoadedCheckpoint::open(&dir).expect("fixture loads");
+    assert!(packed.packed.bytes() > 0);
+    let linears = CudaBackend::sim().linears();
+    assert_eq!(linears, Linears::AsStored);
+    let stored =
+        LoadedCheckpoint::open_with_progress(&dir, linears, |_, _| {}).expect("fixture loads");
+    assert_eq!(stored.packed.bytes(), 0);
+    let message = match ModelWeights::bind(&stored) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("the CPU kernels bound linears that were never packed"),
+    };
+    assert!(message.contains("were not packed at load"), "{message}");
 }

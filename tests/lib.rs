@@ -18,7 +18,8 @@ pub fn with_model<R>(
     with_model_on(CpuBackend, dir, numerics, dtypes, f)
 }
 
-/// [`with_model`] on `backend`, the weights uploaded there.
+/// [`with_model`] on `backend`, the checkpoint loaded as the backend asks (packed for the CPU,
+/// as stored for CUDA) and the weights uploaded there.
 pub fn with_model_on<B: Backend, R>(
     backend: B,
     dir: &Path,
@@ -26,7 +27,8 @@ pub fn with_model_on<B: Backend, R>(
     dtypes: CacheDtypes,
     f: impl FnOnce(&Model<B>) -> R,
 ) -> R {
-    let loaded = LoadedCheckpoint::open(dir).expect("fixture loads");
+    let loaded = LoadedCheckpoint::open_with_progress(dir, backend.linears(), |_, _| {})
+        .expect("fixture loads");
     let weights = backend.upload(&loaded).expect("uploads");
     let model = Model::with_backend(
         backend,

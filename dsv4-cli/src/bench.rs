@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::engine_args::EngineArgs;
 use crate::progress::open_checkpoint;
-use crate::run::{set_threads, Device};
+use crate::run::{set_threads, Device, OpenDevice};
 use crate::units::binary;
 
 /// Flags of `dsv4 bench`.
@@ -73,18 +73,19 @@ struct BenchReport {
 pub fn run(args: &BenchArgs) -> Result<()> {
     // Where the bandwidth the decode is judged against is measured: the host, or the device.
     type Measure = Box<dyn FnMut(usize) -> Result<Vec<f64>>>;
-    let (device_name, mut bandwidth): (Option<String>, Measure) = match args.device {
-        Device::Cpu => (None, Box::new(|runs| Ok(triad_runs(runs)))),
-        Device::Cuda => {
-            let gpu = dsv4_runtime::CudaBackend::new()?.gpu().clone();
+    let device = args.device.open()?;
+    let (device_name, mut bandwidth): (Option<String>, Measure) = match &device {
+        OpenDevice::Cpu => (None, Box::new(|runs| Ok(triad_runs(runs)))),
+        OpenDevice::Cuda(backend) => {
+            let gpu = backend.gpu().clone();
+            // A GiB per copy on a GPU; cuda-sim copies in host memory, at host speed.
+            let bytes = if args.device == Device::CudaSim {
+                64 << 20
+            } else {
+                1 << 30
+            };
             let name = gpu.name();
-            let measure = move |runs| Ok(device_copy_runs(&gpu, runs, 1 << 30)?);
-            (Some(name), Box::new(measure))
-        }
-        Device::CudaSim => {
-            let gpu = dsv4_runtime::CudaBackend::sim().gpu().clone();
-            let name = gpu.name();
-            let measure = move |runs| Ok(device_copy_runs(&gpu, runs, 64 << 20)?);
+            let measure = move |runs| Ok(device_copy_runs(&gpu, runs, bytes)?);
             (Some(name), Box::new(measure))
         }
     };
@@ -95,7 +96,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("--prefill-chunk 0: expected at least 1");
     }
     set_threads(args.threads)?;
-    let loaded = open_checkpoint(&args.weights)?;
+    let loaded = open_checkpoint(&args.weights, device.linears())?;
     let config = &loaded.config;
     let context = args.prompt_len.checked_add(args.gen);
     if context.is_none_or(|c| c > config.max_position_embeddings) {
@@ -117,7 +118,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|i| ((i as u64 * 2_654_435_761) % config.vocab_size as u64) as u32)
         .collect();
-    let (prefill, steps, decode) = crate::on_device!(args.device, args.engine, &loaded, |model| {
+    let (prefill, steps, decode) = crate::on_device!(&device, args.engine, &loaded, |model| {
         timed(&model, &prompt, args)?
     });
     triads.extend(bandwidth(5)?);

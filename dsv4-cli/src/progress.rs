@@ -4,17 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use dsv4_runtime::LoadedCheckpoint;
+use dsv4_runtime::{Linears, LoadedCheckpoint};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Opens and checks `dir`, showing how many tensors have been checked.
-pub fn open_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
+/// Opens and checks `dir`, doing with its linears what `linears` says (packed for the CPU, as
+/// stored for a device), showing how many tensors have been checked.
+pub fn open_checkpoint(dir: &Path, linears: Linears) -> Result<LoadedCheckpoint> {
     let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template("checking weights {bar:40} {pos}/{len} tensors")
     {
         bar.set_style(style);
     }
-    let loaded = LoadedCheckpoint::open_with_progress(dir, |done, total| {
+    let loaded = LoadedCheckpoint::open_with_progress(dir, linears, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

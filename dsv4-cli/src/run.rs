@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 use dsv4_model::{write_random_checkpoint, Preset};
 use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
-    generate, ChatRequest, GenerateRequest, ReasoningEffort, ThinkingMode, Tokenizer,
+    generate, Backend, ChatRequest, CpuBackend, GenerateRequest, Linears, ReasoningEffort,
+    ThinkingMode, Tokenizer,
 };
 use serde::Serialize;
 
@@ -34,23 +35,51 @@ pub enum Device {
 /// What `--device cuda-sim` says when it starts.
 pub const CUDA_SIM_NOTE: &str = "--device cuda-sim: the CUDA backend with its kernels compiled for this CPU, a testing device (slow, and nothing about GPU speed)";
 
-/// Runs `$body` with `$model` bound to the model over `$loaded` on the backend `$device` names
-/// (each arm its own type, the body generic code written once).
+impl Device {
+    /// The backend it names, made once per command and before anything loads, so a missing
+    /// GPU is refused first; `cuda-sim` says what it is.
+    pub fn open(self) -> Result<OpenDevice> {
+        Ok(match self {
+            Device::Cpu => OpenDevice::Cpu,
+            Device::Cuda => OpenDevice::Cuda(dsv4_runtime::CudaBackend::new()?),
+            Device::CudaSim => {
+                eprintln!("{CUDA_SIM_NOTE}");
+                OpenDevice::Cuda(dsv4_runtime::CudaBackend::sim())
+            }
+        })
+    }
+}
+
+/// A `--device` opened: the backend a command runs on.
+pub enum OpenDevice {
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend, on a GPU or on `cuda-sim`.
+    Cuda(dsv4_runtime::CudaBackend),
+}
+
+impl OpenDevice {
+    /// What loading a checkpoint should do with its linears for this backend.
+    pub fn linears(&self) -> Linears {
+        match self {
+            OpenDevice::Cpu => CpuBackend.linears(),
+            OpenDevice::Cuda(backend) => backend.linears(),
+        }
+    }
+}
+
+/// Runs `$body` with `$model` bound to the model over `$loaded` on the opened device `$device`
+/// (each arm its own backend type, the body generic code written once).
 #[macro_export]
 macro_rules! on_device {
     ($device:expr, $engine:expr, $loaded:expr, |$model:ident| $body:expr) => {
         match $device {
-            $crate::run::Device::Cpu => {
+            $crate::run::OpenDevice::Cpu => {
                 let $model = $engine.model_on(dsv4_runtime::CpuBackend, $loaded)?;
                 $body
             }
-            $crate::run::Device::Cuda => {
-                let $model = $engine.model_on(dsv4_runtime::CudaBackend::new()?, $loaded)?;
-                $body
-            }
-            $crate::run::Device::CudaSim => {
-                eprintln!("{}", $crate::run::CUDA_SIM_NOTE);
-                let $model = $engine.model_on(dsv4_runtime::CudaBackend::sim(), $loaded)?;
+            $crate::run::OpenDevice::Cuda(backend) => {
+                let $model = $engine.model_on(backend.clone(), $loaded)?;
                 $body
             }
         }
@@ -157,10 +186,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 
 /// Runs `dsv4 run`.
 pub fn run(args: &RunArgs) -> Result<()> {
-    if args.device == Device::Cuda {
-        // Refused before anything loads when there is no GPU to run on.
-        dsv4_runtime::CudaBackend::new()?;
-    }
+    let device = args.device.open()?;
     set_threads(args.threads)?;
     if args.prefill_chunk == 0 {
         bail!("--prefill-chunk 0: expected at least 1");
@@ -209,7 +235,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             )
         }
     };
-    let loaded = open_checkpoint(&dir)?;
+    let loaded = open_checkpoint(&dir, device.linears())?;
     let config = &loaded.config;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.is_file() {
@@ -276,7 +302,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let _ = stdout.flush();
         }
     };
-    let generation = crate::on_device!(args.device, args.engine, &loaded, |model| {
+    let generation = crate::on_device!(&device, args.engine, &loaded, |model| {
         generate(&model, tokenizer.as_ref(), &request, on_text)?
     });
     if args.json {

@@ -73,11 +73,12 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if chunk == 0 {
         bail!("--chunk 0: expected at least 1");
     }
+    let device = args.device.open()?;
     let mut inputs = checkpoint_files(&args.weights);
     inputs.extend(args.ids_file.clone());
     // Refused before the weights load: an output over an input, or over a file without --force.
     let mut output = Output::create(&args.out, &inputs, args.force)?;
-    let loaded = open_checkpoint(&args.weights)?;
+    let loaded = open_checkpoint(&args.weights, device.linears())?;
     let config = &loaded.config;
     let path = shown_path(&args.out);
     let cannot_write = || format!("cannot write {path}");
@@ -95,7 +96,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         }
         writer.write(logits).with_context(cannot_write)
     };
-    crate::on_device!(args.device, args.engine, &loaded, |model| {
+    crate::on_device!(&device, args.engine, &loaded, |model| {
         let mut request = Request::new(&model, ids.len())?;
         request.prefill(&ids, chunk, Logits::All, &mut write)?
     });

@@ -44,6 +44,50 @@ fn run_json(args: &[&str]) -> (Value, String) {
     )
 }
 
+/// `--device cuda-sim` (the CUDA backend, its kernels on the CPU, sampling on the device) says
+/// it is a testing device and generates transformers' greedy continuation, and a seeded draw
+/// gives the CPU's tokens.
+#[test]
+fn cuda_sim_runs_greedy_and_seeded_generation_as_the_cpu_does() {
+    let r = reference("hca16");
+    let dir = fixture("hca16");
+    let prompt = id_list(&r["greedy"]["prompt_ids"]);
+    let weights = dir.to_str().expect("utf-8");
+    let greedy = [
+        "--weights",
+        weights,
+        "--prompt-ids",
+        &prompt,
+        "--max-new-tokens",
+        "8",
+    ];
+    let (v, stderr) = run_json(&[&greedy[..], &["--device", "cuda-sim"]].concat());
+    assert!(stderr.contains("a testing device"), "{stderr}");
+    let want: Vec<Value> = r["greedy"]["generated_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .take(8)
+        .cloned()
+        .collect();
+    assert_eq!(v["generated_ids"], Value::Array(want));
+    let seeded = [
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "30",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "21",
+    ];
+    let on = |device: &str| {
+        run_json(&[&greedy[..], &seeded[..], &["--device", device]].concat()).0["generated_ids"]
+            .clone()
+    };
+    assert_eq!(on("cuda-sim"), on("cpu"));
+}
+
 #[test]
 fn greedy_run_matches_transformers_and_reports_timings() {
     let r = reference("hca128");

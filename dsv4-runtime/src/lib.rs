@@ -21,7 +21,7 @@ pub use engine::generate::{
     generate, FinishReason, GenerateError, GenerateRequest, Generation, Timings,
 };
 pub use engine::Request;
-pub use model::load::{LoadError, LoadedCheckpoint};
+pub use model::load::{Linears, LoadError, LoadedCheckpoint};
 pub use model::weights::{ModelWeights, WeightsError};
 pub use model::{ForwardError, Logits, Model, RequestError};
 pub use text::chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};

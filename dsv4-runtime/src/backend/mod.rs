@@ -20,7 +20,7 @@ use dsv4_kernels::ops::RopeFrequencies;
 pub use dsv4_kernels::sample::SampleCut;
 
 use crate::model::attention::AttentionDims;
-use crate::model::load::LoadedCheckpoint;
+use crate::model::load::{Linears, LoadedCheckpoint};
 use crate::model::mhc::HcConfig;
 use crate::model::moe::MoeConfig;
 use crate::model::weights::WeightsError;
@@ -130,6 +130,11 @@ pub trait Backend: Sync {
     type Weights<'w>: Sync;
     /// One request's cache and intermediates.
     type SeqCache: SeqCache;
+
+    /// What this backend's [`Backend::upload`] needs loading to do with the linears.
+    fn linears(&self) -> Linears {
+        Linears::Packed
+    }
 
     /// The weights of a loaded, checked checkpoint, as stored (FP8/FP4 bytes and their scales,
     /// floats), laid out for this backend's kernels.

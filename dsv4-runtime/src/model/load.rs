@@ -23,7 +23,7 @@ pub struct LoadedCheckpoint {
     pub checkpoint: Checkpoint,
     /// The check against the config (empty problems, or `open` would have failed).
     pub report: CheckReport,
-    /// Every linear the model runs, packed.
+    /// Every linear the model runs, packed (none when opened with [`Linears::AsStored`]).
     pub packed: PackedArena,
 }
 
@@ -178,15 +178,27 @@ pub enum LoadError {
     },
 }
 
+/// What loading does with the linears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linears {
+    /// Packs them into the CPU kernels' panel layout, which the CPU backend binds.
+    Packed,
+    /// Leaves them as stored in the mapped files, for a backend that uploads them as they are
+    /// (the CUDA backend): no packed copy is made in host memory.
+    AsStored,
+}
+
 impl LoadedCheckpoint {
-    /// Opens and checks `dir`.
+    /// Opens and checks `dir`, its linears packed for the CPU backend.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
-        Self::open_with_progress(dir, |_, _| {})
+        Self::open_with_progress(dir, Linears::Packed, |_, _| {})
     }
 
-    /// [`Self::open`], reporting `progress(done, total)` tensors checked.
+    /// Opens and checks `dir`, doing with its linears what `linears` says and reporting
+    /// `progress(done, total)` tensors checked.
     pub fn open_with_progress(
         dir: &Path,
+        linears: Linears,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self, LoadError> {
         let path = dir.join("config.json");
@@ -209,8 +221,10 @@ impl LoadedCheckpoint {
             message,
         };
         let listing = Listing(RefCell::new(Vec::new()));
-        ModelWeights::bind_with(&config, &checkpoint, &report, &listing)
-            .map_err(|e| memory(e.to_string()))?;
+        if linears == Linears::Packed {
+            ModelWeights::bind_with(&config, &checkpoint, &report, &listing)
+                .map_err(|e| memory(e.to_string()))?;
+        }
         let packed = PackedArena::pack(&checkpoint, &listing.0.into_inner()).map_err(memory)?;
         Ok(Self {
             config,

@@ -14,7 +14,7 @@ use dsv4_kernels::cuda::{linear, mhc, norm, sample, Gpu};
 use dsv4_kernels::sample::SampleCut;
 
 use super::{AttentionAt, Backend, FreeMemory, ModelConstants, OpError, Sublayer};
-use crate::model::load::LoadedCheckpoint;
+use crate::model::load::{Linears, LoadedCheckpoint};
 use crate::model::weights::WeightsError;
 pub use seq::CudaSeqCache;
 pub use weights::CudaWeights;
@@ -76,6 +76,11 @@ impl Backend for CudaBackend {
 
     fn upload<'w>(&self, loaded: &'w LoadedCheckpoint) -> Result<CudaWeights<'w>, WeightsError> {
         weights::upload(&self.gpu, loaded)
+    }
+
+    fn linears(&self) -> Linears {
+        // Uploaded as stored, from the mapped files.
+        Linears::AsStored
     }
 
     fn free_memory(&self) -> Option<FreeMemory> {
