@@ -146,6 +146,25 @@ impl Backend for Recording {
     }
 }
 
+/// The model over `loaded` on the CPU backend, exact numerics, default cache dtypes.
+fn cpu_model(loaded: &LoadedCheckpoint) -> Model<'_> {
+    model_on(CpuBackend, loaded)
+}
+
+/// The same on `backend`.
+fn model_on<B: Backend>(backend: B, loaded: &LoadedCheckpoint) -> Model<'_, B> {
+    let weights = backend.upload(loaded).expect("uploads");
+    Model::with_backend(
+        backend,
+        &loaded.config,
+        weights,
+        Numerics::Exact,
+        CacheDtypes::default(),
+        DEFAULT_BLOCK_SIZE,
+    )
+    .expect("model")
+}
+
 /// The ops of one forward of `t` tokens over `layers` layers, as the model must call them.
 fn expected_ops(layers: usize, t: usize, which: Logits) -> Vec<String> {
     let mut ops = vec![format!("embed {t}")];
@@ -176,27 +195,9 @@ fn expected_ops(layers: usize, t: usize, which: Logits) -> Vec<String> {
 fn a_second_backend_gets_the_same_logits_through_the_same_ops() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
     let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
-    let (numerics, dtypes) = (Numerics::Exact, CacheDtypes::default());
     let config = &loaded.config;
-    let cpu = Model::new(
-        config,
-        ModelWeights::bind(&loaded).expect("binds"),
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
-    let recording = Recording::default();
-    let weights = recording.upload(&loaded).expect("uploads");
-    let model = Model::with_backend(
-        recording,
-        config,
-        weights,
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
+    let cpu = cpu_model(&loaded);
+    let model = model_on(Recording::default(), &loaded);
     let layers = config.num_hidden_layers;
     let tokens = [5, 17, 3, 99, 42];
     for which in [Logits::All, Logits::Last] {
@@ -220,8 +221,6 @@ fn a_second_backend_gets_the_same_logits_through_the_same_ops() {
 fn generation_samples_through_the_seam_without_reading_logits() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/fixtures/hca16");
     let loaded = LoadedCheckpoint::open(&dir).expect("fixture loads");
-    let (numerics, dtypes) = (Numerics::Exact, CacheDtypes::default());
-    let config = &loaded.config;
     let request = GenerateRequest {
         prompt_ids: vec![5, 17, 3, 99],
         max_new_tokens: 6,
@@ -234,26 +233,9 @@ fn generation_samples_through_the_seam_without_reading_logits() {
         stops: Vec::new(),
         prefill_chunk: 3,
     };
-    let cpu = Model::new(
-        config,
-        ModelWeights::bind(&loaded).expect("binds"),
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
+    let cpu = cpu_model(&loaded);
     let want = generate(&cpu, None, &request, |_| {}).expect("generates");
-    let recording = Recording::default();
-    let weights = recording.upload(&loaded).expect("uploads");
-    let model = Model::with_backend(
-        recording,
-        config,
-        weights,
-        numerics,
-        dtypes,
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
+    let model = model_on(Recording::default(), &loaded);
     let got = generate(&model, None, &request, |_| {}).expect("generates");
     assert_eq!(got.generated_ids, want.generated_ids);
     let ops = model.backend().log.lock().expect("log").clone();
@@ -280,16 +262,7 @@ fn a_request_larger_than_the_backends_memory_is_refused() {
         device_free: Some(free),
         ..Recording::default()
     };
-    let weights = backend.upload(&loaded).expect("uploads");
-    let model = Model::with_backend(
-        backend,
-        &loaded.config,
-        weights,
-        Numerics::Exact,
-        CacheDtypes::default(),
-        DEFAULT_BLOCK_SIZE,
-    )
-    .expect("model");
+    let model = model_on(backend, &loaded);
     let message = match model.new_request(4096) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a 4096-token request fitted in {free} bytes"),

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype};
+use dsv4_cache::CacheDtypes;
 use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
 use dsv4_runtime::{CudaBackend, Numerics, Request};
-use dsv4_tests::with_model_on;
+use dsv4_tests::{decode_settings, with_model_on};
 
 /// Device allocations and launches of each of `steps` decode steps (the forward of a token and
 /// the sampling of the next, on the device) on `cuda-sim` after a 5-token prefill and a first
@@ -48,24 +48,7 @@ fn device_use_per_step(
 /// launch count never grows with the context.
 #[test]
 fn cuda_sim_decode_steps_do_not_allocate_device_memory_once_warm() {
-    let compact = CacheDtypes {
-        kv: KvCacheDtype::Fp8,
-        indexer: IndexerCacheDtype::Fp4,
-    };
-    let seeded = SamplingParams {
-        temperature: 0.9,
-        top_k: 20,
-        top_p: 0.9,
-        seed: 5,
-    };
-    for (numerics, dtypes, sampling) in [
-        (
-            Numerics::Exact,
-            CacheDtypes::default(),
-            SamplingParams::greedy(),
-        ),
-        (Numerics::Reference, compact, seeded),
-    ] {
+    for (numerics, dtypes, sampling) in decode_settings() {
         let steps = device_use_per_step(numerics, dtypes, sampling, 40);
         let allocating: Vec<_> = steps.iter().filter(|s| s.1 > 0).collect();
         println!("{numerics:?}: steps that allocated on the device (position, allocations, launches): {allocating:?}");

@@ -7,10 +7,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype};
+use dsv4_cache::CacheDtypes;
 use dsv4_runtime::engine::sampler::{Sampler, SamplingParams};
 use dsv4_runtime::{Numerics, Request};
-use dsv4_tests::with_model;
+use dsv4_tests::{decode_settings, with_model};
 
 /// The system allocator, counting allocations and reallocations.
 struct Counting;
@@ -66,24 +66,7 @@ fn allocations_per_step(
 
 #[test]
 fn decode_steps_do_not_allocate_once_warm() {
-    let exact = CacheDtypes {
-        kv: KvCacheDtype::F32,
-        indexer: IndexerCacheDtype::F32,
-    };
-    let compact = CacheDtypes {
-        kv: KvCacheDtype::Fp8,
-        indexer: IndexerCacheDtype::Fp4,
-    };
-    let seeded = SamplingParams {
-        temperature: 0.8,
-        top_k: 0,
-        top_p: 0.9,
-        seed: 3,
-    };
-    for (numerics, dtypes, sampling) in [
-        (Numerics::Exact, exact, SamplingParams::greedy()),
-        (Numerics::Reference, compact, seeded),
-    ] {
+    for (numerics, dtypes, sampling) in decode_settings() {
         let counts = allocations_per_step(numerics, dtypes, sampling, 200);
         let allocating: Vec<(usize, usize)> = counts
             .iter()

@@ -3,9 +3,34 @@
 
 use std::path::{Path, PathBuf};
 
-use dsv4_cache::{CacheDtypes, DEFAULT_BLOCK_SIZE};
+use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
+use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{Backend, CpuBackend, LoadedCheckpoint, Model, Numerics};
 use serde_json::Value;
+
+/// The settings the decode-step tests run: exact numerics with f32 caches and greedy sampling,
+/// and reference numerics with the compact caches (FP8 entries, FP4 indexer keys) and a seeded
+/// top-k/top-p draw.
+pub fn decode_settings() -> [(Numerics, CacheDtypes, SamplingParams); 2] {
+    let exact = CacheDtypes {
+        kv: KvCacheDtype::F32,
+        indexer: IndexerCacheDtype::F32,
+    };
+    let compact = CacheDtypes {
+        kv: KvCacheDtype::Fp8,
+        indexer: IndexerCacheDtype::Fp4,
+    };
+    let seeded = SamplingParams {
+        temperature: 0.9,
+        top_k: 20,
+        top_p: 0.9,
+        seed: 5,
+    };
+    [
+        (Numerics::Exact, exact, SamplingParams::greedy()),
+        (Numerics::Reference, compact, seeded),
+    ]
+}
 
 /// Opens the checkpoint in `dir`, builds a model over it with `numerics` and cache `dtypes`,
 /// and runs `f` with it (the model borrows the opened checkpoint, so it lives in here).
