@@ -15,15 +15,6 @@ const KEYS: usize = 32;
 /// The widest head the kernel takes (4 dims per thread).
 const MAX_WIDTH: usize = 1024;
 
-/// `Dsv4KvFormat` of `csrc/cache.cuh`.
-fn kv_format_code(format: KvFormat) -> u32 {
-    match format {
-        KvFormat::F32 => 0,
-        KvFormat::Bf16 => 1,
-        KvFormat::Fp8 => 2,
-    }
-}
-
 /// A window ring on the device: `slots` entries of the KV format, position `p` in slot
 /// `p % slots`.
 #[derive(Debug, Clone, Copy)]
@@ -203,8 +194,8 @@ pub fn sparse_attend(
         shared_bytes: shared,
     };
     let (ring_format, entry_format) = (
-        kv_format_code(keys.ring.format),
-        kv_format_code(paged.format),
+        super::cache::KvFormat::from(keys.ring.format) as u32,
+        super::cache::KvFormat::from(paged.format) as u32,
     );
     let params = (
         dim(heads)?,

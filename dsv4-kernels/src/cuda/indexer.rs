@@ -35,16 +35,6 @@ const MAX_SHARED: usize = 163 * 1024;
 /// Largest top-k the kernels take (its candidate buffer then fills 96 KiB).
 pub const MAX_TOPK: usize = 4096;
 
-/// `Dsv4IndexerFormat` of `csrc/cache.cuh`.
-pub fn format_code(format: IndexerFormat) -> u32 {
-    match format {
-        IndexerFormat::F32 => 0,
-        IndexerFormat::Bf16 => 1,
-        IndexerFormat::Fp8 => 2,
-        IndexerFormat::Fp4 => 3,
-    }
-}
-
 /// A paged stream of indexer keys on the device (`csrc/cache.cuh`).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceKeys {
@@ -213,7 +203,7 @@ pub fn indexer_topk(
             &[
                 &keys.pages,
                 &dim(keys.per_page)?,
-                &format_code(keys.format),
+                &(super::cache::IndexerFormat::from(keys.format) as u32),
                 &dim(keys.len)?,
                 &queries.q,
                 &queries.w,
@@ -278,16 +268,6 @@ pub fn indexer_topk_merge(
             ],
         )
     }
-}
-
-/// The first `n` u32 values of a buffer.
-fn read_u32(buffer: &DeviceBuffer, n: usize) -> Result<Vec<u32>, DeviceError> {
-    let mut bytes = vec![0u8; n * 4];
-    buffer.read(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
 }
 
 /// A stream of keys both as the CPU holds it and as the device does (the same encoded bytes).
@@ -569,9 +549,9 @@ fn run_case(gpu: &Gpu, rng: &mut Rng, case: &Case) -> Result<Vec<Check>, DeviceE
         };
         indexer_topk(gpu, &stream.device, &queries, case.shape, &out, Some(split))?;
         Ok((
-            read_u32(&indices, t_len * k)?,
+            indices.read_u32(t_len * k)?,
             scores.read_f32(t_len * k)?,
-            read_u32(&lens, t_len)?,
+            lens.read_u32(t_len)?,
         ))
     };
     let (gpu_indices, gpu_scores, gpu_lens) = select(case.splits)?;

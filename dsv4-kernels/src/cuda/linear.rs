@@ -62,6 +62,44 @@ impl GroupedWeight {
     }
 }
 
+/// Which of the two product kernels a launch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    /// The GEMV kernel (`linear`, `grouped_linear`): rows one after another, meant for one.
+    Gemv,
+    /// The tiled kernel (`linear_tiled`, `grouped_linear_tiled`), for a chunk.
+    Tiled,
+}
+
+impl Product {
+    /// The kernel for `tokens` rows: the GEMV for one, the tiled product for more.
+    pub fn for_tokens(tokens: usize) -> Self {
+        if tokens == 1 {
+            Self::Gemv
+        } else {
+            Self::Tiled
+        }
+    }
+
+    /// The other one.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Gemv => Self::Tiled,
+            Self::Tiled => Self::Gemv,
+        }
+    }
+
+    /// Its kernel's name, plain or grouped.
+    pub fn kernel(self, grouped: bool) -> &'static str {
+        match (self, grouped) {
+            (Self::Gemv, false) => "linear",
+            (Self::Tiled, false) => "linear_tiled",
+            (Self::Gemv, true) => "grouped_linear",
+            (Self::Tiled, true) => "grouped_linear_tiled",
+        }
+    }
+}
+
 /// `y = W·x` for `tokens` rows of `x`: the GEMV kernel for one token, the tiled kernel for more.
 pub fn linear(
     gpu: &Gpu,
@@ -70,33 +108,19 @@ pub fn linear(
     y: DevicePtr,
     tokens: usize,
 ) -> Result<(), DeviceError> {
-    if tokens == 1 {
-        linear_gemv(gpu, w, x, y, tokens)
-    } else {
-        linear_tiled(gpu, w, x, y, tokens)
-    }
+    linear_with(gpu, Product::for_tokens(tokens), w, x, y, tokens)
 }
 
-/// The GEMV kernel `linear` for `tokens` rows, one after another (meant for one).
-pub fn linear_gemv(
+/// [`linear`] with the kernel `product`.
+pub fn linear_with(
     gpu: &Gpu,
+    product: Product,
     w: &DeviceWeight,
     x: DevicePtr,
     y: DevicePtr,
     tokens: usize,
 ) -> Result<(), DeviceError> {
-    launch(gpu, "linear", w, 1, x, y, tokens)
-}
-
-/// The tiled kernel `linear_tiled` for a chunk of `tokens` rows.
-pub fn linear_tiled(
-    gpu: &Gpu,
-    w: &DeviceWeight,
-    x: DevicePtr,
-    y: DevicePtr,
-    tokens: usize,
-) -> Result<(), DeviceError> {
-    launch(gpu, "linear_tiled", w, 1, x, y, tokens)
+    launch(gpu, product.kernel(false), w, 1, x, y, tokens)
 }
 
 /// `parts[g] = W_g · inputs[g]` for every group, `inputs` `G × tokens × inp`, `parts`
@@ -108,49 +132,20 @@ pub fn grouped_linear(
     parts: DevicePtr,
     tokens: usize,
 ) -> Result<(), DeviceError> {
-    if tokens == 1 {
-        grouped_linear_gemv(gpu, w, inputs, parts, tokens)
-    } else {
-        grouped_linear_tiled(gpu, w, inputs, parts, tokens)
-    }
+    grouped_linear_with(gpu, Product::for_tokens(tokens), w, inputs, parts, tokens)
 }
 
-/// The GEMV kernel `grouped_linear` for `tokens` rows per group (meant for one).
-pub fn grouped_linear_gemv(
+/// [`grouped_linear`] with the kernel `product`.
+pub fn grouped_linear_with(
     gpu: &Gpu,
+    product: Product,
     w: &GroupedWeight,
     inputs: DevicePtr,
     parts: DevicePtr,
     tokens: usize,
 ) -> Result<(), DeviceError> {
-    launch(
-        gpu,
-        "grouped_linear",
-        &w.weight,
-        w.groups,
-        inputs,
-        parts,
-        tokens,
-    )
-}
-
-/// The tiled kernel `grouped_linear_tiled` for a chunk of `tokens` rows per group.
-pub fn grouped_linear_tiled(
-    gpu: &Gpu,
-    w: &GroupedWeight,
-    inputs: DevicePtr,
-    parts: DevicePtr,
-    tokens: usize,
-) -> Result<(), DeviceError> {
-    launch(
-        gpu,
-        "grouped_linear_tiled",
-        &w.weight,
-        w.groups,
-        inputs,
-        parts,
-        tokens,
-    )
+    let kernel = product.kernel(true);
+    launch(gpu, kernel, &w.weight, w.groups, inputs, parts, tokens)
 }
 
 fn error(kernel: &str, message: String) -> DeviceError {
@@ -532,13 +527,9 @@ fn linear_checks(
     let other_y = gpu.zeros(tokens * out * 4)?;
     let x_ptr = device_x.at(skew);
     linear(gpu, device, x_ptr, device_y.ptr(), tokens)?;
-    let (picked, other): (&'static str, &'static str) = if tokens == 1 {
-        linear_tiled(gpu, device, x_ptr, other_y.ptr(), tokens)?;
-        ("linear", "linear_tiled")
-    } else {
-        linear_gemv(gpu, device, x_ptr, other_y.ptr(), tokens)?;
-        ("linear_tiled", "linear")
-    };
+    let product = Product::for_tokens(tokens);
+    linear_with(gpu, product.other(), device, x_ptr, other_y.ptr(), tokens)?;
+    let (picked, other) = (product.kernel(false), product.other().kernel(false));
     let got = device_y.read_f32(tokens * out)?;
     let cpu = cpu_forward(view, 0, out, x)?;
     Ok(vec![
@@ -576,13 +567,10 @@ fn grouped_checks(
     let device_y = gpu.zeros(n * 4)?;
     let other_y = gpu.zeros(n * 4)?;
     grouped_linear(gpu, device, device_x.ptr(), device_y.ptr(), tokens)?;
-    let (picked, other): (&'static str, &'static str) = if tokens == 1 {
-        grouped_linear_tiled(gpu, device, device_x.ptr(), other_y.ptr(), tokens)?;
-        ("grouped_linear", "grouped_linear_tiled")
-    } else {
-        grouped_linear_gemv(gpu, device, device_x.ptr(), other_y.ptr(), tokens)?;
-        ("grouped_linear_tiled", "grouped_linear")
-    };
+    let product = Product::for_tokens(tokens);
+    let (x, y) = (device_x.ptr(), other_y.ptr());
+    grouped_linear_with(gpu, product.other(), device, x, y, tokens)?;
+    let (picked, other) = (product.kernel(true), product.other().kernel(true));
     let got = device_y.read_f32(n)?;
     // The twin: one packed linear per group's rows, as the runtime loads wo_a.
     let mut packed = Vec::new();

@@ -360,6 +360,16 @@ impl DeviceBuffer {
         Ok(values)
     }
 
+    /// Its first `n` u32 values.
+    pub fn read_u32(&self, n: usize) -> Result<Vec<u32>, DeviceError> {
+        let mut bytes = vec![0u8; n * 4];
+        self.read(&mut bytes)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
     /// Its first `values.len()` f32 values into `values`.
     pub fn read_f32_into(&self, values: &mut [f32]) -> Result<(), DeviceError> {
         // SAFETY: any bytes are a valid f32; the slice's bytes are exactly its values'.

@@ -325,6 +325,25 @@ fn act_shared(numerics: Numerics, inp: usize) -> Result<u32, DeviceError> {
     }
 }
 
+/// The expert kernels' grid: a block per [`EXPERT_THREADS`] of the `out` outputs, per routed
+/// expert and the shared one, with room for the activation scales of inputs of `inp`.
+fn experts_config(
+    table: &ExpertTable,
+    out: usize,
+    inp: usize,
+    numerics: Numerics,
+) -> Result<LaunchConfig, DeviceError> {
+    Ok(LaunchConfig {
+        grid: [
+            dim(out.div_ceil(EXPERT_THREADS as usize))?,
+            dim(table.routed + 1)?,
+            1,
+        ],
+        block: [EXPERT_THREADS, 1, 1],
+        shared_bytes: act_shared(numerics, inp)?,
+    })
+}
+
 /// Gate and up projections of every routed row with SwiGLU and its clamp into
 /// `scratch.hidden`: w1, w3 of the shared expert for each token, of each chosen expert for its
 /// rows (each expert's weights read once per 8 of its rows; unchosen experts not at all). In
@@ -343,15 +362,7 @@ pub fn experts_gate_up(
     if routes.tokens == 0 {
         return Ok(());
     }
-    let config = LaunchConfig {
-        grid: [
-            dim(table.inter.div_ceil(EXPERT_THREADS as usize))?,
-            dim(table.routed + 1)?,
-            1,
-        ],
-        block: [EXPERT_THREADS, 1, 1],
-        shared_bytes: act_shared(numerics, table.d)?,
-    };
+    let config = experts_config(table, table.inter, table.d, numerics)?;
     let reference = u32::from(numerics == Numerics::Reference);
     // SAFETY: the table holds (E + 1) × 3 records over live weights of the table's shapes; x is
     // T × D, the routes T × K, the scratch T·(K+1) rows of I (checked above).
@@ -390,15 +401,7 @@ pub fn experts_down(
     if routes.tokens == 0 {
         return Ok(());
     }
-    let config = LaunchConfig {
-        grid: [
-            dim(table.d.div_ceil(EXPERT_THREADS as usize))?,
-            dim(table.routed + 1)?,
-            1,
-        ],
-        block: [EXPERT_THREADS, 1, 1],
-        shared_bytes: act_shared(numerics, table.inter)?,
-    };
+    let config = experts_config(table, table.d, table.inter, numerics)?;
     let reference = u32::from(numerics == Numerics::Reference);
     // SAFETY: as experts_gate_up; the partial scratch holds T·(K+1) rows of D.
     unsafe {
@@ -482,16 +485,6 @@ pub fn experts(
 
 // ---------------------------------------------------------------------------------------------
 // Twins.
-
-/// Reads `n` u32 values.
-fn read_u32(buffer: &DeviceBuffer, n: usize) -> Result<Vec<u32>, DeviceError> {
-    let mut bytes = vec![0u8; n * 4];
-    buffer.read(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
 
 fn u32_bytes(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -618,7 +611,9 @@ impl Routed {
     /// The id, weight and score checks of this routing.
     fn checks(&self, shape: &str) -> Result<Vec<Check>, DeviceError> {
         let (t, k) = (self.cpu.len(), self.routes().k);
-        let ids: Vec<f32> = read_u32(&self.ids, t * k)?
+        let ids: Vec<f32> = self
+            .ids
+            .read_u32(t * k)?
             .into_iter()
             .map(|v| v as f32)
             .collect();
