@@ -172,7 +172,7 @@ fn generation_stops_at_the_context_limit() {
 }
 
 #[test]
-fn score_writes_transformers_logits_whatever_the_chunk() {
+fn score_writes_transformers_logits_whatever_the_chunk_and_device() {
     let r = reference("hca16");
     let dir = tempfile::tempdir().expect("tempdir");
     let ids_file = dir.path().join("ids.txt");
@@ -186,10 +186,16 @@ fn score_writes_transformers_logits_whatever_the_chunk() {
     // The portable kernels too: DSV4_NO_SIMD switches AVX2 off for the whole process.
     let portable = [("DSV4_NO_SIMD", "1")];
     let weights = fixture("hca16");
-    for (chunk, vars) in [("7", &[][..]), ("200", &[][..]), ("7", &portable[..])] {
+    // And the CUDA backend, its kernels on the CPU.
+    for (chunk, vars, device) in [
+        ("7", &[][..], "cpu"),
+        ("200", &[][..], "cpu"),
+        ("7", &portable[..], "cpu"),
+        ("64", &[][..], "cuda-sim"),
+    ] {
         let out = dir
             .path()
-            .join(format!("logits-{chunk}-{}.npy", vars.len()));
+            .join(format!("logits-{chunk}-{}-{device}.npy", vars.len()));
         let args = [
             "score",
             "--weights",
@@ -200,6 +206,8 @@ fn score_writes_transformers_logits_whatever_the_chunk() {
             out.to_str().expect("utf-8"),
             "--chunk",
             chunk,
+            "--device",
+            device,
         ];
         let status = dsv4_with_env(&args, vars);
         assert!(
@@ -215,7 +223,7 @@ fn score_writes_transformers_logits_whatever_the_chunk() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
-        assert!(worst <= 1e-3, "chunk {chunk} {vars:?}: {worst}");
+        assert!(worst <= 1e-3, "chunk {chunk} {vars:?} on {device}: {worst}");
     }
 }
 
