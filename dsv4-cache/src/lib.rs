@@ -5,18 +5,23 @@
 //! engine allocates.
 
 mod budget;
+mod compare;
 mod dtype;
 mod planner;
 mod pool;
 mod schema;
+mod sharing;
 
 pub use budget::{BlockBudget, BudgetOverflow, PoolBudget};
+pub use compare::{compare, Strategy};
 pub use dtype::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, UnknownDtype};
 pub use planner::{
-    layer_kinds, plan, DenseCache, Fit, LayerReport, PlanError, PlanReport, PlanRequest, Solve,
+    layer_kinds, plan, DenseCache, Fit, LayerReport, PlanError, PlanReport, PlanRequest,
+    SharingReport, Solve,
 };
 pub use pool::{BlockPool, PoolFull};
 pub use schema::{
-    BlockSizeError, LayerCacheSchema, ModelCacheSchema, PagedStream, StreamKind, TailBuffer,
-    DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE,
+    BlockSizeError, LayerCacheSchema, ModelCacheSchema, PagedStream, SchemaError, StreamKind,
+    TailBuffer, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE,
 };
+pub use sharing::{KvSharing, ShareDirection, Sharing, SharingError, Sources};

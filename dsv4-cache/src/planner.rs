@@ -5,7 +5,8 @@ use dsv4_model::ModelConfig;
 use serde::Serialize;
 
 use crate::{
-    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema, PoolBudget,
+    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, LayerCacheSchema, ModelCacheSchema,
+    PoolBudget, SchemaError, Sharing, SharingError,
 };
 
 /// Why a plan could not be made.
@@ -14,6 +15,9 @@ pub enum PlanError {
     /// The block size does not suit the schedule.
     #[error(transparent)]
     BlockSize(#[from] BlockSizeError),
+    /// The sharing policy cannot be honoured.
+    #[error(transparent)]
+    Sharing(#[from] SharingError),
     /// The sizes asked for do not fit in 64 bits of bytes.
     #[error(transparent)]
     TooLarge(#[from] BudgetOverflow),
@@ -50,6 +54,15 @@ pub enum PlanError {
     },
 }
 
+impl From<SchemaError> for PlanError {
+    fn from(e: SchemaError) -> Self {
+        match e {
+            SchemaError::BlockSize(e) => Self::BlockSize(e),
+            SchemaError::Sharing(e) => Self::Sharing(e),
+        }
+    }
+}
+
 /// What the plan should solve for when a memory size is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Solve {
@@ -80,6 +93,8 @@ pub struct PlanRequest {
     pub weight_bytes: u64,
     /// What to solve for.
     pub solve: Solve,
+    /// The requests' sharing policy.
+    pub sharing: Sharing,
 }
 
 /// The price of one layer type, for the human summary.
@@ -165,6 +180,44 @@ pub struct PlanReport {
     pub comparisons: Vec<DenseCache>,
     /// The memory answer, when `--memory` was given.
     pub fit: Option<Fit>,
+    /// What the sharing policy shares and saves, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<SharingReport>,
+}
+
+/// A sharing policy's groups and what it saves, from the schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SharingReport {
+    /// The policy.
+    pub policy: Sharing,
+    /// CLA groups, each source layer first, then the layers reading its cache.
+    pub kv_groups: Vec<Vec<usize>>,
+    /// Indexer runs, each selecting layer first, then the layers reusing its selection.
+    pub indexer_groups: Vec<Vec<usize>>,
+    /// Paged growth per token without the policy.
+    pub unshared_bytes_per_token: f64,
+    /// The batch's bytes without the policy.
+    pub unshared_total_bytes: u64,
+    /// `unshared_total_bytes − total_bytes`.
+    pub saved_bytes: u64,
+}
+
+/// Groups of layers by their source: each source first, then the layers naming it, for the
+/// layers where `source` names one.
+fn groups(
+    schema: &ModelCacheSchema,
+    source: impl Fn(&LayerCacheSchema) -> Option<usize>,
+) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for layer in &schema.layers {
+        if let Some(src) = source(layer) {
+            match groups.iter_mut().find(|g| g[0] == src) {
+                Some(group) => group.push(layer.layer),
+                None => groups.push(vec![src, layer.layer]),
+            }
+        }
+    }
+    groups
 }
 
 /// DeepSeek-V3.2's attention cache shape: 61 MLA layers of a 512-wide latent plus 64 rope dims,
@@ -191,7 +244,11 @@ impl V32Shape {
 }
 
 /// Dense caches priced at `tokens` tokens of context in total.
-fn dense_caches(config: &ModelConfig, schema: &ModelCacheSchema, tokens: u64) -> Vec<DenseCache> {
+pub(crate) fn dense_caches(
+    config: &ModelConfig,
+    schema: &ModelCacheSchema,
+    tokens: u64,
+) -> Vec<DenseCache> {
     let layers = schema.layers.len() as u64;
     let entry = schema
         .layers
@@ -228,7 +285,12 @@ fn dense_caches(config: &ModelConfig, schema: &ModelCacheSchema, tokens: u64) ->
 
 /// Plans the cache of `config` for `request`.
 pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, PlanError> {
-    let schema = ModelCacheSchema::new(config, request.dtypes, request.block_size)?;
+    let schema = ModelCacheSchema::with_sharing(
+        config,
+        request.dtypes,
+        request.block_size,
+        request.sharing,
+    )?;
     let max_context = config.max_position_embeddings;
     let budget = |context: usize, batch: usize| {
         BlockBudget::new(&schema, context, batch, request.headroom_percent)
@@ -317,6 +379,21 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
     let tokens = (context as u64)
         .checked_mul(batch as u64)
         .ok_or(BudgetOverflow { context, batch })?;
+    let sharing = if request.sharing.is_none() {
+        None
+    } else {
+        let unshared = ModelCacheSchema::new(config, request.dtypes, request.block_size)?;
+        let unshared_total =
+            BlockBudget::new(&unshared, context, batch, request.headroom_percent)?.total_bytes;
+        Some(SharingReport {
+            policy: request.sharing,
+            kv_groups: groups(&schema, |l| l.kv_source),
+            indexer_groups: groups(&schema, |l| l.indexer_source),
+            unshared_bytes_per_token: unshared.bytes_per_token(),
+            unshared_total_bytes: unshared_total,
+            saved_bytes: unshared_total.saturating_sub(chosen.total_bytes),
+        })
+    };
     Ok(PlanReport {
         context,
         batch,
@@ -332,6 +409,7 @@ pub fn plan(config: &ModelConfig, request: &PlanRequest) -> Result<PlanReport, P
         headroom_percent: request.headroom_percent,
         comparisons: dense_caches(config, &schema, tokens),
         fit,
+        sharing,
     })
 }
 

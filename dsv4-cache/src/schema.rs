@@ -4,6 +4,7 @@
 use dsv4_model::{AttentionKind, LayerSchedule, ModelConfig};
 use serde::Serialize;
 
+use crate::sharing::{Sharing, SharingError};
 use crate::CacheDtypes;
 
 /// Bytes of one f32 in the compressor tails.
@@ -112,6 +113,14 @@ pub struct LayerCacheSchema {
     pub indexer_keys: Option<PagedStream>,
     /// Compressor tails, f32.
     pub tails: Vec<TailBuffer>,
+    /// The layer whose window, entries and indexer keys this one reads instead of storing its
+    /// own (a CLA group's member); it then stores nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_source: Option<usize>,
+    /// The layer whose indexer selection this one reuses; it then stores no indexer keys and
+    /// runs no indexer compressor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexer_source: Option<usize>,
 }
 
 impl LayerCacheSchema {
@@ -128,8 +137,11 @@ impl LayerCacheSchema {
             .fold(0.0, |a, b| a + b)
     }
 
-    /// Bytes of the window ring.
+    /// Bytes of the window ring (none when another layer's is read).
     pub fn window_bytes(&self) -> u64 {
+        if self.kv_source.is_some() {
+            return 0;
+        }
         self.window_entries as u64 * self.entry_bytes
     }
 
@@ -176,6 +188,20 @@ pub struct ModelCacheSchema {
     pub dtypes: CacheDtypes,
     /// One schema per decoder layer.
     pub layers: Vec<LayerCacheSchema>,
+    /// The sharing policy the layers follow.
+    #[serde(skip_serializing_if = "Sharing::is_none")]
+    pub sharing: Sharing,
+}
+
+/// Why a schema could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// The block size does not suit the schedule.
+    #[error(transparent)]
+    BlockSize(#[from] BlockSizeError),
+    /// The sharing policy cannot be honoured.
+    #[error(transparent)]
+    Sharing(#[from] SharingError),
 }
 
 /// Default tokens per logical block: 64 CSA entries, 2 HCA entries.
@@ -186,7 +212,44 @@ pub const DEFAULT_BLOCK_SIZE: usize = 256;
 pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 
 impl ModelCacheSchema {
-    /// Builds the schema; `block_size` must be a multiple of every compress ratio.
+    /// The schema of a request following `sharing`: a CLA member keeps nothing of its own (it
+    /// reads its source's window, entries and indexer keys), a layer reusing another's indexer
+    /// selection keeps no indexer keys and no indexer tails.
+    pub fn with_sharing(
+        config: &ModelConfig,
+        dtypes: CacheDtypes,
+        block_size: usize,
+        sharing: Sharing,
+    ) -> Result<Self, SchemaError> {
+        sharing.validate()?;
+        let mut schema = Self::new(config, dtypes, block_size)?;
+        let schedule = LayerSchedule::new(config);
+        for (layer, sources) in schema
+            .layers
+            .iter_mut()
+            .zip(sharing.sources(&schedule.layers))
+        {
+            if let Some(source) = sources.kv {
+                layer.kv_source = Some(source);
+                layer.entries = None;
+                layer.indexer_keys = None;
+                layer.tails.clear();
+            }
+            if let Some(source) = sources.indexer {
+                layer.indexer_source = Some(source);
+                layer.indexer_keys = None;
+                layer.tails.retain(|t| !t.name.starts_with("indexer"));
+            }
+        }
+        // A policy that shares nothing (runs of 1) is no policy.
+        if !sharing.is_none() {
+            schema.sharing = sharing;
+        }
+        Ok(schema)
+    }
+
+    /// Builds the schema, every layer keeping its own cache; `block_size` must be a multiple of
+    /// every compress ratio.
     pub fn new(
         config: &ModelConfig,
         dtypes: CacheDtypes,
@@ -215,6 +278,8 @@ impl ModelCacheSchema {
                 entries: None,
                 indexer_keys: None,
                 tails: Vec::new(),
+                kv_source: None,
+                indexer_source: None,
             };
             if let Some(ratio) = attention.ratio() {
                 if block_size == 0 || !block_size.is_multiple_of(ratio) {
@@ -250,6 +315,7 @@ impl ModelCacheSchema {
             block_size,
             dtypes,
             layers,
+            sharing: Sharing::default(),
         })
     }
 

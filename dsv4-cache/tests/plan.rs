@@ -30,6 +30,7 @@ fn request(dtypes: CacheDtypes, context: usize) -> PlanRequest {
         memory_bytes: None,
         weight_bytes: 0,
         solve: Solve::Forward,
+        sharing: Default::default(),
     }
 }
 

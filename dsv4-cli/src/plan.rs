@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::Args;
+use clap::ValueEnum;
 use dsv4_cache::{
-    layer_kinds, plan, CacheDtypes, IndexerCacheDtype, KvCacheDtype, PlanReport, PlanRequest,
-    Solve, DEFAULT_BLOCK_SIZE,
+    compare, layer_kinds, plan, CacheDtypes, IndexerCacheDtype, KvCacheDtype, KvSharing,
+    PlanReport, PlanRequest, ShareDirection, Sharing, SharingReport, Solve, Strategy,
+    DEFAULT_BLOCK_SIZE,
 };
 use serde::Serialize;
 
@@ -43,9 +45,59 @@ pub struct PlanArgs {
     /// Extra pages reserved per pool, in percent.
     #[arg(long, value_name = "PERCENT", default_value_t = 0)]
     headroom: u32,
+    /// Cross-layer KV groups (CLA) of N layers of the same kind: one layer's window, entries
+    /// and indexer keys serve the group.
+    #[arg(long, value_name = "N")]
+    share_kv: Option<usize>,
+    /// Layers below this one keep their own cache under --share-kv.
+    #[arg(long, value_name = "LAYER", default_value_t = 0, requires = "share_kv")]
+    share_kv_min_layer: usize,
+    /// Layers above this one keep their own cache under --share-kv.
+    #[arg(long, value_name = "LAYER", requires = "share_kv")]
+    share_kv_max_layer: Option<usize>,
+    /// Which layer of a group is the source: `lower` (causal); `upper` is refused with its reason.
+    #[arg(long, value_enum, default_value_t = Direction::Lower, requires = "share_kv")]
+    share_kv_direction: Direction,
+    /// One CSA layer in each run of N scores and selects; the others reuse its selection and
+    /// store no indexer keys.
+    #[arg(long, value_name = "N")]
+    indexer_reuse: Option<usize>,
+    /// Every cache strategy side by side for this model, context and batch.
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: tokens common to the batch's requests, their full pages held once.
+    #[arg(long, value_name = "TOKENS", default_value_t = 0, requires = "compare")]
+    shared_prefix: usize,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// `--share-kv-direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Direction {
+    /// The group's lowest layer is the source.
+    Lower,
+    /// The group's highest layer is the source.
+    Upper,
+}
+
+impl PlanArgs {
+    /// The sharing policy the flags ask for.
+    fn sharing(&self) -> Sharing {
+        Sharing {
+            kv: self.share_kv.map(|group| KvSharing {
+                group,
+                min_layer: self.share_kv_min_layer,
+                max_layer: self.share_kv_max_layer,
+                direction: match self.share_kv_direction {
+                    Direction::Lower => ShareDirection::Lower,
+                    Direction::Upper => ShareDirection::Upper,
+                },
+            }),
+            indexer_reuse: self.indexer_reuse,
+        }
+    }
 }
 
 /// The JSON document: the plan plus where the model came from.
@@ -54,6 +106,8 @@ struct PlanOutput<'a> {
     model: &'a str,
     #[serde(flatten)]
     report: &'a PlanReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategies: Option<&'a [Strategy]>,
 }
 
 /// Runs `dsv4 plan`.
@@ -76,18 +130,116 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         memory_bytes: args.memory,
         weight_bytes: if args.kv_only { 0 } else { model.weight_bytes },
         solve,
+        sharing: args.sharing(),
     };
     let report = plan(&model.config, &request)?;
+    let strategies = if args.compare {
+        // At the context and batch the plan settled on, in its dtypes, without its sharing.
+        let at = PlanRequest {
+            context: report.context,
+            batch: report.batch,
+            ..request
+        };
+        Some(compare(&model.config, &at, args.shared_prefix)?)
+    } else {
+        None
+    };
     if args.json {
         let output = PlanOutput {
             model: &model.label,
             report: &report,
+            strategies: strategies.as_deref(),
         };
         println!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         print!("{}", render(&model.label, &report));
+        if let Some(sharing) = &report.sharing {
+            print!("{}", render_sharing(sharing, &report));
+        }
+        if let Some(rows) = &strategies {
+            print!("{}", render_strategies(rows));
+        }
     }
     Ok(())
+}
+
+/// The sharing policy's groups and what it saves.
+fn render_sharing(s: &SharingReport, r: &PlanReport) -> String {
+    let mut out = String::new();
+    let list = |groups: &[Vec<usize>]| {
+        groups
+            .iter()
+            .map(|g| {
+                let members: Vec<String> = g.iter().map(|l| l.to_string()).collect();
+                members.join("+")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(out);
+    if let Some(kv) = s.policy.kv {
+        let upper = kv.max_layer.map_or("".into(), |m| format!(" to {m}"));
+        let _ = writeln!(
+            out,
+            "CLA groups of {} among layers from {}{upper} (the lowest the source), {} groups, source first:",
+            kv.group,
+            kv.min_layer,
+            s.kv_groups.len()
+        );
+        let _ = writeln!(out, "  {}", list(&s.kv_groups));
+        // The seed's hint assumes every layer pairs up; unlike layers, exempt ones and a kind's
+        // odd layer out do not.
+        let exact = 1.0 - r.bytes_per_token / s.unshared_bytes_per_token.max(f64::MIN_POSITIVE);
+        let _ = writeln!(
+            out,
+            "growth saved          {:.1}% (the (g-1)/g estimate says {:.1}%)",
+            100.0 * exact,
+            100.0 * (kv.group - 1) as f64 / kv.group as f64
+        );
+    }
+    if let Some(run) = s.policy.indexer_reuse {
+        let _ = writeln!(
+            out,
+            "indexer top-k reused over runs of {run} CSA layers, {} runs, selecting layer first:",
+            s.indexer_groups.len()
+        );
+        let _ = writeln!(out, "  {}", list(&s.indexer_groups));
+    }
+    let _ = writeln!(
+        out,
+        "saved                 {} ({} B) against no sharing: {} → {} B/token",
+        binary(s.saved_bytes),
+        grouped(s.saved_bytes),
+        s.unshared_bytes_per_token,
+        r.bytes_per_token
+    );
+    out
+}
+
+/// `--compare`'s table.
+fn render_strategies(rows: &[Strategy]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<18} {:>12} {:>14} {:>11} {:>8}  strategy",
+        "name", "B/token", "fixed/request", "total", "ratio"
+    );
+    for r in rows {
+        let total = r.total_bytes.map_or("> 16 EiB".into(), binary);
+        let ratio = r.ratio_to_default.map_or("-".into(), |x| format!("{x:.3}"));
+        let _ = writeln!(
+            out,
+            "{:<18} {:>12} {:>14} {:>11} {:>8}  {}",
+            r.name,
+            r.bytes_per_token,
+            binary(r.fixed_bytes_per_request),
+            total,
+            ratio,
+            r.description
+        );
+    }
+    out
 }
 
 /// The human rendering of a plan.

@@ -294,3 +294,85 @@ fn help_and_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--kv-cache-dtype"));
 }
+
+/// The sharing policies priced as derived by hand for V4-Flash (dsv4-cache/tests/sharing.rs has
+/// the derivations): CLA groups of 2 store 11 of 21 CSA and 10 of 20 HCA layers, indexer reuse
+/// 2 keeps keys in 11 CSA layers; `--compare` lists every strategy; `upper` is refused.
+#[test]
+fn sharing_policies_and_the_comparison() {
+    let cla = json(&["plan", "--preset", "flash", "--share-kv", "2"]);
+    assert_eq!(cla["bytes_per_token"], 3600.0);
+    assert_eq!(cla["sharing"]["kv_groups"][1], serde_json::json!([2, 4]));
+    assert_eq!(cla["sharing"]["unshared_bytes_per_token"], 6880.0);
+    let compact = json(&[
+        "plan",
+        "--preset",
+        "flash",
+        "--share-kv",
+        "2",
+        "--kv-cache-dtype",
+        "fp8",
+        "--indexer-cache-dtype",
+        "fp4",
+    ]);
+    assert_eq!(compact["bytes_per_token"], 1838.625);
+    let reuse = json(&["plan", "--preset", "flash", "--indexer-reuse", "2"]);
+    assert_eq!(reuse["bytes_per_token"], 6240.0);
+    assert!(json(&["plan", "--preset", "flash"])["sharing"].is_null());
+
+    let v = json(&[
+        "plan",
+        "--preset",
+        "flash",
+        "--context",
+        "1048576",
+        "--batch",
+        "4",
+        "--compare",
+        "--shared-prefix",
+        "524288",
+    ]);
+    let rows = v["strategies"].as_array().expect("strategies");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for want in [
+        "dsv4_paged",
+        "dsv4_contiguous",
+        "dsv4_bf16",
+        "dsv4_fp8",
+        "dsv4_fp8_fp4",
+        "cla_2",
+        "indexer_reuse_2",
+        "indexer_reuse_4",
+        "shared_prefix",
+        "v32_dense_mla_bf16",
+        "v32_dense_mla_fp8",
+        "full_attention",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for r in rows {
+        for key in [
+            "bytes_per_token",
+            "fixed_bytes_per_request",
+            "total_bytes",
+            "ratio_to_default",
+        ] {
+            assert!(r[key].is_number(), "{key} of {r}");
+        }
+    }
+    assert_eq!(rows[0]["total_bytes"], v["total_bytes"]);
+    assert_eq!(rows[0]["ratio_to_default"], 1.0);
+
+    let e = error(&[
+        "plan",
+        "--preset",
+        "flash",
+        "--share-kv",
+        "2",
+        "--share-kv-direction",
+        "upper",
+    ]);
+    assert!(e.contains("only `lower` (causal)"), "{e}");
+    let e = error(&["plan", "--preset", "flash", "--share-kv", "1"]);
+    assert!(e.contains("at least 2 layers"), "{e}");
+}
