@@ -232,6 +232,7 @@ fn generation_samples_through_the_seam_without_reading_logits() {
         },
         stops: Vec::new(),
         prefill_chunk: 3,
+        sharing: Default::default(),
     };
     let cpu = cpu_model(&loaded);
     let want = generate(&cpu, None, &request, |_| {}).expect("generates");

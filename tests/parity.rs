@@ -156,6 +156,7 @@ fn greedy<B: Backend + Clone>(backend: B) {
             sampling: SamplingParams::greedy(),
             stops: Vec::new(),
             prefill_chunk: 7,
+            sharing: Default::default(),
         };
         let generation = with_model_on(
             backend.clone(),
@@ -206,6 +207,7 @@ fn sampled<B: Backend + Clone>(backend: B, f: &Fixture, params: SamplingParams) 
         sampling: params,
         stops: Vec::new(),
         prefill_chunk: 4,
+        sharing: Default::default(),
     };
     with_model_on(backend, &f.dir, Numerics::Exact, EXACT_CACHE, |model| {
         generate(model, None, &request, |_| {})

@@ -99,7 +99,8 @@ pub struct LayerCacheSchema {
     pub layer: usize,
     /// SWA, CSA or HCA with its ratio.
     pub attention: AttentionKind,
-    /// Window ring: the last `window_entries` raw keys (current token included).
+    /// Window ring: the last `window_entries` raw keys (current token included); 0 in a layer
+    /// that reads another's.
     pub window_entries: usize,
     /// Values per KV entry (Dh).
     pub entry_width: usize,
@@ -137,11 +138,8 @@ impl LayerCacheSchema {
             .fold(0.0, |a, b| a + b)
     }
 
-    /// Bytes of the window ring (none when another layer's is read).
+    /// Bytes of the window ring.
     pub fn window_bytes(&self) -> u64 {
-        if self.kv_source.is_some() {
-            return 0;
-        }
         self.window_entries as u64 * self.entry_bytes
     }
 
@@ -231,6 +229,7 @@ impl ModelCacheSchema {
         {
             if let Some(source) = sources.kv {
                 layer.kv_source = Some(source);
+                layer.window_entries = 0;
                 layer.entries = None;
                 layer.indexer_keys = None;
                 layer.tails.clear();

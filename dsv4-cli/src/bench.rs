@@ -73,6 +73,7 @@ struct BenchReport {
 pub fn run(args: &BenchArgs) -> Result<()> {
     // Where the bandwidth the decode is judged against is measured: the host, or the device.
     type Measure = Box<dyn FnMut(usize) -> Result<Vec<f64>>>;
+    args.engine.sharing.checked(args.device == Device::Cpu)?;
     let device = args.device.open()?;
     let (device_name, mut bandwidth): (Option<String>, Measure) = match &device {
         OpenDevice::Cpu => (None, Box::new(|runs| Ok(triad_runs(runs)))),
@@ -192,7 +193,8 @@ fn timed<B: Backend>(
     prompt: &[u32],
     args: &BenchArgs,
 ) -> Result<(f64, usize, f64)> {
-    let mut request = Request::new(model, args.prompt_len + args.gen)?;
+    let sharing = args.engine.sharing.sharing();
+    let mut request = Request::sharing(model, args.prompt_len + args.gen, sharing)?;
     threads::on_worker(|| -> Result<(f64, usize, f64)> {
         let start = Instant::now();
         request.feed(prompt, args.prefill_chunk)?;

@@ -5,6 +5,8 @@ use clap::{Args, ValueEnum};
 use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, DEFAULT_BLOCK_SIZE};
 use dsv4_runtime::{Backend, CpuBackend, LoadedCheckpoint, Model, Numerics};
 
+use crate::sharing_args::SharingArgs;
+
 /// `--numerics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NumericsArg {
@@ -29,6 +31,9 @@ pub struct EngineArgs {
     /// Tokens per cache block; a multiple of every compress ratio.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_SIZE)]
     block_size: usize,
+    /// The request's cache-sharing policy (as `dsv4 plan` prices it).
+    #[command(flatten)]
+    pub sharing: SharingArgs,
 }
 
 impl EngineArgs {

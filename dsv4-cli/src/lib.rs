@@ -17,6 +17,7 @@ pub mod progress;
 pub mod run;
 pub mod score;
 pub mod selftest;
+pub mod sharing_args;
 pub mod tokenize;
 pub mod units;
 

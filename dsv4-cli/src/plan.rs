@@ -5,15 +5,14 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::Args;
-use clap::ValueEnum;
 use dsv4_cache::{
-    compare, layer_kinds, plan, CacheDtypes, IndexerCacheDtype, KvCacheDtype, KvSharing,
-    PlanReport, PlanRequest, ShareDirection, Sharing, SharingReport, Solve, Strategy,
-    DEFAULT_BLOCK_SIZE,
+    compare, layer_kinds, plan, CacheDtypes, IndexerCacheDtype, KvCacheDtype, PlanReport,
+    PlanRequest, SharingReport, Solve, Strategy, DEFAULT_BLOCK_SIZE,
 };
 use serde::Serialize;
 
 use crate::model_source::ModelSource;
+use crate::sharing_args::SharingArgs;
 use crate::units::{binary, grouped, parse_bytes};
 
 /// Flags of `dsv4 plan`.
@@ -45,23 +44,8 @@ pub struct PlanArgs {
     /// Extra pages reserved per pool, in percent.
     #[arg(long, value_name = "PERCENT", default_value_t = 0)]
     headroom: u32,
-    /// Cross-layer KV groups (CLA) of N layers of the same kind: one layer's window, entries
-    /// and indexer keys serve the group.
-    #[arg(long, value_name = "N")]
-    share_kv: Option<usize>,
-    /// Layers below this one keep their own cache under --share-kv.
-    #[arg(long, value_name = "LAYER", default_value_t = 0, requires = "share_kv")]
-    share_kv_min_layer: usize,
-    /// Layers above this one keep their own cache under --share-kv.
-    #[arg(long, value_name = "LAYER", requires = "share_kv")]
-    share_kv_max_layer: Option<usize>,
-    /// Which layer of a group is the source: `lower` (causal); `upper` is refused with its reason.
-    #[arg(long, value_enum, default_value_t = Direction::Lower, requires = "share_kv")]
-    share_kv_direction: Direction,
-    /// One CSA layer in each run of N scores and selects; the others reuse its selection and
-    /// store no indexer keys.
-    #[arg(long, value_name = "N")]
-    indexer_reuse: Option<usize>,
+    #[command(flatten)]
+    sharing: SharingArgs,
     /// Every cache strategy side by side for this model, context and batch.
     #[arg(long)]
     compare: bool,
@@ -71,33 +55,6 @@ pub struct PlanArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-}
-
-/// `--share-kv-direction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Direction {
-    /// The group's lowest layer is the source.
-    Lower,
-    /// The group's highest layer is the source.
-    Upper,
-}
-
-impl PlanArgs {
-    /// The sharing policy the flags ask for.
-    fn sharing(&self) -> Sharing {
-        Sharing {
-            kv: self.share_kv.map(|group| KvSharing {
-                group,
-                min_layer: self.share_kv_min_layer,
-                max_layer: self.share_kv_max_layer,
-                direction: match self.share_kv_direction {
-                    Direction::Lower => ShareDirection::Lower,
-                    Direction::Upper => ShareDirection::Upper,
-                },
-            }),
-            indexer_reuse: self.indexer_reuse,
-        }
-    }
 }
 
 /// The JSON document: the plan plus where the model came from.
@@ -130,7 +87,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         memory_bytes: args.memory,
         weight_bytes: if args.kv_only { 0 } else { model.weight_bytes },
         solve,
-        sharing: args.sharing(),
+        sharing: args.sharing.sharing(),
     };
     let report = plan(&model.config, &request)?;
     let strategies = if args.compare {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use dsv4_cache::Sharing;
 use dsv4_model::{write_random_checkpoint, Preset};
 use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
@@ -186,6 +187,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 
 /// Runs `dsv4 run`.
 pub fn run(args: &RunArgs) -> Result<()> {
+    let mut sharing = args.engine.sharing.checked(args.device == Device::Cpu)?;
     let device = args.device.open()?;
     set_threads(args.threads)?;
     if args.prefill_chunk == 0 {
@@ -194,6 +196,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // Everything a flag can get wrong is refused before the weights load.
     if args.chat.is_none() && (args.system.is_some() || args.thinking) {
         bail!("--system and --thinking shape a chat prompt: give --chat TEXT, or drop them");
+    }
+    if args.thinking && !sharing.is_none() {
+        // As the policy's seed says: thinking-mode requests keep every layer's cache.
+        eprintln!("--thinking: the cache-sharing policy is not applied to thinking-mode requests");
+        sharing = Sharing::default();
     }
     let sampling = SamplingParams {
         temperature: args.temperature,
@@ -292,6 +299,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         sampling,
         stops: args.stop.clone(),
         prefill_chunk: args.prefill_chunk,
+        sharing,
     };
     let mut stdout = std::io::stdout();
     let streaming = !args.json && tokenizer.is_some();

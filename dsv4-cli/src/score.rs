@@ -73,6 +73,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if chunk == 0 {
         bail!("--chunk 0: expected at least 1");
     }
+    let sharing = args.engine.sharing.checked(args.device == Device::Cpu)?;
     let device = args.device.open()?;
     let mut inputs = checkpoint_files(&args.weights);
     inputs.extend(args.ids_file.clone());
@@ -97,7 +98,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         writer.write(logits).with_context(cannot_write)
     };
     crate::on_device!(&device, args.engine, &loaded, |model| {
-        let mut request = Request::new(&model, ids.len())?;
+        let mut request = Request::sharing(&model, ids.len(), sharing)?;
         request.prefill(&ids, chunk, Logits::All, &mut write)?
     });
     writer

@@ -314,3 +314,58 @@ fn bad_input_gets_one_line_errors() {
     ])
     .contains("cannot create"));
 }
+
+/// `--share-kv` and `--indexer-reuse` run on the CPU backend (the logits move once a CSA
+/// query's top-k no longer covers every entry), are refused in one line on the CUDA backend,
+/// and `upper` is refused before anything loads.
+#[test]
+fn sharing_policies_run_on_the_cpu_and_are_refused_elsewhere() {
+    let r = reference("hca16");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = id_list(&r["ids"]);
+    let weights = fixture("hca16");
+    let weights = weights.to_str().expect("utf-8");
+    let score = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(format!("{name}.npy"));
+        let path = out.to_str().expect("utf-8");
+        let mut args = vec!["score", "--weights", weights, "--ids", &ids, "--out", path];
+        args.extend_from_slice(extra);
+        let status = dsv4(&args);
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        read_npy_f32(&out).expect("npy").data
+    };
+    let plain = score("plain", &[]);
+    let cla = score("cla", &["--share-kv", "2"]);
+    let reuse = score("reuse", &["--indexer-reuse", "2"]);
+    assert_ne!(cla, plain);
+    assert_ne!(reuse, plain);
+    assert!(cla.iter().chain(&reuse).all(|v| v.is_finite()));
+    let e = error(&[
+        "run",
+        "--weights",
+        weights,
+        "--prompt-ids",
+        "1,2",
+        "--share-kv",
+        "2",
+        "--device",
+        "cuda-sim",
+    ]);
+    assert!(e.contains("run on --device cpu only"), "{e}");
+    let e = error(&[
+        "run",
+        "--weights",
+        weights,
+        "--prompt-ids",
+        "1,2",
+        "--share-kv",
+        "2",
+        "--share-kv-direction",
+        "upper",
+    ]);
+    assert!(e.contains("only `lower` (causal)"), "{e}");
+}

@@ -53,6 +53,9 @@ pub enum StoreError {
     /// An entry did not fit its layout (a programming error, reported rather than hidden).
     #[error("cache entry layout: {0}")]
     Codec(#[from] CodecError),
+    /// A window ring of no slots was used (a layer that reads another's window has none).
+    #[error("this layer keeps no window of its own")]
+    NoWindow,
 }
 
 /// The pages of one paged stream (laid out by the schema's `PagedStream`): append-only
@@ -157,7 +160,9 @@ impl WindowRing {
 
     /// Stores the entry of `position`, replacing the one `slots` positions before.
     pub fn write(&mut self, position: usize, values: &[f32]) -> Result<(), StoreError> {
-        let slot = position % self.slots;
+        let slot = position
+            .checked_rem(self.slots)
+            .ok_or(StoreError::NoWindow)?;
         let bytes = &mut self.data[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
         self.codec.encode(values, bytes)?;
         Ok(())
@@ -165,7 +170,9 @@ impl WindowRing {
 
     /// The entry of `position` (one of the last `slots` written), decoded into `out`.
     pub fn read(&self, position: usize, out: &mut [f32]) -> Result<(), StoreError> {
-        let slot = position % self.slots;
+        let slot = position
+            .checked_rem(self.slots)
+            .ok_or(StoreError::NoWindow)?;
         let bytes = &self.data[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
         self.codec.decode(bytes, out)?;
         Ok(())

@@ -139,13 +139,19 @@ fn tied(rng: &mut Rng, vocab: usize) -> Vec<f32> {
 pub fn twins(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>, DeviceError> {
     let mut checks = Vec::new();
     let top = 1.0 - f64::EPSILON / 2.0;
-    let mut rows: Vec<(String, Vec<f32>)> = vec![
-        ("V 129280 spread".into(), rng.values(129_280, 12.0)),
+    // The full vocabulary is left out where the emulation is slowed by a sanitizer
+    // (scripts/cuda-sim-asan.sh): the same code runs at 4097 ids, past a leaf and a mid.
+    let full = std::env::var_os("DSV4_SIM_SANITIZED").is_none();
+    let mut rows: Vec<(String, Vec<f32>)> = Vec::new();
+    if full {
+        rows.push(("V 129280 spread".into(), rng.values(129_280, 12.0)));
+    }
+    rows.extend([
         ("V 300 tied".into(), tied(rng, 300)),
         ("V 128 (one leaf)".into(), rng.values(128, 3.0)),
         ("V 4097 (past a mid)".into(), tied(rng, 4097)),
         ("V 1".into(), vec![0.25]),
-    ];
+    ]);
     let mut special = rng.values(1000, 2.0);
     special[3] = f32::NAN;
     special[10] = f32::NEG_INFINITY;

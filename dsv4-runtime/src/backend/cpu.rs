@@ -8,7 +8,7 @@ use dsv4_kernels::sample::{sample, sample_argmax, SampleCut};
 use dsv4_kernels::scratch::zeroed;
 
 use super::{AttentionAt, Backend, ModelConstants, OpError, SeqCache, Sublayer};
-use crate::model::attention::{attention, AttentionStep};
+use crate::model::attention::{attention, AttentionStep, SavedSelection, Sharing};
 use crate::model::load::LoadedCheckpoint;
 use crate::model::moe::moe;
 use crate::model::state::LayerState;
@@ -30,6 +30,48 @@ pub struct CpuSeqCache {
     /// Where the paged streams take their pages.
     pub pool: BlockPool,
     workspace: Workspace,
+    /// Each layer's role under the request's sharing policy.
+    roles: Vec<Role>,
+    /// What source layers saved for their readers in the current chunk, by layer.
+    saved_windows: Vec<Vec<f32>>,
+    saved_selections: Vec<SavedSelection>,
+}
+
+/// A layer's place in its request's sharing policy, from the cache schema.
+#[derive(Debug, Clone, Copy, Default)]
+struct Role {
+    /// The layer whose cache this one reads.
+    kv_source: Option<usize>,
+    /// The layer whose selection this one reuses.
+    indexer_source: Option<usize>,
+    /// Whether later layers read this one's cache.
+    kv_readers: bool,
+    /// Whether later layers reuse this one's selection.
+    indexer_readers: bool,
+}
+
+impl Role {
+    /// Every layer's role in `schema`.
+    fn for_schema(schema: &ModelCacheSchema) -> Vec<Self> {
+        let mut roles: Vec<Self> = schema
+            .layers
+            .iter()
+            .map(|l| Self {
+                kv_source: l.kv_source,
+                indexer_source: l.indexer_source,
+                ..Self::default()
+            })
+            .collect();
+        for l in &schema.layers {
+            if let Some(role) = l.kv_source.and_then(|s| roles.get_mut(s)) {
+                role.kv_readers = true;
+            }
+            if let Some(role) = l.indexer_source.and_then(|s| roles.get_mut(s)) {
+                role.indexer_readers = true;
+            }
+        }
+        roles
+    }
 }
 
 impl SeqCache for CpuSeqCache {
@@ -52,10 +94,14 @@ impl Backend for CpuBackend {
         schema: &ModelCacheSchema,
         paged_bytes: u64,
     ) -> Result<CpuSeqCache, OpError> {
+        let layers = schema.layers.len();
         Ok(CpuSeqCache {
             layers: LayerState::for_schema(schema),
             pool: BlockPool::with_budget(paged_bytes),
             workspace: Workspace::default(),
+            roles: Role::for_schema(schema),
+            saved_windows: (0..layers).map(|_| Vec::new()).collect(),
+            saved_selections: (0..layers).map(|_| SavedSelection::default()).collect(),
         })
     }
 
@@ -110,13 +156,33 @@ impl Backend for CpuBackend {
         seq: &mut CpuSeqCache,
     ) -> Result<(), OpError> {
         let ws = &mut seq.workspace;
+        let role = seq.roles.get(at.layer).copied().unwrap_or_default();
+        // A source is a lower layer: it has run in this chunk and is only read.
+        let (below, here) = seq.layers.split_at_mut(at.layer);
+        let (windows_below, windows_here) = seq.saved_windows.split_at_mut(at.layer);
+        let (selections_below, selections_here) = seq.saved_selections.split_at_mut(at.layer);
+        let sharing = match (role.kv_source, role.indexer_source) {
+            (Some(s), _) if s < at.layer => Sharing::KvMember {
+                source: &below[s],
+                window: &windows_below[s],
+            },
+            (None, Some(s)) if s < at.layer => Sharing::IndexerMember {
+                selection: &selections_below[s],
+            },
+            _ if role.kv_readers || role.indexer_readers => Sharing::Source {
+                window: role.kv_readers.then(|| &mut windows_here[0]),
+                selection: role.indexer_readers.then(|| &mut selections_here[0]),
+            },
+            _ => Sharing::Alone,
+        };
         let step = AttentionStep {
             ratio: at.ratio,
             p0: at.p0,
             first_output: at.first_output,
-            state: &mut seq.layers[at.layer],
+            state: &mut here[0],
             pool: &mut seq.pool,
             rope: at.rope,
+            sharing,
         };
         let layer = &w.layers[at.layer];
         let (h, buffers, y) = (&ws.h, &mut ws.attention, &mut ws.y);

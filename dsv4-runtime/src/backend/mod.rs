@@ -43,6 +43,9 @@ pub enum OpError {
     /// The device failed.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The backend cannot do what was asked (yet).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// What every op reads from the config, derived once by the model: the same for every backend.

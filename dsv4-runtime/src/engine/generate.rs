@@ -6,6 +6,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::Backend;
+use dsv4_cache::Sharing;
+
 use crate::engine::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::engine::stop::{StopError, StopMatcher};
 use crate::engine::Request;
@@ -25,6 +27,8 @@ pub struct GenerateRequest {
     pub stops: Vec<String>,
     /// Prompt tokens per prefill chunk.
     pub prefill_chunk: usize,
+    /// The request's cache-sharing policy (none by default).
+    pub sharing: Sharing,
 }
 
 /// Why generation ended.
@@ -177,7 +181,7 @@ fn generate_on_pool<B: Backend>(
         shown: 0,
     });
     let tokens = prompt.len().saturating_add(request.max_new_tokens).min(max);
-    let mut live = Request::new(model, tokens)?;
+    let mut live = Request::sharing(model, tokens, request.sharing)?;
 
     let start = Instant::now();
     live.feed(prompt, request.prefill_chunk)?;

@@ -6,6 +6,8 @@ pub mod generate;
 pub mod sampler;
 pub mod stop;
 
+use dsv4_cache::Sharing;
+
 use crate::backend::{Backend, CpuBackend, SeqState};
 use crate::engine::sampler::{Sampler, SamplerError};
 use crate::model::{ForwardError, Logits, Model, RequestError};
@@ -23,9 +25,19 @@ impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
     /// A request of at most `tokens` tokens, its cache priced and checked first
     /// ([`Model::new_request`]).
     pub fn new(model: &'m Model<'w, B>, tokens: usize) -> Result<Self, RequestError> {
+        Self::sharing(model, tokens, Sharing::default())
+    }
+
+    /// [`Self::new`] for a request following the cache-sharing policy `sharing`
+    /// ([`Model::new_request_sharing`]).
+    pub fn sharing(
+        model: &'m Model<'w, B>,
+        tokens: usize,
+        sharing: Sharing,
+    ) -> Result<Self, RequestError> {
         Ok(Self {
             model,
-            state: model.new_request(tokens)?,
+            state: model.new_request_sharing(tokens, sharing)?,
             logits: Vec::new(),
         })
     }

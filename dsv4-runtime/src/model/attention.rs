@@ -60,6 +60,45 @@ pub struct AttentionStep<'s> {
     pub pool: &'s mut BlockPool,
     /// The layer's RoPE table.
     pub rope: &'s RopeFrequencies,
+    /// What the layer shares under the request's policy.
+    pub sharing: Sharing<'s>,
+}
+
+/// What a layer shares with others under the request's cache-sharing policy
+/// (`dsv4_cache::Sharing`); layers run in order, so a source has run before its readers.
+pub enum Sharing<'s> {
+    /// Keeps its own cache and selection, which no other layer reads.
+    Alone,
+    /// Keeps its own; it saves the window its queries saw for the layers reading its cache
+    /// (`window`), and its indexer selection for the layers reusing it (`selection`).
+    Source {
+        /// Where to save the window, when layers read this one's cache.
+        window: Option<&'s mut Vec<f32>>,
+        /// Where to save the selection, when layers reuse it.
+        selection: Option<&'s mut SavedSelection>,
+    },
+    /// Reads another layer's window, entries and indexer keys (a CLA group's member): it stores
+    /// and computes none of them.
+    KvMember {
+        /// The source layer's cache.
+        source: &'s LayerState,
+        /// The window the source's queries saw in this chunk.
+        window: &'s [f32],
+    },
+    /// Reuses another layer's indexer selection: it keeps no indexer keys and runs no indexer.
+    IndexerMember {
+        /// The source's selection in this chunk.
+        selection: &'s SavedSelection,
+    },
+}
+
+/// A source layer's indexer selection of one chunk: entry ids (not yet rows), `k` slots per
+/// query from position `q0`.
+#[derive(Debug, Default)]
+pub struct SavedSelection {
+    q0: usize,
+    chosen: Vec<(f32, usize)>,
+    len: Vec<usize>,
 }
 
 /// Buffers one layer's attention reuses from call to call (kept in the request's workspace),
@@ -142,6 +181,7 @@ pub fn attention(
         state,
         pool,
         rope,
+        sharing,
     } = step;
     let t_len = h.len() / w.wq_a.inp();
     let c = Chunk {
@@ -154,13 +194,54 @@ pub fn attention(
         numerics,
     };
     let h_out = &h[first_output * w.wq_a.inp()..];
-    project(w, h, h_out, numerics, buf);
+    let own = Own {
+        keys: !matches!(sharing, Sharing::KvMember { .. }),
+        indexer: !matches!(
+            sharing,
+            Sharing::KvMember { .. } | Sharing::IndexerMember { .. }
+        ),
+        selects: !matches!(sharing, Sharing::IndexerMember { .. }),
+    };
+    project(w, h, h_out, numerics, own, buf);
+    let mut layer = Layer {
+        state,
+        pool,
+        sharing,
+    };
     match (ratio, &w.compressor, &w.indexer) {
         (Some(m), Some(main), Some(indexer)) => {
-            csa_attention(w, (main, indexer), m, &c, state, pool, buf, y)
+            csa_attention(w, (main, indexer), m, &c, &mut layer, buf, y)
         }
-        (Some(m), Some(main), None) => hca_attention(w, main, m, &c, state, pool, buf, y),
-        _ => window_attention(w, &c, state, buf, y),
+        (Some(m), Some(main), None) => hca_attention(w, main, m, &c, &mut layer, buf, y),
+        _ => window_attention(w, &c, &mut layer, buf, y),
+    }
+}
+
+/// What a layer computes of its own under its sharing role.
+#[derive(Clone, Copy)]
+struct Own {
+    /// Its window keys and compressed entries (not a CLA member).
+    keys: bool,
+    /// Its indexer keys (neither a CLA member nor reusing a selection).
+    indexer: bool,
+    /// Its indexer queries and selection (not reusing a selection).
+    selects: bool,
+}
+
+/// One layer's cache, the pool its pages come from, and its sharing role.
+struct Layer<'s> {
+    state: &'s mut LayerState,
+    pool: &'s mut BlockPool,
+    sharing: Sharing<'s>,
+}
+
+impl Layer<'_> {
+    /// The cache the layer's queries read: its source's for a CLA member, else its own.
+    fn keys(&self) -> &LayerState {
+        match &self.sharing {
+            Sharing::KvMember { source, .. } => source,
+            _ => self.state,
+        }
     }
 }
 
@@ -168,13 +249,41 @@ pub fn attention(
 fn window_attention(
     w: &AttentionWeights<PackedLinear>,
     c: &Chunk,
-    state: &mut LayerState,
+    layer: &mut Layer,
     buf: &mut AttentionBuffers,
     y: &mut Vec<f32>,
 ) -> Result<(), StoreError> {
-    queries(w, c, &mut buf.queries);
-    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    queries(w, c, true, &mut buf.queries);
+    window(w, c, layer, buf)?;
     attend(w, c, Visible::Window, buf, y);
+    Ok(())
+}
+
+/// The window the chunk's queries see: the layer's own ([`window_keys`], saved for its readers
+/// when it is a source), or a CLA member's source's.
+fn window(
+    w: &AttentionWeights<PackedLinear>,
+    c: &Chunk,
+    layer: &mut Layer,
+    buf: &mut AttentionBuffers,
+) -> Result<(), StoreError> {
+    match &mut layer.sharing {
+        Sharing::KvMember { window, .. } => {
+            buf.keys.window.clear();
+            buf.keys.window.extend_from_slice(window);
+        }
+        sharing => {
+            window_keys(w, c, layer.state, &mut buf.kv, &mut buf.keys.window)?;
+            if let Sharing::Source {
+                window: Some(saved),
+                ..
+            } = sharing
+            {
+                saved.clear();
+                saved.extend_from_slice(&buf.keys.window);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -185,17 +294,16 @@ fn hca_attention(
     main: &CompressorWeights<PackedLinear>,
     m: usize,
     c: &Chunk,
-    state: &mut LayerState,
-    pool: &mut BlockPool,
+    layer: &mut Layer,
     buf: &mut AttentionBuffers,
     y: &mut Vec<f32>,
 ) -> Result<(), StoreError> {
-    queries(w, c, &mut buf.queries);
-    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    queries(w, c, true, &mut buf.queries);
+    window(w, c, layer, buf)?;
     // The compressor runs before attention so an entry closed by a token is visible to it.
-    compress_entries(main, (c, m), state, pool, buf)?;
+    compress_entries(main, (c, m), layer, buf)?;
     // The chunk's queries see at most the entries closed by its last token.
-    let visible = match &state.entries {
+    let visible = match &layer.keys().entries {
         Some(stream) => {
             let closed = (c.p0 + c.t_len) / m;
             let entries = zeroed(&mut buf.keys.entries, closed * c.dims.head_dim);
@@ -219,20 +327,52 @@ fn csa_attention(
     ),
     m: usize,
     c: &Chunk,
-    state: &mut LayerState,
-    pool: &mut BlockPool,
+    layer: &mut Layer,
     buf: &mut AttentionBuffers,
     y: &mut Vec<f32>,
 ) -> Result<(), StoreError> {
-    queries(w, c, &mut buf.queries);
-    window_keys(w, c, state, &mut buf.kv, &mut buf.keys.window)?;
+    let reuses = matches!(layer.sharing, Sharing::IndexerMember { .. });
+    queries(w, c, !reuses, &mut buf.queries);
+    window(w, c, layer, buf)?;
     // Both compressors run before attention so an entry closed by a token is visible to it.
-    compress_indexer_keys(&indexer.compressor, (c, m), state, pool, buf)?;
-    indexer_queries(c, &mut buf.queries);
-    compress_entries(main, (c, m), state, pool, buf)?;
-    select_entries(c, m, state, &buf.queries, &mut buf.indexer, &mut buf.keys)?;
+    compress_indexer_keys(&indexer.compressor, (c, m), layer, buf)?;
+    compress_entries(main, (c, m), layer, buf)?;
+    match &mut layer.sharing {
+        Sharing::IndexerMember { selection } => reuse_selection(c, selection, &mut buf.keys),
+        sharing => {
+            indexer_queries(c, &mut buf.queries);
+            let keys = match sharing {
+                Sharing::KvMember { source, .. } => &**source,
+                _ => &*layer.state,
+            };
+            indexer_select(c, m, keys, &buf.queries, &mut buf.indexer, &mut buf.keys)?;
+            if let Sharing::Source {
+                selection: Some(saved),
+                ..
+            } = sharing
+            {
+                saved.q0 = c.q0;
+                saved.chosen.clone_from(&buf.keys.chosen);
+                saved.len.clone_from(&buf.keys.chosen_len);
+            }
+        }
+    }
+    gather_selected(c, m, layer.keys(), &mut buf.keys)?;
     attend(w, c, Visible::Selected, buf, y);
     Ok(())
+}
+
+/// A reusing layer's selection: its source's for the same queries (the source may have had
+/// more outputs in the chunk: the last layer of a prefill computes only the last one).
+fn reuse_selection(c: &Chunk, saved: &SavedSelection, b: &mut KeyBuffers) {
+    let k = c.dims.index_topk;
+    let skip = c.q0 - saved.q0;
+    b.chosen.clear();
+    b.chosen
+        .extend_from_slice(&saved.chosen[skip * k..(skip + c.t_out) * k]);
+    b.chosen_len.clear();
+    b.chosen_len
+        .extend_from_slice(&saved.len[skip..skip + c.t_out]);
 }
 
 /// The main compressor over the chunk: the entries it closes, with the KV simulation of the
@@ -240,10 +380,11 @@ fn csa_attention(
 fn compress_entries(
     main: &CompressorWeights<PackedLinear>,
     (c, m): (&Chunk, usize),
-    state: &mut LayerState,
-    pool: &mut BlockPool,
+    layer: &mut Layer,
     buf: &mut AttentionBuffers,
 ) -> Result<(), StoreError> {
+    // A CLA member keeps no compressor: its schema gives it none.
+    let (state, pool) = (&mut *layer.state, &mut *layer.pool);
     let (Some(tail), Some(stream)) = (state.compressor.as_mut(), state.entries.as_mut()) else {
         return Ok(());
     };
@@ -259,10 +400,11 @@ fn compress_entries(
 fn compress_indexer_keys(
     w: &CompressorWeights<PackedLinear>,
     (c, m): (&Chunk, usize),
-    state: &mut LayerState,
-    pool: &mut BlockPool,
+    layer: &mut Layer,
     buf: &mut AttentionBuffers,
 ) -> Result<(), StoreError> {
+    // A CLA member or a reusing layer keeps no indexer compressor: its schema gives it none.
+    let (state, pool) = (&mut *layer.state, &mut *layer.pool);
     let (Some(tail), Some(stream)) = (
         state.indexer_compressor.as_mut(),
         state.indexer_keys.as_mut(),
@@ -276,34 +418,42 @@ fn compress_indexer_keys(
 }
 
 /// Every product of `h` at once: the query latent, the window key, the compressors' value and
-/// gate projections and the indexer's head weights (those of the layer's kind).
+/// gate projections and the indexer's head weights (those of the layer's kind, and only what
+/// the layer computes of its own).
 fn project(
     w: &AttentionWeights<PackedLinear>,
     h: &[f32],
     h_out: &[f32],
     numerics: Numerics,
+    own: Own,
     buf: &mut AttentionBuffers,
 ) {
     let product = |weight, x, y| Some(Product { weight, x, y });
     let [[main_a, main_g], [indexer_a, indexer_g]] = &mut buf.projected;
-    let main = w.compressor.as_ref();
+    let main = w.compressor.as_ref().filter(|_| own.keys);
     let index = w.indexer.as_ref();
+    let index_keys = index.filter(|_| own.indexer);
+    let index_queries = index.filter(|_| own.selects);
     let q = &mut buf.queries;
     let mut products = [
         product(&w.wq_a, h_out, &mut q.q_lat),
-        product(&w.wkv, h, &mut buf.kv),
+        own.keys.then_some(Product {
+            weight: &w.wkv,
+            x: h,
+            y: &mut buf.kv,
+        }),
         main.and_then(|cw| product(&cw.wkv, h, main_a)),
         main.and_then(|cw| product(&cw.wgate, h, main_g)),
-        index.and_then(|ix| product(&ix.compressor.wkv, h, indexer_a)),
-        index.and_then(|ix| product(&ix.compressor.wgate, h, indexer_g)),
-        index.and_then(|ix| product(&ix.weights_proj, h_out, &mut q.indexer_w)),
+        index_keys.and_then(|ix| product(&ix.compressor.wkv, h, indexer_a)),
+        index_keys.and_then(|ix| product(&ix.compressor.wgate, h, indexer_g)),
+        index_queries.and_then(|ix| product(&ix.weights_proj, h_out, &mut q.indexer_w)),
     ];
     numerics.linears(&mut products);
 }
 
 /// The query path: `q_lat = q_norm(wq_a h)`, then `q = wq_b q_lat` with a per-head unweighted
-/// RMSNorm and RoPE; a CSA layer's indexer queries come from the same latent.
-fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) {
+/// RMSNorm and RoPE; a CSA layer's indexer queries come from the same latent (when it `selects`).
+fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, selects: bool, b: &mut QueryBuffers) {
     let (heads, dh) = (c.dims.num_attention_heads, c.dims.head_dim);
     let dn = dh - c.dims.qk_rope_head_dim;
     b.q_lat
@@ -315,7 +465,7 @@ fn queries(w: &AttentionWeights<PackedLinear>, c: &Chunk, b: &mut QueryBuffers) 
             x: &b.q_lat,
             y: &mut b.q,
         }),
-        w.indexer.as_ref().map(|ix| Product {
+        w.indexer.as_ref().filter(|_| selects).map(|ix| Product {
             weight: &ix.wq_b,
             x: &b.q_lat,
             y: &mut b.indexer_q,
@@ -385,9 +535,8 @@ fn window_first(c: &Chunk) -> usize {
     c.p0.saturating_sub(c.dims.sliding_window - 1)
 }
 
-/// Each query's Lightning Indexer selection, then the selected entries decoded once into
-/// `entries` (each at most once for the whole chunk), the selection rewritten to their rows.
-fn select_entries(
+/// Each query's Lightning Indexer selection over the keys of `state` (entry ids).
+fn indexer_select(
     c: &Chunk,
     m: usize,
     state: &LayerState,
@@ -395,12 +544,12 @@ fn select_entries(
     scratch: &mut IndexerScratch,
     b: &mut KeyBuffers,
 ) -> Result<(), StoreError> {
-    let (dh, k) = (c.dims.head_dim, c.dims.index_topk);
+    let k = c.dims.index_topk;
     let selection = Selection {
         slots: zeroed(&mut b.chosen, c.t_out * k),
         len: zeroed(&mut b.chosen_len, c.t_out),
     };
-    let (Some(keys), Some(stream)) = (&state.indexer_keys, &state.entries) else {
+    let Some(keys) = &state.indexer_keys else {
         return Ok(());
     };
     {
@@ -413,6 +562,21 @@ fn select_entries(
         let queries = (&q.indexer_q[..], &q.indexer_w[..]);
         indexer_topk(keys, queries, (c.q0, m), shape, selection, scratch)?;
     }
+    Ok(())
+}
+
+/// The selected entries of `state` decoded once into `entries` (each at most once for the
+/// whole chunk), the selection rewritten to their rows.
+fn gather_selected(
+    c: &Chunk,
+    m: usize,
+    state: &LayerState,
+    b: &mut KeyBuffers,
+) -> Result<(), StoreError> {
+    let (dh, k) = (c.dims.head_dim, c.dims.index_topk);
+    let Some(stream) = &state.entries else {
+        return Ok(());
+    };
     b.ids.clear();
     for (list, &len) in b.chosen.chunks(k).zip(b.chosen_len.iter()) {
         b.ids.extend(list[..len].iter().map(|c| c.1));

@@ -13,7 +13,10 @@ pub mod workspace;
 
 use std::ffi::CString;
 
-use dsv4_cache::{BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema};
+use dsv4_cache::{
+    BlockBudget, BlockSizeError, BudgetOverflow, CacheDtypes, ModelCacheSchema, SchemaError,
+    Sharing,
+};
 use dsv4_kernels::moe::Routing;
 use dsv4_kernels::numerics::Numerics;
 use dsv4_kernels::ops::{RopeFrequencies, Yarn};
@@ -75,6 +78,9 @@ pub enum RequestError {
     /// Sizes beyond 64 bits.
     #[error(transparent)]
     TooLarge(#[from] BudgetOverflow),
+    /// A sharing policy that cannot be honoured.
+    #[error(transparent)]
+    Sharing(#[from] SchemaError),
     /// The cache would not fit in the memory the machine has left.
     #[error("a request of {tokens} tokens needs {needed} bytes of cache (windows, compressor tails and pages), more than the {available} bytes of {memory} memory available; `dsv4 plan --context N` shows what a shorter context or a smaller cache dtype needs")]
     OutOfMemory {
@@ -213,11 +219,30 @@ impl<'a, B: Backend> Model<'a, B> {
     /// available, and its pages are capped at the plan, so nothing a request does can allocate
     /// more cache than was checked here.
     pub fn new_request(&self, tokens: usize) -> Result<SeqState<B>, RequestError> {
+        self.new_request_sharing(tokens, Sharing::default())
+    }
+
+    /// [`Self::new_request`] for a request following a cache-sharing policy (CLA groups,
+    /// indexer reuse): its cache laid out and priced by the schema of that policy, which
+    /// `dsv4 plan` prints for the same flags. Other requests are untouched by it.
+    pub fn new_request_sharing(
+        &self,
+        tokens: usize,
+        sharing: Sharing,
+    ) -> Result<SeqState<B>, RequestError> {
         let max = self.config.max_position_embeddings;
         if tokens > max {
             return Err(RequestError::TooLong { tokens, max });
         }
-        let budget = BlockBudget::new(&self.schema, tokens, 1, 0)?;
+        let shared;
+        let schema = if sharing.is_none() {
+            &self.schema
+        } else {
+            let (dtypes, block) = (self.schema.dtypes, self.schema.block_size);
+            shared = ModelCacheSchema::with_sharing(&self.config, dtypes, block, sharing)?;
+            &shared
+        };
+        let budget = BlockBudget::new(schema, tokens, 1, 0)?;
         if let Some(free) = self.backend.free_memory() {
             if budget.total_bytes > free.bytes {
                 return Err(RequestError::OutOfMemory {
@@ -230,9 +255,7 @@ impl<'a, B: Backend> Model<'a, B> {
         }
         Ok(SeqState {
             position: 0,
-            cache: self
-                .backend
-                .new_seq_cache(&self.schema, budget.paged_bytes)?,
+            cache: self.backend.new_seq_cache(schema, budget.paged_bytes)?,
         })
     }
 

@@ -99,6 +99,11 @@ impl Backend for CudaBackend {
         schema: &ModelCacheSchema,
         paged_bytes: u64,
     ) -> Result<CudaSeqCache, OpError> {
+        if !schema.sharing.is_none() {
+            return Err(OpError::Unsupported(
+                "the CUDA backend does not run cache-sharing policies yet (--share-kv, --indexer-reuse); use --device cpu",
+            ));
+        }
         CudaSeqCache::new(&self.gpu, schema, paged_bytes)
     }
 
