@@ -5,8 +5,12 @@ use super::twins::{Check, Rng};
 use super::{DeviceBuffer, DeviceError, DevicePtr, Gpu, LaunchConfig};
 use crate::sample::{SampleCut, SampleScratch, LEAF, MID};
 
-/// Threads of the one block that samples a row.
-const THREADS: u32 = 1024;
+/// The one block that samples a row of `vocab` logits: a thread per leaf of the canonical sum
+/// (whose partial it adds up), in whole warps, at most 1024 (V4's 129 280 ids make 1010 leaves).
+fn block(vocab: usize) -> LaunchConfig {
+    let threads = vocab.div_ceil(LEAF).next_multiple_of(32).clamp(32, 1024);
+    LaunchConfig::linear(1, threads as u32)
+}
 
 /// What the kernels write for a row without a candidate.
 const NONE: u32 = u32::MAX;
@@ -49,13 +53,7 @@ pub fn sample_argmax(
 ) -> Result<(), DeviceError> {
     let v = vocab_dim("sample_argmax", vocab)?;
     // SAFETY: the kernel reads `vocab` f32 at `logits` and writes one u32 at `token`.
-    unsafe {
-        gpu.launch(
-            "sample_argmax",
-            LaunchConfig::linear(1, THREADS),
-            &[&logits, &v, &token],
-        )
-    }
+    unsafe { gpu.launch("sample_argmax", block(vocab), &[&logits, &v, &token]) }
 }
 
 /// `token` (one u32) ← the token the draw `u ∈ [0, 1)` picks from the `vocab` f32 logits at
@@ -79,7 +77,7 @@ pub fn sample(
     unsafe {
         gpu.launch(
             "sample",
-            LaunchConfig::linear(1, THREADS),
+            block(vocab),
             &[
                 &logits,
                 &v,
