@@ -59,6 +59,10 @@ impl Backend for Recording {
         self.cpu.new_seq_cache(schema, paged_bytes)
     }
 
+    fn snapshot(&self, seq: &CpuSeqCache, paged_bytes: u64) -> Result<CpuSeqCache, OpError> {
+        self.cpu.snapshot(seq, paged_bytes)
+    }
+
     fn embed(
         &self,
         w: &ModelWeights,

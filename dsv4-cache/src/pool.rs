@@ -17,7 +17,7 @@ pub struct PoolFull {
 
 /// Counts the pages a request's paged streams take and refuses any past its byte budget. It
 /// holds no bytes: a backend allocates each page it is granted where its kernels read it.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BlockPool {
     budget: Option<u64>,
     used: u64,
@@ -53,6 +53,15 @@ impl BlockPool {
         self.used += page;
         self.pages += 1;
         Ok(())
+    }
+
+    /// The same pages counted against a new budget (a request resumed from another's state,
+    /// priced for its own length).
+    pub fn rebudgeted(&self, budget: u64) -> Self {
+        Self {
+            budget: Some(budget),
+            ..self.clone()
+        }
     }
 
     /// Bytes of all pages handed out.

@@ -2,6 +2,8 @@
 //! and paged entry streams whose pages are granted by the request's [`BlockPool`] (which counts
 //! them against the budget the planner priced) and allocated here.
 
+use std::sync::Arc;
+
 use dsv4_cache::{BlockPool, PoolFull};
 
 use crate::cache_codec::{CodecError, IndexerFormat, KvFormat};
@@ -59,14 +61,15 @@ pub enum StoreError {
 }
 
 /// The pages of one paged stream (laid out by the schema's `PagedStream`): append-only
-/// entries of `width` values, `per_page` to a page.
-#[derive(Debug)]
+/// entries of `width` values, `per_page` to a page. A clone shares the pages (a full page is
+/// never written again); the first entry pushed into a shared partial page copies it.
+#[derive(Debug, Clone)]
 pub struct StreamPages {
     codec: EntryCodec,
     width: usize,
     entry_bytes: usize,
     per_page: usize,
-    pages: Vec<Box<[u8]>>,
+    pages: Vec<Arc<Vec<u8>>>,
     len: usize,
 }
 
@@ -99,9 +102,10 @@ impl StreamPages {
         if slot == 0 {
             let bytes = self.per_page * self.entry_bytes;
             pool.take(bytes)?;
-            self.pages.push(vec![0u8; bytes].into_boxed_slice());
+            self.pages.push(Arc::new(vec![0u8; bytes]));
         }
-        let page = &mut self.pages[self.len / self.per_page];
+        // Copies the page only if a clone shares it.
+        let page = Arc::make_mut(&mut self.pages[self.len / self.per_page]);
         let bytes = &mut page[slot * self.entry_bytes..(slot + 1) * self.entry_bytes];
         self.codec.encode(values, bytes)?;
         self.len += 1;
@@ -135,10 +139,18 @@ impl StreamPages {
     pub fn bytes(&self) -> u64 {
         (self.pages.len() * self.per_page * self.entry_bytes) as u64
     }
+
+    /// Pages held that another stream (a clone) holds too.
+    pub fn shared_pages(&self) -> usize {
+        self.pages
+            .iter()
+            .filter(|p| Arc::strong_count(p) > 1)
+            .count()
+    }
 }
 
 /// The last `slots` KV entries by position (`position % slots`), encoded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowRing {
     codec: EntryCodec,
     entry_bytes: usize,

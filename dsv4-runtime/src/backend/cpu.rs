@@ -37,6 +37,21 @@ pub struct CpuSeqCache {
     saved_selections: Vec<SavedSelection>,
 }
 
+impl CpuSeqCache {
+    /// A request's cache over `layers`, with fresh intermediates.
+    fn new(layers: Vec<LayerState>, pool: BlockPool, roles: Vec<Role>) -> Self {
+        let n = layers.len();
+        Self {
+            layers,
+            pool,
+            workspace: Workspace::default(),
+            roles,
+            saved_windows: (0..n).map(|_| Vec::new()).collect(),
+            saved_selections: (0..n).map(|_| SavedSelection::default()).collect(),
+        }
+    }
+}
+
 /// A layer's place in its request's sharing policy, from the cache schema.
 #[derive(Debug, Clone, Copy, Default)]
 struct Role {
@@ -94,15 +109,19 @@ impl Backend for CpuBackend {
         schema: &ModelCacheSchema,
         paged_bytes: u64,
     ) -> Result<CpuSeqCache, OpError> {
-        let layers = schema.layers.len();
-        Ok(CpuSeqCache {
-            layers: LayerState::for_schema(schema),
-            pool: BlockPool::with_budget(paged_bytes),
-            workspace: Workspace::default(),
-            roles: Role::for_schema(schema),
-            saved_windows: (0..layers).map(|_| Vec::new()).collect(),
-            saved_selections: (0..layers).map(|_| SavedSelection::default()).collect(),
-        })
+        Ok(CpuSeqCache::new(
+            LayerState::for_schema(schema),
+            BlockPool::with_budget(paged_bytes),
+            Role::for_schema(schema),
+        ))
+    }
+
+    fn snapshot(&self, seq: &CpuSeqCache, paged_bytes: u64) -> Result<CpuSeqCache, OpError> {
+        Ok(CpuSeqCache::new(
+            seq.layers.clone(),
+            seq.pool.rebudgeted(paged_bytes),
+            seq.roles.clone(),
+        ))
     }
 
     fn embed(

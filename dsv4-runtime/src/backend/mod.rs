@@ -9,7 +9,7 @@ mod cuda;
 pub use cpu::{CpuBackend, CpuSeqCache};
 pub use cuda::{CudaBackend, CudaUnavailable};
 
-use dsv4_cache::ModelCacheSchema;
+use dsv4_cache::{ModelCacheSchema, Sharing};
 /// A cache failure an op can report (a page past the request's budget).
 pub use dsv4_kernels::cache_store::StoreError;
 /// A device failure an op can report (out of device memory, a failed launch).
@@ -91,6 +91,8 @@ pub struct SeqState<B: Backend = CpuBackend> {
     pub position: usize,
     /// The cache and the forward pass's intermediates.
     pub cache: B::SeqCache,
+    /// The cache-sharing policy its cache follows.
+    pub sharing: Sharing,
 }
 
 impl<B: Backend> SeqState<B> {
@@ -155,6 +157,11 @@ pub trait Backend: Sync {
         schema: &ModelCacheSchema,
         paged_bytes: u64,
     ) -> Result<Self::SeqCache, OpError>;
+
+    /// A request's cache to resume from `seq`'s (a kept prefix): its paged entries shared where
+    /// their pages are full (immutable once written), its windows and tails copied, its pages
+    /// capped at `paged_bytes`; the intermediates start fresh.
+    fn snapshot(&self, seq: &Self::SeqCache, paged_bytes: u64) -> Result<Self::SeqCache, OpError>;
 
     /// `x` ← each token's embedding, copied into every stream.
     fn embed(

@@ -3,6 +3,7 @@
 //! `dsv4 bench` all drive their requests through it, so prefill and decode exist once.
 
 pub mod generate;
+pub mod prefix;
 pub mod sampler;
 pub mod stop;
 
@@ -40,6 +41,20 @@ impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
             state: model.new_request_sharing(tokens, sharing)?,
             logits: Vec::new(),
         })
+    }
+
+    /// A request going on from `state` (one [`prefix::PrefixCache::resume`] made).
+    pub fn from_state(model: &'m Model<'w, B>, state: SeqState<B>) -> Self {
+        Self {
+            model,
+            state,
+            logits: Vec::new(),
+        }
+    }
+
+    /// Its state, to keep ([`prefix::PrefixCache::keep`]).
+    pub fn state(&self) -> &SeqState<B> {
+        &self.state
     }
 
     /// Feeds `tokens` in chunks of `chunk` (at least 1), asking each chunk for `which` logits

@@ -11,6 +11,7 @@ pub mod state;
 pub mod weights;
 pub mod workspace;
 
+use std::borrow::Cow;
 use std::ffi::CString;
 
 use dsv4_cache::{
@@ -230,19 +231,50 @@ impl<'a, B: Backend> Model<'a, B> {
         tokens: usize,
         sharing: Sharing,
     ) -> Result<SeqState<B>, RequestError> {
+        let (schema, paged_bytes) = self.price(tokens, sharing)?;
+        Ok(SeqState {
+            position: 0,
+            cache: self.backend.new_seq_cache(&schema, paged_bytes)?,
+            sharing,
+        })
+    }
+
+    /// A request of at most `tokens` tokens resuming from `kept` (a request whose tokens are a
+    /// prefix of its own): priced as [`Self::new_request`] for its whole length, its cache
+    /// `kept`'s with the full pages shared ([`Backend::snapshot`]). Feeding it the rest of its
+    /// tokens gives the bits a cold request would.
+    pub fn resume(&self, kept: &SeqState<B>, tokens: usize) -> Result<SeqState<B>, RequestError> {
+        let (_, paged_bytes) = self.price(tokens.max(kept.position), kept.sharing)?;
+        Ok(SeqState {
+            position: kept.position,
+            cache: self.backend.snapshot(&kept.cache, paged_bytes)?,
+            sharing: kept.sharing,
+        })
+    }
+
+    /// The schema of a request under `sharing` and its page budget for `tokens` tokens, checked
+    /// against the model's context and the memory the backend has free.
+    fn price(
+        &self,
+        tokens: usize,
+        sharing: Sharing,
+    ) -> Result<(Cow<'_, ModelCacheSchema>, u64), RequestError> {
         let max = self.config.max_position_embeddings;
         if tokens > max {
             return Err(RequestError::TooLong { tokens, max });
         }
-        let shared;
         let schema = if sharing.is_none() {
-            &self.schema
+            Cow::Borrowed(&self.schema)
         } else {
             let (dtypes, block) = (self.schema.dtypes, self.schema.block_size);
-            shared = ModelCacheSchema::with_sharing(&self.config, dtypes, block, sharing)?;
-            &shared
+            Cow::Owned(ModelCacheSchema::with_sharing(
+                &self.config,
+                dtypes,
+                block,
+                sharing,
+            )?)
         };
-        let budget = BlockBudget::new(schema, tokens, 1, 0)?;
+        let budget = BlockBudget::new(&schema, tokens, 1, 0)?;
         if let Some(free) = self.backend.free_memory() {
             if budget.total_bytes > free.bytes {
                 return Err(RequestError::OutOfMemory {
@@ -253,10 +285,7 @@ impl<'a, B: Backend> Model<'a, B> {
                 });
             }
         }
-        Ok(SeqState {
-            position: 0,
-            cache: self.backend.new_seq_cache(schema, budget.paged_bytes)?,
-        })
+        Ok((schema, budget.paged_bytes))
     }
 
     /// Runs `tokens` (the next positions of `state`'s request) and returns logits: `V` values

@@ -7,8 +7,9 @@ use dsv4_kernels::cache_store::{EntryCodec, StreamPages, WindowRing};
 
 use dsv4_kernels::compressor::CompressorTail;
 
-/// What one layer keeps for one request.
-#[derive(Debug)]
+/// What one layer keeps for one request. A clone shares the paged streams' full pages and
+/// copies the window and the tails.
+#[derive(Debug, Clone)]
 pub struct LayerState {
     /// The last `W` keys by position.
     pub window: WindowRing,

@@ -107,6 +107,12 @@ impl Backend for CudaBackend {
         CudaSeqCache::new(&self.gpu, schema, paged_bytes)
     }
 
+    fn snapshot(&self, _seq: &CudaSeqCache, _paged_bytes: u64) -> Result<CudaSeqCache, OpError> {
+        Err(OpError::Unsupported(
+            "the CUDA backend does not keep request states for prefix reuse yet; use --device cpu",
+        ))
+    }
+
     fn embed(
         &self,
         w: &CudaWeights,
