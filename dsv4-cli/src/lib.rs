@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod bandwidth;
 pub mod bench;
+pub mod chat;
 pub mod engine_args;
 pub mod ids;
 pub mod init;
@@ -15,6 +16,7 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod sampling_args;
 pub mod score;
 pub mod selftest;
 pub mod sharing_args;
@@ -37,6 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, streamed, ending with timings (the demo model without --weights).
     Run(run::RunArgs),
+    /// A multi-turn chat on the terminal (or over a script), each turn resuming from the last.
+    Chat(chat::ChatArgs),
     /// Prefill and decode throughput, and decode's weight bandwidth against the machine's.
     Bench(bench::BenchArgs),
     /// Plan cache memory: schema, bytes per token, block budgets, largest context or batch that fits.
@@ -60,6 +64,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Bench(args) => bench::run(args),
+            Command::Chat(args) => chat::run(args),
             Command::Inspect(args) => inspect::run(args),
             Command::Init(args) => init::run(args),
             Command::Score(args) => score::run(args),

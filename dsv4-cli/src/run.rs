@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dsv4_cache::Sharing;
 use dsv4_model::{write_random_checkpoint, Preset};
-use dsv4_runtime::engine::sampler::SamplingParams;
 use dsv4_runtime::{
     generate, Backend, ChatRequest, CpuBackend, GenerateRequest, Linears, ReasoningEffort,
     ThinkingMode, Tokenizer,
@@ -21,6 +20,7 @@ use crate::engine_args::EngineArgs;
 use crate::ids::parse_ids;
 use crate::input::read_input;
 use crate::progress::open_checkpoint;
+use crate::sampling_args::SamplingArgs;
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,28 +117,8 @@ pub struct RunArgs {
     /// Most tokens to generate.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy and deterministic.
-    #[arg(
-        long,
-        value_name = "T",
-        default_value_t = 0.0,
-        allow_negative_numbers = true
-    )]
-    temperature: f32,
-    /// Nucleus sampling: smallest set of tokens whose probability reaches P.
-    #[arg(
-        long,
-        value_name = "P",
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    top_p: f32,
-    /// Sample among the K most likely tokens (0 = all).
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    top_k: usize,
-    /// Seed of the sampler; the same seed gives the same tokens.
-    #[arg(long, value_name = "S", default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Stop when this text appears (repeatable).
     #[arg(long, value_name = "STR")]
     stop: Vec<String>,
@@ -185,6 +165,64 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Where a generating command's model is: `--weights DIR`, or without it the built-in demo
+/// model written to a temporary directory (kept for as long as this lives).
+pub struct ModelDir {
+    path: PathBuf,
+    /// How the model is named in output.
+    pub label: String,
+    _demo: Option<tempfile::TempDir>,
+}
+
+impl ModelDir {
+    /// `weights`, or the demo model (the tiny preset with random weights and the real tokenizer),
+    /// saying so on stderr.
+    pub fn open(weights: Option<&std::path::Path>) -> Result<Self> {
+        if let Some(dir) = weights {
+            return Ok(Self {
+                path: dir.to_path_buf(),
+                label: shown_path(dir),
+                _demo: None,
+            });
+        }
+        let demo = tempfile::tempdir().context("cannot create a directory for the demo model")?;
+        let preset = Preset::Tiny;
+        write_random_checkpoint(
+            &preset.config(),
+            preset.config_json(),
+            demo.path(),
+            0,
+            u64::MAX,
+        )?;
+        write_tokenizer(demo.path()).context("cannot write the demo tokenizer")?;
+        eprintln!(
+            "no --weights given: running the built-in demo model (the tiny preset with random weights and the real DeepSeek-V4 tokenizer); its text is meaningless"
+        );
+        Ok(Self {
+            path: demo.path().to_path_buf(),
+            label: "demo (tiny preset, random weights)".to_string(),
+            _demo: Some(demo),
+        })
+    }
+
+    /// The checkpoint directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The directory's `tokenizer.json`, checked against the model's vocabulary; `None` when
+    /// there is none.
+    pub fn tokenizer(&self, vocab_size: usize) -> Result<Option<Tokenizer>> {
+        let path = self.path.join("tokenizer.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let tokenizer = Tokenizer::from_file(&path)?;
+        tokenizer.check_fits(vocab_size)?;
+        Ok(Some(tokenizer))
+    }
+}
+
 /// Runs `dsv4 run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     let mut sharing = args.engine.sharing.checked(args.device == Device::Cpu)?;
@@ -202,13 +240,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         eprintln!("--thinking: the cache-sharing policy is not applied to thinking-mode requests");
         sharing = Sharing::default();
     }
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    sampling.validate()?;
+    let sampling = args.sampling.params()?;
     let prompt_text = match &args.prompt_file {
         Some(path) => Some(read_input(path, "a prompt")?),
         None => args.prompt.clone(),
@@ -218,47 +250,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (None, Some(path)) => Some(parse_ids(&read_input(path, "an id list")?)?),
         (None, None) => None,
     };
-    let demo_dir;
-    let (dir, label) = match &args.weights {
-        Some(dir) => (dir.clone(), shown_path(dir)),
-        None => {
-            demo_dir =
-                tempfile::tempdir().context("cannot create a directory for the demo model")?;
-            let preset = Preset::Tiny;
-            write_random_checkpoint(
-                &preset.config(),
-                preset.config_json(),
-                demo_dir.path(),
-                0,
-                u64::MAX,
-            )?;
-            write_tokenizer(demo_dir.path()).context("cannot write the demo tokenizer")?;
-            eprintln!(
-                "no --weights given: running the built-in demo model (the tiny preset with random weights and the real DeepSeek-V4 tokenizer); its text is meaningless"
-            );
-            (
-                demo_dir.path().to_path_buf(),
-                "demo (tiny preset, random weights)".to_string(),
-            )
-        }
-    };
-    let loaded = open_checkpoint(&dir, device.linears())?;
+    let model_dir = ModelDir::open(args.weights.as_deref())?;
+    let (dir, label) = (model_dir.path(), model_dir.label.clone());
+    let loaded = open_checkpoint(dir, device.linears())?;
     let config = &loaded.config;
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = if tokenizer_path.is_file() {
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
-        tokenizer.check_fits(config.vocab_size)?;
-        Some(tokenizer)
-    } else {
-        None
-    };
+    let tokenizer = model_dir.tokenizer(config.vocab_size)?;
     let prompt_ids = match (prompt_text, given_ids, &args.chat) {
         (_, Some(ids), _) => ids,
         (Some(text), _, _) => match &tokenizer {
             Some(t) => t.encode(&text)?,
             None => bail!(
                 "--prompt needs a tokenizer: no tokenizer.json in {}; use --prompt-ids",
-                shown_path(&dir)
+                shown_path(dir)
             ),
         },
         (_, _, Some(user)) => match &tokenizer {
@@ -277,7 +280,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
             None => bail!(
                 "--chat needs a tokenizer: no tokenizer.json in {}",
-                shown_path(&dir)
+                shown_path(dir)
             ),
         },
         _ => {

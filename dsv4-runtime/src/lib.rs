@@ -24,5 +24,5 @@ pub use engine::Request;
 pub use model::load::{Linears, LoadError, LoadedCheckpoint};
 pub use model::weights::{ModelWeights, WeightsError};
 pub use model::{ForwardError, Logits, Model, RequestError};
-pub use text::chat::{ChatPrompt, ChatRequest, ReasoningEffort, ThinkingMode};
+pub use text::chat::{ChatPrompt, ChatRequest, ChatTurn, ReasoningEffort, ThinkingMode};
 pub use text::tokenizer::{Tokenizer, TokenizerError};

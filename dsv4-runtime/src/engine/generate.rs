@@ -48,11 +48,13 @@ pub enum FinishReason {
 /// Wall-clock timings of a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Timings {
-    /// Prompt tokens prefilled.
+    /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// Of those, the ones a resumed request had already seen (not prefilled again).
+    pub reused_tokens: usize,
     /// Seconds spent on prefill.
     pub prefill_seconds: f64,
-    /// Prompt tokens per second.
+    /// Prompt tokens prefilled per second.
     pub prefill_tokens_per_s: f64,
     /// Tokens decoded after the first (each one forward step).
     pub decode_tokens: usize,
@@ -90,6 +92,14 @@ pub enum GenerateError {
         tokens: usize,
         /// `max_position_embeddings`.
         max: usize,
+    },
+    /// A resumed request that has seen the whole prompt has no logits to sample from.
+    #[error("the request has already seen {reused} of the prompt's {tokens} tokens: nothing is left to prefill")]
+    NothingToPrefill {
+        /// Tokens the request had seen.
+        reused: usize,
+        /// Prompt tokens.
+        tokens: usize,
     },
     /// Stop strings without a tokenizer to see text.
     #[error("--stop needs a tokenizer (tokenizer.json beside the weights)")]
@@ -157,8 +167,28 @@ fn generate_on_pool<B: Backend>(
     model: &Model<B>,
     tokenizer: Option<&Tokenizer>,
     request: &GenerateRequest,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, GenerateError> {
+    let tokens = request
+        .prompt_ids
+        .len()
+        .saturating_add(request.max_new_tokens)
+        .min(model.config().max_position_embeddings);
+    let mut live = Request::sharing(model, tokens, request.sharing)?;
+    generate_on(&mut live, tokenizer, request, on_text)
+}
+
+/// [`generate`] going on from `live`, a request that has already seen the first
+/// `live.position()` ids of the prompt (one resumed from a kept state,
+/// [`super::prefix::PrefixCache::resume`]): only the rest of the prompt is prefilled. Runs on
+/// the calling thread (call it on a worker, as [`generate`] does).
+pub fn generate_on<B: Backend>(
+    live: &mut Request<'_, '_, B>,
+    tokenizer: Option<&Tokenizer>,
+    request: &GenerateRequest,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, GenerateError> {
+    let model = live.model();
     let config = model.config();
     let max = config.max_position_embeddings;
     let prompt = &request.prompt_ids;
@@ -180,11 +210,16 @@ fn generate_on_pool<B: Backend>(
         tokenizer,
         shown: 0,
     });
-    let tokens = prompt.len().saturating_add(request.max_new_tokens).min(max);
-    let mut live = Request::sharing(model, tokens, request.sharing)?;
+    let reused = live.position();
+    if reused >= prompt.len() {
+        return Err(GenerateError::NothingToPrefill {
+            reused,
+            tokens: prompt.len(),
+        });
+    }
 
     let start = Instant::now();
-    live.feed(prompt, request.prefill_chunk)?;
+    live.feed(&prompt[reused..], request.prefill_chunk)?;
     let prefill_seconds = start.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();
@@ -230,8 +265,9 @@ fn generate_on_pool<B: Backend>(
         finish_reason,
         timings: Timings {
             prompt_tokens: prompt.len(),
+            reused_tokens: reused,
             prefill_seconds,
-            prefill_tokens_per_s: per_second(prompt.len(), prefill_seconds),
+            prefill_tokens_per_s: per_second(prompt.len() - reused, prefill_seconds),
             decode_tokens: decode_steps,
             decode_seconds,
             decode_tokens_per_s: per_second(decode_steps, decode_seconds),

@@ -52,6 +52,11 @@ impl<'m, 'w, B: Backend> Request<'m, 'w, B> {
         }
     }
 
+    /// The model it runs on.
+    pub fn model(&self) -> &'m Model<'w, B> {
+        self.model
+    }
+
     /// Its state, to keep ([`prefix::PrefixCache::keep`]).
     pub fn state(&self) -> &SeqState<B> {
         &self.state

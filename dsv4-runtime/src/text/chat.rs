@@ -1,4 +1,5 @@
-//! Chat prompts for DeepSeek-V4: one user turn, an optional system prompt, thinking or not.
+//! Chat prompts for DeepSeek-V4: a user turn after any answered ones, an optional system prompt,
+//! thinking or not.
 //!
 //! DeepSeek-V4 ships no Jinja chat template; its prompts are built by the Python encoder in the
 //! model repository, `encoding/encoding_dsv4.py` (deepseek-ai/DeepSeek-V4-Flash and -Pro), whose
@@ -90,18 +91,54 @@ pub struct ChatPrompt {
     pub ids: Vec<u32>,
 }
 
+/// An answered turn of a conversation: the user's message and the assistant's answer (its
+/// reasoning, if any, left out: upstream renders earlier turns with `drop_thinking`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChatTurn {
+    /// The user's message.
+    pub user: String,
+    /// The assistant's answer.
+    pub assistant: String,
+}
+
 impl ChatRequest<'_> {
     /// The prompt text, exactly as upstream's `encode_messages` renders this request.
     pub fn render(&self) -> String {
+        self.render_after(&[])
+    }
+
+    /// The prompt text of this request coming after the answered turns `history`: each as
+    /// `<｜User｜>{user}<｜Assistant｜></think>{answer}<｜end▁of▁sentence｜>` between the system
+    /// prompt and the new user turn, as the encoder renders earlier turns with `drop_thinking`
+    /// (DeepSeek-V3.2's encoder documents this shape; V4's keeps its templates).
+    pub fn render_after(&self, history: &[ChatTurn]) -> String {
         let system = self.system.unwrap_or("");
+        let past: usize = history
+            .iter()
+            .map(|t| t.user.len() + t.assistant.len() + 64)
+            .sum();
         let mut text = String::with_capacity(
-            BOS.len() + REASONING_EFFORT_MAX.len() + system.len() + self.user.len() + 64,
+            BOS.len() + REASONING_EFFORT_MAX.len() + system.len() + self.user.len() + past + 64,
         );
         text.push_str(BOS);
         if self.mode == ThinkingMode::Thinking && self.effort == ReasoningEffort::Max {
             text.push_str(REASONING_EFFORT_MAX);
         }
         text.push_str(system);
+        for turn in history {
+            text.push_str(USER);
+            text.push_str(&turn.user);
+            text.push_str(ASSISTANT);
+            text.push_str(THINK_END);
+            text.push_str(&turn.assistant);
+            text.push_str(EOS);
+        }
+        self.open_turn(&mut text);
+        text
+    }
+
+    /// The user turn and the opening of the assistant's answer.
+    fn open_turn(&self, text: &mut String) {
         text.push_str(USER);
         text.push_str(self.user);
         text.push_str(ASSISTANT);
@@ -109,13 +146,31 @@ impl ChatRequest<'_> {
             ThinkingMode::Chat => THINK_END,
             ThinkingMode::Thinking => THINK_START,
         });
+    }
+
+    /// What this request adds to a conversation whose last turn was answered (the conversation's
+    /// ids so far ending with that answer's): the answer's end, then the new user turn —
+    /// `render_after(history)` is `render_after(&history[..n-1])`, the last answer and this.
+    pub fn render_next(&self) -> String {
+        let mut text = String::with_capacity(EOS.len() + self.user.len() + 64);
+        text.push_str(EOS);
+        self.open_turn(&mut text);
         text
     }
 
     /// The prompt text and its ids. The whole text is tokenized at once, as upstream's callers
     /// do, so role tokens and BOS come out as their single ids.
     pub fn encode(&self, tokenizer: &Tokenizer) -> Result<ChatPrompt, TokenizerError> {
-        let text = self.render();
+        self.encode_after(&[], tokenizer)
+    }
+
+    /// [`Self::render_after`], tokenized as [`Self::encode`] does.
+    pub fn encode_after(
+        &self,
+        history: &[ChatTurn],
+        tokenizer: &Tokenizer,
+    ) -> Result<ChatPrompt, TokenizerError> {
+        let text = self.render_after(history);
         let ids = tokenizer.encode(&text)?;
         Ok(ChatPrompt { text, ids })
     }
@@ -132,6 +187,44 @@ mod tests {
             mode,
             effort: ReasoningEffort::Default,
         }
+    }
+
+    #[test]
+    fn earlier_turns_come_before_the_new_one_without_their_reasoning() {
+        let history = [ChatTurn {
+            user: "hello".into(),
+            assistant: "Hello! I am DeepSeek.".into(),
+        }];
+        let r = ChatRequest {
+            user: "1+1=?",
+            mode: ThinkingMode::Thinking,
+            ..ChatRequest::default()
+        };
+        // The V3.2 encoder's documented example of the same conversation.
+        assert_eq!(
+            r.render_after(&history),
+            "<｜begin▁of▁sentence｜><｜User｜>hello<｜Assistant｜></think>Hello! I am DeepSeek.<｜end▁of▁sentence｜><｜User｜>1+1=?<｜Assistant｜><think>"
+        );
+        // The first turn's prompt is where the second's begins.
+        let first = ChatRequest {
+            user: "hello",
+            ..ChatRequest::default()
+        };
+        let second = ChatRequest {
+            user: "1+1=?",
+            ..ChatRequest::default()
+        };
+        assert!(second.render_after(&history).starts_with(&first.render()));
+        // ... and continues with the answer and `render_next`.
+        assert_eq!(
+            second.render_after(&history),
+            format!(
+                "{}{}{}",
+                first.render(),
+                history[0].assistant,
+                second.render_next()
+            )
+        );
     }
 
     #[test]
