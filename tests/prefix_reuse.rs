@@ -3,9 +3,7 @@
 //! disturbed by the request the state was kept from going on, and the cache keeps within its
 //! byte cap by evicting the least recently used state.
 
-use dsv4_cache::{
-    CacheDtypes, IndexerCacheDtype, KvCacheDtype, KvSharing, ShareDirection, Sharing,
-};
+use dsv4_cache::{CacheDtypes, IndexerCacheDtype, KvCacheDtype, Sharing};
 use dsv4_runtime::engine::prefix::PrefixCache;
 use dsv4_runtime::{Logits, Model, Numerics, Request};
 use dsv4_tests::{assert_same_bits, fixture, with_model};
@@ -83,15 +81,7 @@ fn a_resumed_request_gives_the_cold_bits_and_shares_full_pages() {
 fn a_policy_is_kept_with_the_state() {
     let f = fixture("hca16");
     let ids = &f.ids[..160];
-    let sharing = Sharing {
-        kv: Some(KvSharing {
-            group: 2,
-            min_layer: 0,
-            max_layer: None,
-            direction: ShareDirection::Lower,
-        }),
-        indexer_reuse: None,
-    };
+    let sharing = Sharing::kv_groups(2);
     with_model(&f.dir, Numerics::Exact, CacheDtypes::default(), |model| {
         let want = cold(model, ids, 100, sharing);
         let mut cache = PrefixCache::new(1 << 30);

@@ -6,8 +6,8 @@
 //! run beside it on the same model, are untouched. The CUDA backend refuses a policy.
 
 use dsv4_cache::{
-    BlockBudget, CacheDtypes, IndexerCacheDtype, KvCacheDtype, KvSharing, ModelCacheSchema,
-    ShareDirection, Sharing, DEFAULT_BLOCK_SIZE,
+    BlockBudget, CacheDtypes, IndexerCacheDtype, KvCacheDtype, ModelCacheSchema, Sharing,
+    DEFAULT_BLOCK_SIZE,
 };
 use dsv4_runtime::{CudaBackend, Logits, Model, Numerics};
 use dsv4_tests::{assert_same_bits, fixture, with_model, with_model_on, Fixture};
@@ -18,22 +18,11 @@ const EXACT: CacheDtypes = CacheDtypes {
 };
 
 fn cla() -> Sharing {
-    Sharing {
-        kv: Some(KvSharing {
-            group: 2,
-            min_layer: 0,
-            max_layer: None,
-            direction: ShareDirection::Lower,
-        }),
-        indexer_reuse: None,
-    }
+    Sharing::kv_groups(2)
 }
 
 fn reuse() -> Sharing {
-    Sharing {
-        kv: None,
-        indexer_reuse: Some(2),
-    }
+    Sharing::indexer_runs(2)
 }
 
 /// Every position's logits of the fixture's first `tokens` ids in chunks of `chunk` under

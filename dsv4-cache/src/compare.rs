@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::planner::dense_caches;
 use crate::{
-    BlockBudget, BudgetOverflow, CacheDtypes, IndexerCacheDtype, KvCacheDtype, KvSharing,
-    ModelCacheSchema, PlanError, PlanRequest, ShareDirection, Sharing,
+    BlockBudget, BudgetOverflow, CacheDtypes, IndexerCacheDtype, KvCacheDtype, ModelCacheSchema,
+    PlanError, PlanRequest, Sharing,
 };
 
 /// One strategy priced.
@@ -114,36 +114,21 @@ pub fn compare(
             Some(total),
         );
     }
-    let cla = Sharing {
-        kv: Some(KvSharing {
-            group: 2,
-            min_layer: 0,
-            max_layer: None,
-            direction: ShareDirection::Lower,
-        }),
-        indexer_reuse: None,
-    };
     let policies = [
         (
             "cla_2",
             "CLA groups of 2 (lower layer the source, from layer 0)",
-            cla,
+            Sharing::kv_groups(2),
         ),
         (
             "indexer_reuse_2",
             "indexer top-k reused over runs of 2 CSA layers",
-            Sharing {
-                kv: None,
-                indexer_reuse: Some(2),
-            },
+            Sharing::indexer_runs(2),
         ),
         (
             "indexer_reuse_4",
             "indexer top-k reused over runs of 4 CSA layers",
-            Sharing {
-                kv: None,
-                indexer_reuse: Some(4),
-            },
+            Sharing::indexer_runs(4),
         ),
     ];
     for (name, what, sharing) in policies {

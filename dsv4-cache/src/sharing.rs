@@ -75,6 +75,27 @@ pub struct Sources {
 }
 
 impl Sharing {
+    /// CLA groups of `group` layers, the lowest the source, from layer 0 up.
+    pub fn kv_groups(group: usize) -> Self {
+        Self {
+            kv: Some(KvSharing {
+                group,
+                min_layer: 0,
+                max_layer: None,
+                direction: ShareDirection::Lower,
+            }),
+            indexer_reuse: None,
+        }
+    }
+
+    /// One indexer selection per run of `run` CSA layers.
+    pub fn indexer_runs(run: usize) -> Self {
+        Self {
+            kv: None,
+            indexer_reuse: Some(run),
+        }
+    }
+
     /// Checks the policy.
     pub fn validate(&self) -> Result<(), SharingError> {
         if let Some(kv) = self.kv {

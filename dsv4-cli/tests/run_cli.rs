@@ -344,28 +344,14 @@ fn sharing_policies_run_on_the_cpu_and_are_refused_elsewhere() {
     assert_ne!(cla, plain);
     assert_ne!(reuse, plain);
     assert!(cla.iter().chain(&reuse).all(|v| v.is_finite()));
-    let e = error(&[
-        "run",
-        "--weights",
-        weights,
-        "--prompt-ids",
-        "1,2",
-        "--share-kv",
-        "2",
-        "--device",
-        "cuda-sim",
-    ]);
-    assert!(e.contains("run on --device cpu only"), "{e}");
-    let e = error(&[
-        "run",
-        "--weights",
-        weights,
-        "--prompt-ids",
-        "1,2",
-        "--share-kv",
-        "2",
-        "--share-kv-direction",
-        "upper",
-    ]);
-    assert!(e.contains("only `lower` (causal)"), "{e}");
+    for (extra, says) in [
+        (["--device", "cuda-sim"], "run on --device cpu only"),
+        (["--share-kv-direction", "upper"], "only `lower` (causal)"),
+    ] {
+        let mut args = vec!["run", "--weights", weights, "--prompt-ids", "1,2"];
+        args.extend(["--share-kv", "2"]);
+        args.extend(extra);
+        let e = error(&args);
+        assert!(e.contains(says), "{e}");
+    }
 }
