@@ -27,7 +27,7 @@ use crate::units::parse_bytes;
 /// Flags of `dsv4 chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// Checkpoint directory [default: the built-in demo model, random weights].
+    /// Checkpoint directory [default: the built-in demo model, trained on the King James Bible].
     #[arg(long, value_name = "DIR")]
     weights: Option<PathBuf>,
     /// System prompt.

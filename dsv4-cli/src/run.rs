@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dsv4_cache::Sharing;
-use dsv4_model::{write_random_checkpoint, Preset};
 use dsv4_runtime::{
     generate, Backend, ChatRequest, CpuBackend, GenerateRequest, Linears, ReasoningEffort,
     ThinkingMode, Tokenizer,
 };
 use serde::Serialize;
 
-use crate::assets::write_tokenizer;
+use crate::assets::write_demo_model;
 use crate::engine_args::EngineArgs;
 use crate::ids::parse_ids;
 use crate::input::read_input;
@@ -90,7 +89,7 @@ macro_rules! on_device {
 /// Flags of `dsv4 run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Checkpoint directory [default: the built-in demo model, random weights].
+    /// Checkpoint directory [default: the built-in demo model, trained on the King James Bible].
     #[arg(long, value_name = "DIR")]
     weights: Option<PathBuf>,
     /// Prompt text, tokenized as is (no BOS added, as the tokenizer config asks).
@@ -175,8 +174,8 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
-    /// `weights`, or the demo model (the tiny preset with random weights and the real tokenizer),
-    /// saying so on stderr.
+    /// `weights`, or the demo model (trained here on the King James Bible), saying so on
+    /// stderr.
     pub fn open(weights: Option<&std::path::Path>) -> Result<Self> {
         if let Some(dir) = weights {
             return Ok(Self {
@@ -186,21 +185,13 @@ impl ModelDir {
             });
         }
         let demo = tempfile::tempdir().context("cannot create a directory for the demo model")?;
-        let preset = Preset::Tiny;
-        write_random_checkpoint(
-            &preset.config(),
-            preset.config_json(),
-            demo.path(),
-            0,
-            u64::MAX,
-        )?;
-        write_tokenizer(demo.path()).context("cannot write the demo tokenizer")?;
+        write_demo_model(demo.path()).context("cannot write the demo model")?;
         eprintln!(
-            "no --weights given: running the built-in demo model (the tiny preset with random weights and the real DeepSeek-V4 tokenizer); its text is meaningless"
+            "no --weights given: running the built-in demo model, a 5.3M-parameter DeepSeek-V4-architecture model trained here on the King James Bible with its own 2048-token tokenizer (tests/quality); it knows that text and nothing else"
         );
         Ok(Self {
             path: demo.path().to_path_buf(),
-            label: "demo (tiny preset, random weights)".to_string(),
+            label: "demo (trained on the King James Bible)".to_string(),
             _demo: Some(demo),
         })
     }
