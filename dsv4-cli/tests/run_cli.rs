@@ -370,3 +370,36 @@ fn sharing_policies_run_on_the_cpu_and_are_refused_elsewhere() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+/// A thinking-mode request keeps every layer's cache: with `--share-kv` it says the policy is
+/// not applied and generates the tokens it generates without the flag.
+#[test]
+fn thinking_mode_requests_ignore_the_sharing_policy() {
+    let chat = [
+        "--chat",
+        "Who begat Enos?",
+        "--thinking",
+        "--max-new-tokens",
+        "12",
+    ];
+    let (plain, _) = run_json(&chat);
+    let (shared, stderr) = run_json(&[&chat[..], &["--share-kv", "2"]].concat());
+    assert!(
+        stderr.contains("not applied to thinking-mode requests"),
+        "{stderr}"
+    );
+    assert_eq!(shared["generated_ids"], plain["generated_ids"]);
+    // Without thinking mode the policy applies, and this prompt is long enough to show it.
+    let ids: Vec<String> = (0..120).map(|i| (3 + i * 7 % 2000).to_string()).collect();
+    let ids = ids.join(",");
+    let (a, _) = run_json(&["--prompt-ids", &ids, "--max-new-tokens", "12"]);
+    let (b, _) = run_json(&[
+        "--prompt-ids",
+        &ids,
+        "--max-new-tokens",
+        "12",
+        "--share-kv",
+        "2",
+    ]);
+    assert_ne!(a["generated_ids"], b["generated_ids"]);
+}
