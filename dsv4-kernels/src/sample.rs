@@ -138,6 +138,20 @@ pub fn sample(logits: &[f32], cut: &SampleCut, u: f64, s: &mut SampleScratch) ->
     Some(set[i].id)
 }
 
+/// The token a step picks from `logits`: the argmax when `draw` is `None` (greedy), else
+/// [`sample`] of the draw `u` under `cut`.
+pub fn sample_or_argmax(
+    logits: &[f32],
+    cut: &SampleCut,
+    draw: Option<f64>,
+    s: &mut SampleScratch,
+) -> Option<u32> {
+    match draw {
+        None => sample_argmax(logits),
+        Some(u) => sample(logits, cut, u, s),
+    }
+}
+
 /// Keeps in `s.kept` only the nucleus of mass `top_p`: ranks the kept candidates, finds where
 /// the ranked running sum reaches the threshold (rounding aside, the answer), then settles the
 /// boundary with canonical sums of ranked prefixes, so the set is the one the definition names.

@@ -4,7 +4,7 @@
 
 use dsv4_cache::{BlockPool, ModelCacheSchema};
 use dsv4_kernels::ops::rms_norm;
-use dsv4_kernels::sample::{sample, sample_argmax, SampleCut};
+use dsv4_kernels::sample::{sample_or_argmax, SampleCut};
 use dsv4_kernels::scratch::zeroed;
 
 use super::{AttentionAt, Backend, ModelConstants, OpError, SeqCache, Sublayer};
@@ -284,10 +284,11 @@ impl Backend for CpuBackend {
         let Some(first) = ws.logits.len().checked_sub(vocab) else {
             return Ok(None);
         };
-        let row = &ws.logits[first..];
-        Ok(match draw {
-            None => sample_argmax(row),
-            Some(u) => sample(row, cut, u, &mut ws.sample),
-        })
+        Ok(sample_or_argmax(
+            &ws.logits[first..],
+            cut,
+            draw,
+            &mut ws.sample,
+        ))
     }
 }

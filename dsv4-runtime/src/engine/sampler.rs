@@ -12,7 +12,7 @@
 //! logit, and several +∞ tokens share the mass equally. A row with no token left to choose is an
 //! error, not a silent id 0.
 
-use dsv4_kernels::sample::{sample, sample_argmax, SampleCut, SampleScratch};
+use dsv4_kernels::sample::{sample_or_argmax, SampleCut, SampleScratch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -153,11 +153,8 @@ impl Sampler {
         if logits.is_empty() {
             return Err(SamplerError::EmptyLogits);
         }
-        let token = match self.draw() {
-            None => sample_argmax(logits),
-            Some(u) => sample(logits, &self.cut(), u, &mut self.scratch),
-        };
-        token.ok_or(SamplerError::NoCandidate {
+        let (draw, cut) = (self.draw(), self.cut());
+        sample_or_argmax(logits, &cut, draw, &mut self.scratch).ok_or(SamplerError::NoCandidate {
             vocab: logits.len(),
         })
     }
