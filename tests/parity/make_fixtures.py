@@ -402,6 +402,29 @@ GLOBAL_MAP = {"embed.weight": "model.embed_tokens.weight", "head.weight": "lm_he
               "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale"}
 
 
+def hf_value(sd, nat, I):
+    """The transformers name and value, in state dict `sd`, of native tensor `nat` (a routed
+    expert's w1 and w3 are the halves of its fused gate_up_proj, of intermediate size I)."""
+    if nat in GLOBAL_MAP:
+        hn = GLOBAL_MAP[nat]
+        return hn, sd[hn]
+    _, layer, rest = nat.split(".", 2)
+    pre = f"model.layers.{layer}."
+    if rest.startswith("ffn.experts."):
+        _, _, e, w, _ = rest.split(".")
+        e = int(e)
+        if w == "w1":
+            hn = pre + "mlp.experts.gate_up_proj"
+            return hn, sd[hn][e, :I]
+        if w == "w3":
+            hn = pre + "mlp.experts.gate_up_proj"
+            return hn, sd[hn][e, I:]
+        hn = pre + "mlp.experts.down_proj"
+        return hn, sd[hn][e]
+    hn = pre + ATTN_MAP[rest]
+    return hn, sd[hn]
+
+
 def verify_loaded(model, b, fx):
     """Every transformers parameter/buffer equals this script's dequantized native tensor."""
     sd = model.state_dict()
@@ -418,27 +441,8 @@ def verify_loaded(model, b, fx):
     for nat, want in b.deq.items():
         if nat.startswith("mtp."):
             continue
-        if nat in GLOBAL_MAP:
-            hn = GLOBAL_MAP[nat]
-            cmp(hn, sd[hn], want)
-            seen.add(hn)
-            continue
-        _, layer, rest = nat.split(".", 2)
-        pre = f"model.layers.{layer}."
-        if rest.startswith("ffn.experts."):
-            _, _, e, w, _ = rest.split(".")
-            e = int(e)
-            if w == "w1":
-                hn, got = pre + "mlp.experts.gate_up_proj", sd[pre + "mlp.experts.gate_up_proj"][e, :I]
-            elif w == "w3":
-                hn, got = pre + "mlp.experts.gate_up_proj", sd[pre + "mlp.experts.gate_up_proj"][e, I:]
-            else:
-                hn, got = pre + "mlp.experts.down_proj", sd[pre + "mlp.experts.down_proj"][e]
-            cmp(hn, got, want)
-            seen.add(hn)
-            continue
-        hn = pre + ATTN_MAP[rest]
-        cmp(hn, sd[hn], want)
+        hn, got = hf_value(sd, nat, I)
+        cmp(hn, got, want)
         seen.add(hn)
     missing = [k for k in sd if k not in seen and "rotary_emb" not in k]
     assert not missing, f"transformers holds tensors the checkpoint did not fill: {missing}"

@@ -134,22 +134,7 @@ def native_from_hf(model, b):
     for nat, stored in b.t.items():
         if nat.endswith(".scale") and nat[:-len(".scale")] + ".weight" in b.t:
             continue  # made with its weight
-        if nat in mf.GLOBAL_MAP:
-            w = sd[mf.GLOBAL_MAP[nat]]
-        else:
-            _, layer, rest = nat.split(".", 2)
-            pre = f"model.layers.{layer}."
-            if rest.startswith("ffn.experts."):
-                _, _, e, which, _ = rest.split(".")
-                e = int(e)
-                if which == "w1":
-                    w = sd[pre + "mlp.experts.gate_up_proj"][e, :I]
-                elif which == "w3":
-                    w = sd[pre + "mlp.experts.gate_up_proj"][e, I:]
-                else:
-                    w = sd[pre + "mlp.experts.down_proj"][e]
-            else:
-                w = sd[pre + mf.ATTN_MAP[rest]]
+        w = mf.hf_value(sd, nat, I)[1]
         w = w.reshape(stored.shape) if stored.dtype not in (torch.int8,) else w
         if stored.dtype == torch.float8_e4m3fn:
             q, s, d = mf.quant_fp8_block(w.contiguous())
