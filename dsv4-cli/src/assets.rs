@@ -14,7 +14,7 @@ pub fn write_tokenizer(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::write(dir.join("tokenizer_config.json"), TOKENIZER_CONFIG_JSON)
 }
 
-/// The demo model's files, by name: a DeepSeek-V4-architecture model of 5.3M parameters trained
+/// The demo model's files, by name: a DeepSeek-V4-architecture model of 5.25M parameters trained
 /// here on the King James Bible (tests/quality/train.py) in the release layout, and its
 /// 2048-token tokenizer.
 pub const DEMO_MODEL: [(&str, &[u8]); 4] = [

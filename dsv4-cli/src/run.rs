@@ -187,7 +187,7 @@ impl ModelDir {
         let demo = tempfile::tempdir().context("cannot create a directory for the demo model")?;
         write_demo_model(demo.path()).context("cannot write the demo model")?;
         eprintln!(
-            "no --weights given: running the built-in demo model, a 5.3M-parameter DeepSeek-V4-architecture model trained here on the King James Bible with its own 2048-token tokenizer (tests/quality); it knows that text and nothing else"
+            "no --weights given: running the built-in demo model, a 5.25M-parameter DeepSeek-V4-architecture model trained here on the King James Bible with its own 2048-token tokenizer (tests/quality); it knows that text and nothing else"
         );
         Ok(Self {
             path: demo.path().to_path_buf(),
